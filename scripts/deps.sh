@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs every Debian package Tessera needs to build, run and test.
+# Idempotent: only packages that are missing are installed.
+set -euo pipefail
+
+pkgs=(
+    # build
+    build-essential cmake pkg-config clang-format
+    # libraries
+    libmicrohttpd-dev libjansson-dev libinih-dev libvips-dev libsqlite3-dev
+    libssl-dev libcurl4-openssl-dev libpq-dev libhiredis-dev
+    # tests
+    libcmocka-dev curl python3 libimage-exiftool-perl
+    # runtime of the image pipeline (BMP loads through ImageMagick's loader in libvips 8.14)
+    libvips-tools imagemagick
+    # benchmarks
+    wrk nginx
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$p")
+    fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "deps: all ${#pkgs[@]} packages present"
+    exit 0
+fi
+
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
