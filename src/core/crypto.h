@@ -1,0 +1,35 @@
+/*
+ * crypto.h - SHA-256, secure random bytes and constant-time comparison.
+ *
+ * Thin wrappers over OpenSSL's libcrypto so no other module includes it.
+ */
+#ifndef CORE_CRYPTO_H
+#define CORE_CRYPTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SHA256_LEN 32
+#define SHA256_HEX 65 /* 64 hex digits and a NUL */
+
+struct sha256_ctx;
+
+/* sha256_new starts a streaming hash; sha256_final writes the digest and frees ctx. */
+struct sha256_ctx *sha256_new(void);
+void sha256_update(struct sha256_ctx *ctx, const void *p, size_t n);
+void sha256_final(struct sha256_ctx *ctx, uint8_t out[SHA256_LEN]);
+
+/* sha256_buf hashes n bytes at p. */
+void sha256_buf(const void *p, size_t n, uint8_t out[SHA256_LEN]);
+
+/* sha256_fd hashes an open file from offset 0 to its end; E_IO on a read error. */
+int sha256_fd(int fd, uint8_t out[SHA256_LEN]);
+
+/* random_bytes fills p with n bytes from the kernel's CSPRNG; aborts if it cannot. */
+void random_bytes(void *p, size_t n);
+
+/* ct_equal compares n bytes in time independent of their content. */
+bool ct_equal(const void *a, const void *b, size_t n);
+
+#endif

@@ -1,0 +1,59 @@
+/*
+ * blob.h - the blob store interface: immutable bytes addressed by their SHA-256.
+ *
+ * A blob is written once and never changed. Keys are validated as 64 lowercase
+ * hex digits before they touch a path. Today's backend is a file:// shard (a
+ * local directory); the ring and remote storage nodes implement the same calls.
+ * Every function is thread-safe and may block on disk I/O.
+ */
+#ifndef STORE_BLOB_H
+#define STORE_BLOB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct blob_store;
+
+/*
+ * blob_store_open opens the store at url ("file:///abs/path"), creating the
+ * directory if needed. E_INVALID for a bad url, E_IO if it cannot be used.
+ */
+int blob_store_open(const char *url, struct blob_store **out);
+
+/* blob_store_free closes the store; NULL is fine. */
+void blob_store_free(struct blob_store *bs);
+
+/*
+ * blob_put_path stores the file at src_path under key, durably: written to a
+ * temporary file in the store, fsynced, renamed into place, directory fsynced.
+ * Idempotent: if the blob is already there it returns OK without writing.
+ * The caller guarantees key is the SHA-256 of the file. E_INVALID bad key,
+ * E_NOSPACE disk full, E_IO otherwise (no partial blob is ever visible).
+ */
+int blob_put_path(struct blob_store *bs, const char *key, const char *src_path);
+
+/*
+ * blob_open opens the blob for reading: *fd (the caller closes it) and *size.
+ * A local backend returns a real file so it can be sent with sendfile.
+ * E_NOTFOUND if absent, E_INVALID bad key, E_IO.
+ */
+int blob_open(struct blob_store *bs, const char *key, int *fd, uint64_t *size);
+
+/* blob_exists sets *exists; E_INVALID bad key, E_IO. */
+int blob_exists(struct blob_store *bs, const char *key, bool *exists);
+
+/* blob_delete removes the blob; OK if it was not there. E_INVALID bad key, E_IO. */
+int blob_delete(struct blob_store *bs, const char *key);
+
+/*
+ * blob_tmp_path writes into buf (capacity cap) a fresh unique path for a
+ * temporary file on the same filesystem as the store, for callers that build
+ * a file to put. E_INVALID if it does not fit.
+ */
+int blob_tmp_path(struct blob_store *bs, char *buf, size_t cap);
+
+/* blob_store_check tells whether the store can take writes now (readiness): OK or E_UNAVAILABLE. */
+int blob_store_check(struct blob_store *bs);
+
+#endif
