@@ -1,14 +1,228 @@
 /*
- * cli.c - subcommand dispatch (placeholder until the roles land).
+ * cli.c - the command line: global options, configuration, subcommand dispatch.
+ *
+ * Every subcommand takes --config FILE and --section.key=value flags; the
+ * configuration is loaded and validated before any role starts.
  */
 #include "cli/cli.h"
 
+#include "config/config.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/xalloc.h"
+#include "services/serve.h"
+
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern char **environ;
+
+#define CLI_MAX_FLAGS 128
+
+typedef int cli_cmd_fn(const struct config *cfg, int argc, char **argv);
+
+struct cli_cmd {
+    const char *name;
+    cli_cmd_fn *run;
+    const char *summary;
+};
+
+static int cmd_serve(const struct config *cfg, int argc, char **argv);
+static int cmd_config(const struct config *cfg, int argc, char **argv);
+static int cmd_version(const struct config *cfg, int argc, char **argv);
+static int cmd_later(const struct config *cfg, int argc, char **argv);
+
+static const struct cli_cmd cli_cmds[] = {
+    {"serve", cmd_serve, "single node: read + write + worker on SQLite and local directories"},
+    {"read", cmd_later, "read service: image bytes, variants, metadata, listings"},
+    {"write", cmd_later, "write service: uploads and deletes"},
+    {"worker", cmd_later, "job worker: variants, purges, blob release, repair"},
+    {"storage", cmd_later, "storage shard node"},
+    {"migrate", cmd_later, "apply the embedded schema migrations"},
+    {"ring", cmd_later, "show, plan and rebalance the storage ring"},
+    {"repair", cmd_later, "restore missing blob replicas, remove strays"},
+    {"gc", cmd_later, "collect orphan blobs"},
+    {"config", cmd_config, "print the configuration: --defaults, --markdown or the effective one"},
+    {"version", cmd_version, "print the version"},
+};
+#define CLI_N (sizeof(cli_cmds) / sizeof(cli_cmds[0]))
+
+static void cli_usage(FILE *f)
+{
+    fprintf(f, "usage: tessera COMMAND [--config FILE] [--section.key=value ...] [args]\n\n"
+               "commands:\n");
+    for (size_t i = 0; i < CLI_N; i++)
+        fprintf(f, "  %-10s %s\n", cli_cmds[i].name, cli_cmds[i].summary);
+    fprintf(f, "\nshortcuts: --listen HOST:PORT (server.listen), --data-dir DIR "
+               "(storage.data_dir)\n"
+               "Every setting: `tessera config --defaults`; reference: docs/configuration.md\n");
+}
+
+static int cmd_later(const struct config *cfg, int argc, char **argv)
+{
+    (void)cfg;
+    (void)argc;
+    fprintf(stderr,
+            "tessera %s: this role is not in this build yet; `tessera serve` runs the "
+            "whole service on one machine\n",
+            argv[0]);
+    return 2;
+}
+
+static int cmd_version(const struct config *cfg, int argc, char **argv)
+{
+    (void)cfg;
+    (void)argc;
+    (void)argv;
+    printf("tessera %s\n", TESSERA_VERSION);
+    return 0;
+}
+
+static int cmd_config(const struct config *cfg, int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "--defaults") == 0)
+        config_print_defaults(stdout);
+    else if (argc > 1 && strcmp(argv[1], "--markdown") == 0)
+        config_print_markdown(stdout);
+    else if (argc == 1)
+        config_print_effective(cfg, stdout);
+    else {
+        fprintf(stderr, "usage: tessera config [--defaults | --markdown]\n");
+        return 2;
+    }
+    return 0;
+}
+
+static int cmd_serve(const struct config *cfg, int argc, char **argv)
+{
+    (void)argv;
+    if (argc > 1) {
+        fprintf(stderr, "tessera serve: unexpected argument \"%s\"\n", argv[1]);
+        return 2;
+    }
+    return serve_run(cfg) == OK ? 0 : 1;
+}
+
+/* cli_flag_value takes "--name=value" or "--name value"; returns NULL if absent. */
+static const char *cli_flag_value(int argc, char **argv, int *i, const char *arg)
+{
+    const char *eq = strchr(arg, '=');
+
+    if (eq != NULL)
+        return eq + 1;
+    if (*i + 1 < argc) {
+        (*i)++;
+        return argv[*i];
+    }
+    return NULL;
+}
+
+/* cli_shortcut maps a shortcut flag (--listen, --data-dir) to its setting; NULL if a is none. */
+static const char *cli_shortcut(const char *a)
+{
+    static const char *const map[][2] = {{"--listen", "server.listen"},
+                                         {"--data-dir", "storage.data_dir"}};
+
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+        size_t n = strlen(map[i][0]);
+        if (strncmp(a, map[i][0], n) == 0 && (a[n] == '\0' || a[n] == '='))
+            return map[i][1];
+    }
+    return NULL;
+}
+
+static char *cli_join(const char *name, const char *value)
+{
+    return xasprintf("%s=%s", name, value);
+}
 
 int cli_main(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "tessera: not yet\n");
-    return 2;
+    struct config cfg;
+    const struct cli_cmd *cmd = NULL;
+    const char *config_path = NULL;
+    char *flags[CLI_MAX_FLAGS];
+    bool owned[CLI_MAX_FLAGS] = {false};
+    size_t n_flags = 0;
+    char *rest[CLI_MAX_FLAGS];
+    int n_rest = 0;
+    char err[512];
+    const char *v;
+    int status = 2;
+
+    config_init(&cfg);
+    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        cli_usage(argc < 2 ? stderr : stdout);
+        status = argc < 2 ? 2 : 0;
+        goto out;
+    }
+    for (size_t i = 0; i < CLI_N; i++) {
+        if (strcmp(argv[1], cli_cmds[i].name) == 0)
+            cmd = &cli_cmds[i];
+    }
+    if (cmd == NULL) {
+        fprintf(stderr, "tessera: unknown command \"%s\"\n\n", argv[1]);
+        cli_usage(stderr);
+        goto out;
+    }
+    rest[n_rest++] = argv[1];
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (n_flags == CLI_MAX_FLAGS || n_rest == CLI_MAX_FLAGS) {
+            fprintf(stderr, "tessera: too many arguments\n");
+            goto out;
+        }
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            cli_usage(stdout);
+            status = 0;
+            goto out;
+        }
+        if (strncmp(a, "--config", 8) == 0 && (a[8] == '\0' || a[8] == '=')) {
+            config_path = cli_flag_value(argc, argv, &i, a);
+            if (config_path == NULL) {
+                fprintf(stderr, "tessera: --config needs a file\n");
+                goto out;
+            }
+        } else if (strncmp(a, "--", 2) == 0 && strchr(a, '.') != NULL &&
+                   (strchr(a, '=') == NULL || strchr(a, '.') < strchr(a, '='))) {
+            /* --section.key=value or --section.key value */
+            if (strchr(a, '=') != NULL) {
+                flags[n_flags++] = (char *)a + 2;
+            } else if (i + 1 < argc) {
+                owned[n_flags] = true;
+                flags[n_flags++] = cli_join(a + 2, argv[i + 1]);
+                i++;
+            } else {
+                fprintf(stderr, "tessera: %s needs a value\n", a);
+                goto out;
+            }
+        } else if ((v = cli_shortcut(a)) != NULL) {
+            const char *val = cli_flag_value(argc, argv, &i, a);
+            if (val == NULL) {
+                fprintf(stderr, "tessera: %s needs a value\n", a);
+                goto out;
+            }
+            owned[n_flags] = true;
+            flags[n_flags++] = cli_join(v, val);
+        } else {
+            rest[n_rest++] = argv[i];
+        }
+    }
+    if (config_load(&cfg, config_path, environ, flags, n_flags, err, sizeof(err)) != OK) {
+        fprintf(stderr, "tessera: configuration: %s\n", err);
+        goto out;
+    }
+    log_min_level = (enum log_level)log_level_parse(cfg.log.level);
+    rest[n_rest] = NULL;
+    status = cmd->run(&cfg, n_rest, rest);
+out:
+    for (size_t i = 0; i < n_flags; i++) {
+        if (owned[i])
+            free(flags[i]);
+    }
+    config_release(&cfg);
+    return status;
 }

@@ -55,3 +55,8 @@ void log_write(enum log_level lvl, const char *module, const char *fmt, ...)
     ssize_t w = write(STDERR_FILENO, line, n);
     (void)w;
 }
+
+bool log_level_valid(const char *name)
+{
+    return log_level_parse(name) >= 0;
+}

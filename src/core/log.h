@@ -7,9 +7,14 @@
 #ifndef CORE_LOG_H
 #define CORE_LOG_H
 
+#include <stdbool.h>
+
 enum log_level { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3, LOG_OFF = 4 };
 
 extern enum log_level log_min_level;
+
+/* log_level_valid tells whether name is a level log_level_parse knows. */
+bool log_level_valid(const char *name);
 
 /* log_level_parse maps "debug"/"info"/"warn"/"error"/"off" to a level; -1 if unknown. */
 int log_level_parse(const char *name);

@@ -1,0 +1,631 @@
+/*
+ * config.c - the settings table and the loaders it drives.
+ *
+ * Invariant: every setting lives in config_table exactly once; the INI file,
+ * the environment, the flags, the printed defaults and the docs all read it.
+ */
+#include "config/config.h"
+
+#include "core/err.h"
+#include "core/log.h"
+#include "core/xalloc.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum cfg_type {
+    CFG_STR,
+    CFG_INT,      /* integer in [min, max] */
+    CFG_SIZE,     /* bytes, with an optional K/M/G (binary) suffix */
+    CFG_DURATION, /* milliseconds, with an ms/s/m/h suffix (bare numbers are seconds) */
+    CFG_BOOL,
+};
+
+struct cfg_entry {
+    const char *section;
+    const char *key;
+    enum cfg_type type;
+    const char *def;
+    int64_t min;
+    int64_t max;
+    size_t offset;
+    const char *help;
+};
+
+#define F(field) offsetof(struct config, field)
+#define KiB      1024LL
+#define MiB      (1024LL * 1024)
+#define GiB      (1024LL * 1024 * 1024)
+
+static const struct cfg_entry config_table[] = {
+    {"server", "listen", CFG_STR, "127.0.0.1:8080", 0, 0, F(server.listen),
+     "Address and port to listen on (host:port)."},
+    {"server", "public_url", CFG_STR, "", 0, 0, F(server.public_url),
+     "Base URL clients reach this service at, used in API answers; empty: http://<listen>."},
+    {"server", "thread_pool", CFG_INT, "0", 0, 256, F(server.thread_pool),
+     "0: one thread per connection (a slow request never blocks another); N: an epoll pool of "
+     "N threads."},
+    {"server", "max_connections", CFG_INT, "1024", 1, 65535, F(server.max_connections),
+     "Most simultaneous client connections; more are refused."},
+    {"server", "idle_timeout", CFG_DURATION, "30s", 1000, 3600000, F(server.idle_timeout_ms),
+     "A connection idle this long (headers or body not arriving) is closed."},
+    {"server", "max_header_bytes", CFG_SIZE, "32K", 4 * KiB, 1 * MiB, F(server.max_header_bytes),
+     "Memory for one request's line and headers; a larger request is refused."},
+    {"server", "max_url_bytes", CFG_SIZE, "4K", 256, 64 * KiB, F(server.max_url_bytes),
+     "Longest request target; longer answers 414. Keep it well under max_header_bytes."},
+    {"server", "shutdown_timeout", CFG_DURATION, "10s", 0, 600000, F(server.shutdown_timeout_ms),
+     "On SIGTERM/SIGINT, time given to requests in flight before the process exits."},
+
+    {"limits", "max_upload_bytes", CFG_SIZE, "50M", 1, 4 * GiB, F(limits.max_upload_bytes),
+     "Largest upload body; larger answers 413 and nothing is kept."},
+    {"limits", "max_pixels", CFG_INT, "100000000", 1, 1000000000, F(limits.max_pixels),
+     "Most pixels in one frame (a GIF's logical screen counts); more answers 422 before decoding."},
+    {"limits", "max_frames", CFG_INT, "1000", 1, 100000, F(limits.max_frames),
+     "Most frames in an animation; more answers 422."},
+    {"limits", "max_animation_pixels", CFG_INT, "500000000", 1, 10000000000LL,
+     F(limits.max_animation_pixels), "Most pixels over all frames of an animation."},
+    {"limits", "max_list", CFG_INT, "1000", 1, 10000, F(limits.max_list),
+     "Largest page size a listing may ask for."},
+
+    {"storage", "data_dir", CFG_STR, "./tessera-data", 0, 0, F(storage.data_dir),
+     "Directory for the embedded store (tessera serve): database, blobs, temporaries."},
+    {"storage", "blobs", CFG_STR, "", 0, 0, F(storage.blobs),
+     "Blob store URL (file:///path); empty: file://<data_dir>/blobs."},
+    {"storage", "db", CFG_STR, "", 0, 0, F(storage.db),
+     "SQLite database path; empty: <data_dir>/meta.db."},
+
+    {"auth", "upload_keys", CFG_STR, "", 0, 0, F(auth.upload_keys),
+     "Comma-separated API keys allowed to upload; empty: anyone may upload."},
+    {"auth", "admin_keys", CFG_STR, "", 0, 0, F(auth.admin_keys),
+     "Comma-separated API keys that may delete any image (and upload)."},
+
+    {"cdn", "base_url", CFG_STR, "", 0, 0, F(cdn.base_url),
+     "Base URL of the CDN in front; when set, image URLs in answers use it."},
+
+    {"image", "concurrency", CFG_INT, "1", 1, 64, F(image.concurrency),
+     "libvips worker threads per image operation."},
+    {"image", "cache_bytes", CFG_SIZE, "64M", 0, 4 * GiB, F(image.cache_bytes),
+     "Most memory libvips' operation cache may hold."},
+    {"image", "variants", CFG_STR, "thumb:256x256:webp:80", 0, 0, F(image.variants),
+     "Variant presets, comma-separated name:WxH:format:quality; 'thumb' must exist."},
+
+    {"log", "level", CFG_STR, "info", 0, 0, F(log.level), "debug, info, warn, error or off."},
+    {"log", "access", CFG_BOOL, "true", 0, 1, F(log.access),
+     "Write one access log line per request."},
+};
+
+#define CONFIG_N (sizeof(config_table) / sizeof(config_table[0]))
+
+struct cfg_err {
+    char *buf;
+    size_t cap;
+};
+
+static int cfg_fail(struct cfg_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int cfg_fail(struct cfg_err *e, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (e->buf != NULL && e->cap > 0) {
+        va_start(ap, fmt);
+        vsnprintf(e->buf, e->cap, fmt, ap);
+        va_end(ap);
+    }
+    return E_INVALID;
+}
+
+static const struct cfg_entry *cfg_find(const char *section, size_t slen, const char *key,
+                                        size_t klen)
+{
+    for (size_t i = 0; i < CONFIG_N; i++) {
+        const struct cfg_entry *ce = &config_table[i];
+        if (strlen(ce->section) == slen && strncasecmp(ce->section, section, slen) == 0 &&
+            strlen(ce->key) == klen && strncasecmp(ce->key, key, klen) == 0)
+            return ce;
+    }
+    return NULL;
+}
+
+static bool cfg_section_known(const char *section, size_t slen)
+{
+    for (size_t i = 0; i < CONFIG_N; i++) {
+        if (strlen(config_table[i].section) == slen &&
+            strncasecmp(config_table[i].section, section, slen) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* cfg_parse_number parses an integer with an optional suffix scaled by the table in units. */
+static int cfg_parse_number(const char *s, enum cfg_type type, int64_t *out)
+{
+    char *end = NULL;
+    long long v;
+    int64_t mul = 1;
+
+    while (isspace((unsigned char)*s))
+        s++;
+    if (*s == '\0' || *s == '+' || *s == '-')
+        return E_INVALID;
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno != 0 || end == s)
+        return E_INVALID;
+    while (isspace((unsigned char)*end))
+        end++;
+    if (type == CFG_SIZE) {
+        if (strcasecmp(end, "k") == 0 || strcasecmp(end, "kib") == 0)
+            mul = KiB;
+        else if (strcasecmp(end, "m") == 0 || strcasecmp(end, "mib") == 0)
+            mul = MiB;
+        else if (strcasecmp(end, "g") == 0 || strcasecmp(end, "gib") == 0)
+            mul = GiB;
+        else if (*end != '\0' && strcasecmp(end, "b") != 0)
+            return E_INVALID;
+    } else if (type == CFG_DURATION) {
+        if (strcmp(end, "ms") == 0)
+            mul = 1;
+        else if (*end == '\0' || strcmp(end, "s") == 0)
+            mul = 1000;
+        else if (strcmp(end, "m") == 0)
+            mul = 60 * 1000;
+        else if (strcmp(end, "h") == 0)
+            mul = 3600 * 1000;
+        else
+            return E_INVALID;
+    } else if (*end != '\0') {
+        return E_INVALID;
+    }
+    if (v > INT64_MAX / mul)
+        return E_INVALID;
+    *out = (int64_t)v * mul;
+    return OK;
+}
+
+static int cfg_parse_bool(const char *s, bool *out)
+{
+    static const char *const yes[] = {"true", "yes", "on", "1"};
+    static const char *const no[] = {"false", "no", "off", "0"};
+
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0) {
+            *out = true;
+            return OK;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            *out = false;
+            return OK;
+        }
+    }
+    return E_INVALID;
+}
+
+/* cfg_apply stores text into the setting ce; where names the source for the error. */
+static int cfg_apply(struct config *cfg, const struct cfg_entry *ce, const char *value,
+                     const char *where, struct cfg_err *e)
+{
+    void *field = (char *)cfg + ce->offset;
+    int64_t n = 0;
+    bool b = false;
+
+    switch (ce->type) {
+    case CFG_STR:
+        free(*(char **)field);
+        *(char **)field = xstrdup(value);
+        return OK;
+    case CFG_BOOL:
+        if (cfg_parse_bool(value, &b) != OK)
+            return cfg_fail(e, "%s: %s.%s: \"%s\" is not a boolean (true or false)", where,
+                            ce->section, ce->key, value);
+        *(bool *)field = b;
+        return OK;
+    case CFG_INT:
+    case CFG_SIZE:
+    case CFG_DURATION:
+        if (cfg_parse_number(value, ce->type, &n) != OK)
+            return cfg_fail(e, "%s: %s.%s: \"%s\" is not %s", where, ce->section, ce->key, value,
+                            ce->type == CFG_INT    ? "an integer"
+                            : ce->type == CFG_SIZE ? "a size (e.g. 512K, 50M)"
+                                                   : "a duration (e.g. 500ms, 30s, 5m)");
+        if (n < ce->min || n > ce->max)
+            return cfg_fail(e, "%s: %s.%s: %s is out of range [%lld, %lld]", where, ce->section,
+                            ce->key, value, (long long)ce->min, (long long)ce->max);
+        *(int64_t *)field = n;
+        return OK;
+    }
+    return E_INTERNAL;
+}
+
+void config_init(struct config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    for (size_t i = 0; i < CONFIG_N; i++) {
+        int rc = cfg_apply(cfg, &config_table[i], config_table[i].def, "default", NULL);
+        if (rc != OK) {
+            fprintf(stderr, "fatal: bad default for %s.%s\n", config_table[i].section,
+                    config_table[i].key);
+            abort();
+        }
+    }
+}
+
+static void cfg_keys_free(char **keys, size_t *n)
+{
+    for (size_t i = 0; i < *n; i++)
+        free(keys[i]);
+    *n = 0;
+}
+
+void config_release(struct config *cfg)
+{
+    for (size_t i = 0; i < CONFIG_N; i++) {
+        if (config_table[i].type == CFG_STR) {
+            char **field = (char **)((char *)cfg + config_table[i].offset);
+            free(*field);
+            *field = NULL;
+        }
+    }
+    cfg_keys_free(cfg->upload_key, &cfg->n_upload_keys);
+    cfg_keys_free(cfg->admin_key, &cfg->n_admin_keys);
+}
+
+struct ini_state {
+    struct config *cfg;
+    const char *path;
+    struct cfg_err *e;
+    FILE *f;
+    int lineno;
+    int rc;
+};
+
+/* cfg_ini_reader is fgets that counts lines: Debian's inih does not pass line numbers. */
+static char *cfg_ini_reader(char *str, int num, void *stream)
+{
+    struct ini_state *st = stream;
+
+    st->lineno++;
+    return fgets(str, num, st->f);
+}
+
+static int cfg_ini_handler(void *user, const char *section, const char *name, const char *value)
+{
+    int lineno = ((struct ini_state *)user)->lineno;
+
+    struct ini_state *st = user;
+    const struct cfg_entry *ce;
+    char where[512];
+
+    if (st->rc != OK)
+        return 0;
+    snprintf(where, sizeof(where), "%s:%d", st->path, lineno);
+    ce = cfg_find(section, strlen(section), name, strlen(name));
+    if (ce == NULL) {
+        st->rc = cfg_fail(st->e, "%s: unknown setting %s.%s", where, section, name);
+        return 0;
+    }
+    st->rc = cfg_apply(st->cfg, ce, value, where, st->e);
+    return st->rc == OK;
+}
+
+/* cfg_split_keys splits a comma-separated list into owned, trimmed strings. */
+static int cfg_split_keys(const char *list, char **keys, size_t *n, const char *name,
+                          struct cfg_err *e)
+{
+    const char *p = list;
+
+    while (*p != '\0') {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *s = p;
+        while (len > 0 && isspace((unsigned char)*s)) {
+            s++;
+            len--;
+        }
+        while (len > 0 && isspace((unsigned char)s[len - 1]))
+            len--;
+        if (len > 0) {
+            if (*n == CONFIG_MAX_KEYS)
+                return cfg_fail(e, "%s: more than %d keys", name, CONFIG_MAX_KEYS);
+            if (len < 16)
+                return cfg_fail(e, "%s: a key shorter than 16 characters is too easy to guess",
+                                name);
+            keys[(*n)++] = xstrndup(s, len);
+        }
+        if (end == NULL)
+            break;
+        p = end + 1;
+    }
+    return OK;
+}
+
+static bool cfg_variant_name_ok(const char *s, size_t len)
+{
+    if (len == 0 || len >= sizeof(((struct variant_preset *)0)->name))
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* cfg_parse_variants parses "name:WxH:format:quality,..." into cfg->variant. */
+static int cfg_parse_variants(struct config *cfg, struct cfg_err *e)
+{
+    const char *p = cfg->image.variants;
+    bool thumb = false;
+
+    cfg->n_variants = 0;
+    while (*p != '\0') {
+        struct variant_preset vp;
+        char name[64], fmt[8];
+        unsigned w, h;
+        int q, used = 0;
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char item[128];
+
+        if (len >= sizeof(item))
+            return cfg_fail(e, "image.variants: entry too long");
+        memcpy(item, p, len);
+        item[len] = '\0';
+        if (sscanf(item, " %63[^:]:%ux%u:%7[^:]:%d %n", name, &w, &h, fmt, &q, &used) != 5 ||
+            item[used] != '\0')
+            return cfg_fail(e, "image.variants: \"%s\" is not name:WxH:format:quality", item);
+        if (!cfg_variant_name_ok(name, strlen(name)))
+            return cfg_fail(e, "image.variants: bad name \"%s\" (use a-z 0-9 _ -)", name);
+        if (w < 1 || w > 8192 || h < 1 || h > 8192)
+            return cfg_fail(e, "image.variants: %s: size %ux%u out of range [1, 8192]", name, w, h);
+        if (strcmp(fmt, "webp") != 0 && strcmp(fmt, "jpeg") != 0 && strcmp(fmt, "png") != 0 &&
+            strcmp(fmt, "avif") != 0)
+            return cfg_fail(e, "image.variants: %s: format \"%s\" is not webp, jpeg, png or avif",
+                            name, fmt);
+        if (q < 1 || q > 100)
+            return cfg_fail(e, "image.variants: %s: quality %d out of range [1, 100]", name, q);
+        if (cfg->n_variants == CONFIG_MAX_VARIANTS)
+            return cfg_fail(e, "image.variants: more than %d presets", CONFIG_MAX_VARIANTS);
+        if (config_variant(cfg, name, strlen(name)) != NULL)
+            return cfg_fail(e, "image.variants: \"%s\" is defined twice", name);
+        memset(&vp, 0, sizeof(vp));
+        snprintf(vp.name, sizeof(vp.name), "%s", name);
+        snprintf(vp.format, sizeof(vp.format), "%s", fmt);
+        vp.width = w;
+        vp.height = h;
+        vp.quality = q;
+        cfg->variant[cfg->n_variants++] = vp;
+        thumb = thumb || strcmp(name, "thumb") == 0;
+        if (end == NULL)
+            break;
+        p = end + 1;
+    }
+    if (!thumb)
+        return cfg_fail(e, "image.variants: the preset \"thumb\" must exist");
+    return OK;
+}
+
+static int cfg_validate(struct config *cfg, struct cfg_err *e)
+{
+    int rc;
+
+    if (strchr(cfg->server.listen, ':') == NULL)
+        return cfg_fail(e, "server.listen: \"%s\" is not host:port", cfg->server.listen);
+    if (cfg->server.max_url_bytes >= cfg->server.max_header_bytes)
+        return cfg_fail(e, "server.max_url_bytes must be smaller than server.max_header_bytes");
+    if (log_level_valid(cfg->log.level) == false)
+        return cfg_fail(e, "log.level: \"%s\" is not debug, info, warn, error or off",
+                        cfg->log.level);
+    if (cfg->storage.blobs[0] != '\0' && strncmp(cfg->storage.blobs, "file:///", 8) != 0)
+        return cfg_fail(e, "storage.blobs: \"%s\" is not a file:/// URL", cfg->storage.blobs);
+    if (cfg->storage.data_dir[0] == '\0')
+        return cfg_fail(e, "storage.data_dir: must not be empty");
+    rc = cfg_parse_variants(cfg, e);
+    if (rc != OK)
+        return rc;
+    cfg_keys_free(cfg->upload_key, &cfg->n_upload_keys);
+    cfg_keys_free(cfg->admin_key, &cfg->n_admin_keys);
+    rc = cfg_split_keys(cfg->auth.upload_keys, cfg->upload_key, &cfg->n_upload_keys,
+                        "auth.upload_keys", e);
+    if (rc != OK)
+        return rc;
+    return cfg_split_keys(cfg->auth.admin_keys, cfg->admin_key, &cfg->n_admin_keys,
+                          "auth.admin_keys", e);
+}
+
+int config_set(struct config *cfg, const char *name, const char *value, char *errbuf, size_t errcap)
+{
+    struct cfg_err e = {errbuf, errcap};
+    const char *dot = strchr(name, '.');
+    const struct cfg_entry *ce;
+    char where[300];
+
+    if (dot == NULL)
+        return cfg_fail(&e, "flag --%s: settings are named section.key", name);
+    ce = cfg_find(name, (size_t)(dot - name), dot + 1, strlen(dot + 1));
+    if (ce == NULL)
+        return cfg_fail(&e, "flag --%s: unknown setting", name);
+    snprintf(where, sizeof(where), "flag --%s", name);
+    return cfg_apply(cfg, ce, value, where, &e);
+}
+
+/* cfg_apply_env applies TESSERA_<SECTION>_<KEY>=value for the sections the table knows. */
+static int cfg_apply_env(struct config *cfg, char *const *env, struct cfg_err *e)
+{
+    for (size_t i = 0; env != NULL && env[i] != NULL; i++) {
+        const char *s = env[i];
+        const char *eq = strchr(s, '=');
+        const char *sec, *us;
+        const struct cfg_entry *ce;
+        char where[300];
+        int rc;
+
+        if (strncmp(s, "TESSERA_", 8) != 0 || eq == NULL)
+            continue;
+        sec = s + 8;
+        us = memchr(sec, '_', (size_t)(eq - sec));
+        if (us == NULL || !cfg_section_known(sec, (size_t)(us - sec)))
+            continue;
+        snprintf(where, sizeof(where), "environment %.*s", (int)(eq - s), s);
+        ce = cfg_find(sec, (size_t)(us - sec), us + 1, (size_t)(eq - us - 1));
+        if (ce == NULL)
+            return cfg_fail(e, "%s: unknown setting", where);
+        rc = cfg_apply(cfg, ce, eq + 1, where, e);
+        if (rc != OK)
+            return rc;
+    }
+    return OK;
+}
+
+int config_load(struct config *cfg, const char *path, char *const *environ_vars, char *const *flags,
+                size_t n_flags, char *errbuf, size_t errcap)
+{
+    struct cfg_err e = {errbuf, errcap};
+    int rc;
+
+    if (path != NULL) {
+        struct ini_state st = {cfg, path, &e, NULL, 0, OK};
+        st.f = fopen(path, "r");
+        if (st.f == NULL)
+            return cfg_fail(&e, "%s: cannot open: %s", path, strerror(errno));
+        int line = ini_parse_stream(cfg_ini_reader, &st, cfg_ini_handler, &st);
+        fclose(st.f);
+        if (st.rc != OK)
+            return st.rc;
+        if (line != 0)
+            return cfg_fail(&e, "%s:%d: syntax error (expected [section] or key = value)", path,
+                            line);
+    }
+    rc = cfg_apply_env(cfg, environ_vars, &e);
+    if (rc != OK)
+        return rc;
+    for (size_t i = 0; i < n_flags; i++) {
+        const char *eq = strchr(flags[i], '=');
+        char name[128];
+        if (eq == NULL || (size_t)(eq - flags[i]) >= sizeof(name))
+            return cfg_fail(&e, "flag --%s: expected --section.key=value", flags[i]);
+        memcpy(name, flags[i], (size_t)(eq - flags[i]));
+        name[eq - flags[i]] = '\0';
+        rc = config_set(cfg, name, eq + 1, errbuf, errcap);
+        if (rc != OK)
+            return rc;
+    }
+    return cfg_validate(cfg, &e);
+}
+
+const struct variant_preset *config_variant(const struct config *cfg, const char *name, size_t len)
+{
+    for (size_t i = 0; i < cfg->n_variants; i++) {
+        if (strlen(cfg->variant[i].name) == len && memcmp(cfg->variant[i].name, name, len) == 0)
+            return &cfg->variant[i];
+    }
+    return NULL;
+}
+
+static const char *cfg_type_name(enum cfg_type t)
+{
+    switch (t) {
+    case CFG_STR:
+        return "string";
+    case CFG_INT:
+        return "integer";
+    case CFG_SIZE:
+        return "size";
+    case CFG_DURATION:
+        return "duration";
+    case CFG_BOOL:
+        return "boolean";
+    }
+    return "?";
+}
+
+static void cfg_env_name(const struct cfg_entry *ce, char *out, size_t cap)
+{
+    size_t n = (size_t)snprintf(out, cap, "TESSERA_%s_%s", ce->section, ce->key);
+    for (size_t i = 0; i < n && i < cap; i++)
+        out[i] = (char)toupper((unsigned char)out[i]);
+}
+
+void config_print_defaults(FILE *f)
+{
+    const char *section = "";
+
+    fprintf(f, "# Tessera configuration: every setting with its default.\n"
+               "# Environment TESSERA_<SECTION>_<KEY> and flags --section.key=value override "
+               "this file.\n");
+    for (size_t i = 0; i < CONFIG_N; i++) {
+        const struct cfg_entry *ce = &config_table[i];
+        if (strcmp(section, ce->section) != 0) {
+            section = ce->section;
+            fprintf(f, "\n[%s]\n", section);
+        }
+        fprintf(f, "\n# %s (%s", ce->help, cfg_type_name(ce->type));
+        if (ce->type == CFG_INT || ce->type == CFG_SIZE || ce->type == CFG_DURATION)
+            fprintf(f, ", %lld..%lld%s", (long long)ce->min, (long long)ce->max,
+                    ce->type == CFG_SIZE       ? " bytes"
+                    : ce->type == CFG_DURATION ? " ms"
+                                               : "");
+        fprintf(f, ")\n%s = %s\n", ce->key, ce->def);
+    }
+}
+
+void config_print_markdown(FILE *f)
+{
+    const char *section = "";
+    char env[128];
+
+    fprintf(f, "# Configuration reference\n\n"
+               "Generated by `tessera config --markdown` from the settings table in "
+               "`src/config/config.c`; do not edit by hand.\n\n"
+               "Settings come from, in increasing priority: the defaults below, the INI file "
+               "given with `--config FILE`, environment variables `TESSERA_<SECTION>_<KEY>`, "
+               "and flags `--section.key=value`. A bad value stops the program at start with "
+               "the key, where it came from (file and line, variable or flag) and why.\n\n"
+               "Sizes take K, M or G (binary) suffixes; durations take ms, s, m or h (a bare "
+               "number is seconds).\n");
+    for (size_t i = 0; i < CONFIG_N; i++) {
+        const struct cfg_entry *ce = &config_table[i];
+        if (strcmp(section, ce->section) != 0) {
+            section = ce->section;
+            fprintf(f,
+                    "\n## [%s]\n\n| key | type | default | bounds | environment | meaning |\n"
+                    "| --- | --- | --- | --- | --- | --- |\n",
+                    section);
+        }
+        cfg_env_name(ce, env, sizeof(env));
+        fprintf(f, "| `%s` | %s | `%s` | ", ce->key, cfg_type_name(ce->type),
+                ce->def[0] ? ce->def : "\"\"");
+        if (ce->type == CFG_INT || ce->type == CFG_SIZE || ce->type == CFG_DURATION)
+            fprintf(f, "%lld – %lld%s", (long long)ce->min, (long long)ce->max,
+                    ce->type == CFG_SIZE       ? " bytes"
+                    : ce->type == CFG_DURATION ? " ms"
+                                               : "");
+        fprintf(f, " | `%s` | %s |\n", env, ce->help);
+    }
+}
+
+void config_print_effective(const struct config *cfg, FILE *f)
+{
+    const char *section = "";
+
+    for (size_t i = 0; i < CONFIG_N; i++) {
+        const struct cfg_entry *ce = &config_table[i];
+        const void *field = (const char *)cfg + ce->offset;
+        if (strcmp(section, ce->section) != 0) {
+            section = ce->section;
+            fprintf(f, "%s[%s]\n", i ? "\n" : "", section);
+        }
+        if (ce->type == CFG_STR)
+            fprintf(f, "%s = %s\n", ce->key, *(char *const *)field);
+        else if (ce->type == CFG_BOOL)
+            fprintf(f, "%s = %s\n", ce->key, *(const bool *)field ? "true" : "false");
+        else if (ce->type == CFG_DURATION)
+            fprintf(f, "%s = %lldms\n", ce->key, (long long)*(const int64_t *)field);
+        else
+            fprintf(f, "%s = %lld\n", ce->key, (long long)*(const int64_t *)field);
+    }
+}

@@ -1,0 +1,109 @@
+/*
+ * config.h - the whole configuration, driven by one declarative table.
+ *
+ * The table (config.c) gives each setting its key, type, default, bounds and
+ * help; it drives the INI file, TESSERA_<SECTION>_<KEY> environment overrides,
+ * --section.key flags, `tessera config --defaults` and docs/configuration.md.
+ * Parse, validate, freeze: after config_load succeeds the struct is read-only.
+ */
+#ifndef CONFIG_CONFIG_H
+#define CONFIG_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define CONFIG_MAX_VARIANTS 16
+#define CONFIG_MAX_KEYS     32
+
+struct variant_preset {
+    char name[32];
+    uint32_t width;
+    uint32_t height;
+    char format[8]; /* "webp", "jpeg", "png", "avif" */
+    int quality;
+};
+
+struct config {
+    struct {
+        char *listen;        /* host:port */
+        char *public_url;    /* base of URLs in answers; "" = http://listen */
+        int64_t thread_pool; /* 0 = one thread per connection */
+        int64_t max_connections;
+        int64_t idle_timeout_ms;
+        int64_t max_header_bytes;
+        int64_t max_url_bytes;
+        int64_t shutdown_timeout_ms;
+    } server;
+    struct {
+        int64_t max_upload_bytes;
+        int64_t max_pixels;
+        int64_t max_frames;
+        int64_t max_animation_pixels;
+        int64_t max_list;
+    } limits;
+    struct {
+        char *data_dir;
+        char *blobs; /* blob store URL; "" = file://<data_dir>/blobs */
+        char *db;    /* SQLite path; "" = <data_dir>/meta.db */
+    } storage;
+    struct {
+        char *upload_keys;
+        char *admin_keys;
+    } auth;
+    struct {
+        char *base_url;
+    } cdn;
+    struct {
+        int64_t concurrency;
+        int64_t cache_bytes;
+        char *variants;
+    } image;
+    struct {
+        char *level;
+        bool access;
+    } log;
+
+    /* derived at validation, never set directly */
+    size_t n_variants;
+    struct variant_preset variant[CONFIG_MAX_VARIANTS];
+    size_t n_upload_keys;
+    char *upload_key[CONFIG_MAX_KEYS];
+    size_t n_admin_keys;
+    char *admin_key[CONFIG_MAX_KEYS];
+};
+
+/* config_init fills cfg with every default. */
+void config_init(struct config *cfg);
+
+/* config_release frees what cfg owns. */
+void config_release(struct config *cfg);
+
+/*
+ * config_load builds the configuration from defaults, then the INI file at
+ * path (NULL: none), then the environment (TESSERA_<SECTION>_<KEY>), then
+ * the flags (each "section.key=value"), and validates the result. On error
+ * returns E_INVALID with a sentence naming the key, where it came from (file
+ * and line, environment variable or flag) and why, in errbuf.
+ */
+int config_load(struct config *cfg, const char *path, char *const *environ_vars, char *const *flags,
+                size_t n_flags, char *errbuf, size_t errcap);
+
+/* config_set sets one "section.key" from text, as a flag would; for tests and tools. */
+int config_set(struct config *cfg, const char *name, const char *value, char *errbuf,
+               size_t errcap);
+
+/* config_print_defaults writes a complete commented INI file of every default to f. */
+void config_print_defaults(FILE *f);
+
+/* config_print_markdown writes the reference page (docs/configuration.md) to f. */
+void config_print_markdown(FILE *f);
+
+/* config_print_effective writes the effective values of cfg as INI to f. */
+void config_print_effective(const struct config *cfg, FILE *f);
+
+/* config_variant finds a preset by name; NULL if there is none. */
+const struct variant_preset *config_variant(const struct config *cfg, const char *name, size_t len);
+
+#endif

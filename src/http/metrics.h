@@ -1,0 +1,46 @@
+/*
+ * metrics.h - Prometheus counters, gauges and the request histogram.
+ *
+ * Counters are registered once at start-up (not thread-safe) and updated with
+ * relaxed atomics from any thread afterwards. metrics_render writes the text
+ * exposition format.
+ */
+#ifndef HTTP_METRICS_H
+#define HTTP_METRICS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct strbuf;
+
+#define METRICS_MAX_ROUTES 32
+
+struct metric {
+    const char *name;
+    const char *help;
+    const char *type; /* "counter" or "gauge" */
+    _Atomic int64_t value;
+};
+
+/* metric_register adds m to the registry (static storage, before serving). */
+void metric_register(struct metric *m);
+
+static inline void metric_add(struct metric *m, int64_t d)
+{
+    atomic_fetch_add_explicit(&m->value, d, memory_order_relaxed);
+}
+
+/* metrics_route_id returns the slot of a route name (registering it); -1 when full. */
+int metrics_route_id(const char *name);
+
+/* metrics_request records one finished request of route slot rid (may be -1: unmatched). */
+void metrics_request(int rid, int status, int64_t duration_us);
+
+/* metrics_inflight adjusts the in-flight gauge. */
+void metrics_inflight(int delta);
+
+/* metrics_render appends the exposition text of every metric to sb. */
+void metrics_render(struct strbuf *sb);
+
+#endif

@@ -1,0 +1,710 @@
+/*
+ * server.c - libmicrohttpd underneath the router, the limits and the JSON errors.
+ *
+ * A request's life: the URI log callback allocates its struct http_req (so the
+ * full request-target length is known), the access handler routes it on the
+ * first call, streams any body on the next calls, runs the handler once the
+ * body is complete and queues its answer; the completion callback counts,
+ * logs and frees. Invariant: every answer that leaves here was made by one of
+ * the http_reply_ calls, so every error is JSON.
+ */
+#include "core/codec.h"
+#include "core/crypto.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/strbuf.h"
+#include "core/xalloc.h"
+#include "http/http.h"
+#include "http/metrics.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define HTTP_MAX_RESP_HEADERS 16
+#define HTTP_HDR_ARENA        1536
+#define HTTP_NOBODY_MAX       (64 * 1024) /* bodies of routes that take none are capped */
+#define HTTP_RID_MAX          64
+
+struct http_server {
+    struct MHD_Daemon *mhd;
+    struct http_server_opts opts;
+    unsigned port;
+    int route_ids[METRICS_MAX_ROUTES];
+    atomic_int inflight;
+};
+
+/* REQ_ANSWERED: the answer is made, the rest of the body is read and dropped, then it is queued */
+enum req_state { REQ_NEW = 0, REQ_BODY, REQ_ANSWERED, REQ_DONE };
+
+struct http_req {
+    struct http_server *srv;
+    struct MHD_Connection *conn;
+    enum req_state state;
+    int64_t start_us;
+    size_t uri_len;
+    unsigned method;
+    const char *method_name;
+    struct str path;
+    struct route_match match;
+    int metric_id;
+    char rid[HTTP_RID_MAX + 1];
+
+    /* body */
+    int body_fd;
+    char body_path[256];
+    uint64_t body_len; /* bytes of the payload written */
+    uint64_t wire_len; /* bytes of the request body received */
+    int body_rc;       /* first error while receiving: E_TOOBIG, E_INVALID, E_IO */
+    struct MHD_PostProcessor *pp;
+    bool multipart;
+    bool saw_file;
+
+    /* answer */
+    struct MHD_Response *resp;
+    int status;
+    uint64_t resp_bytes;
+    size_t nhdr;
+    const char *hdr_name[HTTP_MAX_RESP_HEADERS];
+    const char *hdr_value[HTTP_MAX_RESP_HEADERS];
+    size_t arena_used;
+    char arena[HTTP_HDR_ARENA];
+};
+
+/* --- built-in operational routes --- */
+
+static void ops_healthz(struct http_req *req);
+static void ops_readyz(struct http_req *req);
+static void ops_metrics(struct http_req *req);
+
+static const struct route ops_routes[] = {
+    {HTTP_GET, "/healthz", "healthz", ops_healthz, 0},
+    {HTTP_GET, "/readyz", "readyz", ops_readyz, 0},
+    {HTTP_GET, "/metrics", "metrics", ops_metrics, 0},
+};
+#define OPS_N (sizeof(ops_routes) / sizeof(ops_routes[0]))
+
+static void ops_healthz(struct http_req *req)
+{
+    http_reply_json(req, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+static void ops_readyz(struct http_req *req)
+{
+    char why[256] = "";
+    int rc = OK;
+
+    if (req->srv->opts.ready != NULL)
+        rc = req->srv->opts.ready(req->srv->opts.app, why, sizeof(why));
+    if (rc == OK)
+        http_reply_json(req, 200, json_pack("{s:s}", "status", "ready"));
+    else
+        http_reply_error(req, E_UNAVAILABLE, "not ready: %s", why[0] ? why : err_str(rc));
+}
+
+static void ops_metrics(struct http_req *req)
+{
+    struct strbuf sb;
+
+    strbuf_init(&sb, 4 * 1024 * 1024);
+    metrics_render(&sb);
+    http_reply_buf(req, 200, "text/plain; version=0.0.4; charset=utf-8", sb.buf ? sb.buf : "",
+                   sb.len);
+    strbuf_release(&sb);
+}
+
+/* --- request accessors --- */
+
+void *http_app(const struct http_req *req)
+{
+    return req->srv->opts.app;
+}
+
+unsigned http_method(const struct http_req *req)
+{
+    return req->method;
+}
+
+struct str http_path(const struct http_req *req)
+{
+    return req->path;
+}
+
+struct str http_param(const struct http_req *req, size_t i)
+{
+    if (i >= req->match.nparams)
+        return (struct str){"", 0};
+    return req->match.params[i];
+}
+
+const char *http_header(const struct http_req *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+const char *http_query(const struct http_req *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *http_request_id(const struct http_req *req)
+{
+    return req->rid;
+}
+
+const char *http_body_path(const struct http_req *req)
+{
+    return req->body_path;
+}
+
+uint64_t http_body_len(const struct http_req *req)
+{
+    return req->body_len;
+}
+
+/* --- answers --- */
+
+static const char *arena_dup(struct http_req *req, const char *s)
+{
+    size_t n = strlen(s) + 1;
+
+    if (n > sizeof(req->arena) - req->arena_used)
+        return NULL;
+    char *p = memcpy(req->arena + req->arena_used, s, n);
+    req->arena_used += n;
+    return p;
+}
+
+void http_set_header(struct http_req *req, const char *name, const char *value)
+{
+    const char *n, *v;
+
+    if (req->nhdr == HTTP_MAX_RESP_HEADERS) {
+        log_error("http", "too many response headers, dropped %s", name);
+        return;
+    }
+    n = arena_dup(req, name);
+    v = arena_dup(req, value);
+    if (n == NULL || v == NULL) {
+        log_error("http", "response header arena full, dropped %s", name);
+        return;
+    }
+    req->hdr_name[req->nhdr] = n;
+    req->hdr_value[req->nhdr] = v;
+    req->nhdr++;
+}
+
+/* http_answer installs resp as the answer; a second answer is a bug and is dropped. */
+static void http_answer(struct http_req *req, int status, struct MHD_Response *resp, uint64_t bytes)
+{
+    if (resp == NULL) {
+        log_error("http", "cannot create a response");
+        return;
+    }
+    if (req->resp != NULL) {
+        log_error("http", "second answer to one request dropped (status %d)", status);
+        MHD_destroy_response(resp);
+        return;
+    }
+    for (size_t i = 0; i < req->nhdr; i++)
+        MHD_add_response_header(resp, req->hdr_name[i], req->hdr_value[i]);
+    MHD_add_response_header(resp, "X-Request-Id", req->rid);
+    req->resp = resp;
+    req->status = status;
+    req->resp_bytes = bytes;
+}
+
+void http_reply_json(struct http_req *req, int status, json_t *j)
+{
+    char *text = json_dumps(j, JSON_COMPACT);
+    size_t len;
+
+    json_decref(j);
+    if (text == NULL) {
+        http_reply_error(req, E_INTERNAL, "cannot encode the answer");
+        return;
+    }
+    len = strlen(text);
+    text = xrealloc(text, len + 2);
+    text[len++] = '\n';
+    text[len] = '\0';
+    http_set_header(req, "Content-Type", "application/json");
+    http_set_header(req, "Cache-Control", "no-store");
+    http_answer(req, status, MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE),
+                len);
+}
+
+void http_reply_error(struct http_req *req, int rc, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    int status = err_http_status(rc);
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (status == 503 || status == 429)
+        http_set_header(req, "Retry-After", "1");
+    if (rc == E_METHOD) {
+        char allow[128];
+        http_allow_format(req->match.allow, allow, sizeof(allow));
+        http_set_header(req, "Allow", allow);
+    }
+    http_reply_json(req, status,
+                    json_pack("{s:{s:s,s:s}}", "error", "code", err_code(rc), "message", msg));
+}
+
+void http_reply_fd(struct http_req *req, int status, int fd, uint64_t off, uint64_t len)
+{
+    http_answer(req, status, MHD_create_response_from_fd_at_offset64(len, fd, off), len);
+}
+
+void http_reply_buf(struct http_req *req, int status, const char *content_type, const void *p,
+                    size_t len)
+{
+    http_set_header(req, "Content-Type", content_type);
+    http_answer(req, status, MHD_create_response_from_buffer(len, (void *)p, MHD_RESPMEM_MUST_COPY),
+                len);
+}
+
+void http_reply_empty(struct http_req *req, int status)
+{
+    http_answer(req, status, MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT), 0);
+}
+
+/* --- body --- */
+
+bool http_rid_valid(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n > HTTP_RID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.'))
+            return false;
+    }
+    return true;
+}
+
+static void body_write(struct http_req *req, const char *data, size_t size)
+{
+    if (req->body_rc != OK)
+        return;
+    if (req->body_len + size > req->srv->opts.max_body_bytes) {
+        req->body_rc = E_TOOBIG;
+        return;
+    }
+    while (size > 0) {
+        ssize_t w = pwrite(req->body_fd, data, size, (off_t)req->body_len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0) {
+            log_error("http", "upload temp file write: %s", strerror(errno));
+            req->body_rc = errno == ENOSPC ? E_NOSPACE : E_IO;
+            return;
+        }
+        data += w;
+        size -= (size_t)w;
+        req->body_len += (uint64_t)w;
+    }
+}
+
+static enum MHD_Result post_iterator(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *filename, const char *content_type,
+                                     const char *transfer_encoding, const char *data, uint64_t off,
+                                     size_t size)
+{
+    struct http_req *req = cls;
+
+    (void)kind;
+    (void)filename;
+    (void)content_type;
+    (void)transfer_encoding;
+    if (key == NULL || strcmp(key, "file") != 0)
+        return MHD_YES; /* other fields are ignored; their size counts against the wire cap */
+    if (off == 0 && req->saw_file && size > 0 && req->body_len > 0) {
+        req->body_rc = E_INVALID; /* a second "file" part */
+        return MHD_NO;
+    }
+    req->saw_file = true;
+    body_write(req, data, size);
+    return req->body_rc == OK ? MHD_YES : MHD_NO;
+}
+
+static int body_open(struct http_req *req)
+{
+    const char *ct = http_header(req, "Content-Type");
+
+    snprintf(req->body_path, sizeof(req->body_path), "%s/upload-XXXXXX", req->srv->opts.tmp_dir);
+    req->body_fd = mkostemp(req->body_path, O_CLOEXEC);
+    if (req->body_fd < 0) {
+        log_error("http", "cannot create upload temp file in %s: %s", req->srv->opts.tmp_dir,
+                  strerror(errno));
+        req->body_path[0] = '\0';
+        return errno == ENOSPC ? E_NOSPACE : E_IO;
+    }
+    if (ct != NULL && strncasecmp(ct, "multipart/form-data", 19) == 0) {
+        req->multipart = true;
+        req->pp = MHD_create_post_processor(req->conn, 64 * 1024, post_iterator, req);
+        if (req->pp == NULL)
+            return E_INVALID;
+    }
+    return OK;
+}
+
+static void body_receive(struct http_req *req, const char *data, size_t size)
+{
+    uint64_t wire_cap;
+
+    if (!(req->match.route && (req->match.route->flags & ROUTE_BODY_UPLOAD)))
+        wire_cap = HTTP_NOBODY_MAX;
+    else
+        wire_cap = req->srv->opts.max_body_bytes + (req->multipart ? 64 * 1024 : 0);
+    req->wire_len += size;
+    if (req->wire_len > wire_cap) {
+        if (req->body_rc == OK)
+            req->body_rc = E_TOOBIG;
+        return;
+    }
+    if (req->body_fd < 0 || req->body_rc != OK)
+        return;
+    if (req->pp != NULL) {
+        if (MHD_post_process(req->pp, data, size) != MHD_YES && req->body_rc == OK)
+            req->body_rc = E_INVALID;
+    } else {
+        body_write(req, data, size);
+    }
+}
+
+static void body_finish(struct http_req *req)
+{
+    if (req->pp != NULL) {
+        if (MHD_destroy_post_processor(req->pp) != MHD_YES && req->body_rc == OK)
+            req->body_rc = E_INVALID;
+        req->pp = NULL;
+        if (req->body_rc == OK && !req->saw_file)
+            req->body_rc = E_INVALID;
+    }
+}
+
+/* --- the MHD callbacks --- */
+
+static void *uri_logger(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    struct http_server *srv = cls;
+    struct http_req *req = xcalloc(1, sizeof(*req));
+
+    req->srv = srv;
+    req->conn = conn;
+    req->start_us = time_mono_us();
+    req->uri_len = strlen(uri);
+    req->body_fd = -1;
+    req->metric_id = -1;
+    atomic_fetch_add(&srv->inflight, 1);
+    metrics_inflight(1);
+    return req;
+}
+
+static void req_route(struct http_req *req, const char *url, const char *method)
+{
+    struct http_server *srv = req->srv;
+    const char *rid = http_header(req, "X-Request-Id");
+
+    if (rid != NULL && http_rid_valid(rid)) {
+        snprintf(req->rid, sizeof(req->rid), "%s", rid);
+    } else {
+        uint8_t raw[8];
+        random_bytes(raw, sizeof(raw));
+        hex_encode(raw, sizeof(raw), req->rid);
+    }
+    req->method_name = method;
+    req->method = http_method_parse(method);
+    req->path = str_from(url);
+    router_match(ops_routes, OPS_N, req->method, req->path, &req->match);
+    if (req->match.status == E_NOTFOUND)
+        router_match(srv->opts.routes, srv->opts.nroutes, req->method, req->path, &req->match);
+    if (req->match.route != NULL) {
+        const struct route *r = req->match.route;
+        if (r >= srv->opts.routes && r < srv->opts.routes + srv->opts.nroutes)
+            req->metric_id = srv->route_ids[r - srv->opts.routes];
+        else
+            req->metric_id = srv->route_ids[METRICS_MAX_ROUTES - OPS_N + (size_t)(r - ops_routes)];
+    }
+}
+
+/* req_precheck answers what can be decided from the request line and headers alone. */
+static bool req_precheck(struct http_req *req)
+{
+    const struct http_server_opts *o = &req->srv->opts;
+    const char *cl;
+
+    if (req->uri_len > o->max_url_bytes) {
+        http_reply_error(req, E_URITOOLONG, "request target is longer than %zu bytes",
+                         o->max_url_bytes);
+        return true;
+    }
+    if (req->match.route == NULL) {
+        if (req->match.status == E_METHOD)
+            http_reply_error(req, E_METHOD, "%s is not allowed here", req->method_name);
+        else
+            http_reply_error(req, E_NOTFOUND, "no such resource");
+        return true;
+    }
+    cl = http_header(req, "Content-Length");
+    if (cl != NULL && (req->match.route->flags & ROUTE_BODY_UPLOAD)) {
+        char *end = NULL;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (end != cl && *end == '\0' && n > o->max_body_bytes + 64 * 1024) {
+            http_reply_error(req, E_TOOBIG, "body is larger than %llu bytes",
+                             (unsigned long long)o->max_body_bytes);
+            return true;
+        }
+    }
+    return false;
+}
+
+static enum MHD_Result req_queue(struct http_req *req)
+{
+    enum MHD_Result r;
+
+    if (req->resp == NULL)
+        http_reply_error(req, E_INTERNAL, "the handler gave no answer");
+    if (req->resp == NULL)
+        return MHD_NO;
+    r = MHD_queue_response(req->conn, (unsigned)req->status, req->resp);
+    req->state = REQ_DONE;
+    return r;
+}
+
+static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url,
+                                      const char *method, const char *version,
+                                      const char *upload_data, size_t *upload_data_size,
+                                      void **con_cls)
+{
+    struct http_req *req = *con_cls;
+    int rc;
+
+    (void)cls;
+    (void)version;
+    if (req == NULL)
+        return MHD_NO;
+    log_set_request_id(req->rid[0] ? req->rid : NULL);
+    if (req->state == REQ_NEW) {
+        req_route(req, url, method);
+        log_set_request_id(req->rid);
+        req->state = REQ_BODY;
+        if (req_precheck(req)) {
+            /*
+             * Answered from the headers. An oversized body is refused at once (the
+             * connection closes); other answers wait for the end of the request so
+             * the connection stays alive (0.9.75 closes it when queued this early).
+             */
+            if (req->status == 413)
+                return req_queue(req);
+            req->state = REQ_ANSWERED;
+            return MHD_YES;
+        }
+        if (req->match.route->flags & ROUTE_BODY_UPLOAD) {
+            rc = body_open(req);
+            if (rc != OK)
+                req->body_rc = rc;
+        }
+        return MHD_YES;
+    }
+    if (req->state == REQ_DONE) {
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (req->state == REQ_ANSWERED) {
+        if (*upload_data_size == 0)
+            return req_queue(req);
+        req->wire_len += *upload_data_size;
+        *upload_data_size = 0;
+        return req->wire_len > HTTP_NOBODY_MAX ? MHD_NO : MHD_YES;
+    }
+    if (*upload_data_size != 0) {
+        body_receive(req, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        if (req->body_rc == E_TOOBIG) {
+            /* stop reading at the limit: answer now and close */
+            http_reply_error(req, E_TOOBIG, "body is larger than %llu bytes",
+                             (unsigned long long)req->srv->opts.max_body_bytes);
+            if (MHD_queue_response(conn, (unsigned)req->status, req->resp) != MHD_YES)
+                return MHD_NO;
+            req->state = REQ_DONE;
+        }
+        return MHD_YES;
+    }
+    body_finish(req);
+    if (req->body_rc != OK) {
+        if (req->body_rc == E_TOOBIG)
+            http_reply_error(req, E_TOOBIG, "body is larger than %llu bytes",
+                             (unsigned long long)req->srv->opts.max_body_bytes);
+        else if (req->body_rc == E_INVALID)
+            http_reply_error(req, E_INVALID,
+                             "malformed multipart body (expected one part named \"file\")");
+        else
+            http_reply_error(req, E_UNAVAILABLE, "cannot store the upload: %s",
+                             err_str(req->body_rc));
+    } else {
+        req->match.route->handler(req);
+    }
+    return req_queue(req);
+}
+
+static void request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                              enum MHD_RequestTerminationCode toe)
+{
+    struct http_server *srv = cls;
+    struct http_req *req = *con_cls;
+    int64_t dur;
+
+    (void)conn;
+    if (req == NULL)
+        return;
+    *con_cls = NULL;
+    dur = time_mono_us() - req->start_us;
+    metrics_request(req->metric_id, req->status ? req->status : 499, dur);
+    if (srv->opts.access_log && req->method_name != NULL)
+        log_write(LOG_INFO, "access", "%s %.*s %d %llu %.3fms%s", req->method_name,
+                  (int)(req->path.len > 512 ? 512 : req->path.len), req->path.p,
+                  req->status ? req->status : 499, (unsigned long long)req->resp_bytes,
+                  (double)dur / 1000.0,
+                  toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted");
+    if (req->pp != NULL)
+        MHD_destroy_post_processor(req->pp);
+    if (req->body_fd >= 0)
+        close(req->body_fd);
+    if (req->body_path[0] != '\0')
+        unlink(req->body_path);
+    if (req->resp != NULL)
+        MHD_destroy_response(req->resp);
+    log_set_request_id(NULL);
+    free(req);
+    atomic_fetch_sub(&srv->inflight, 1);
+    metrics_inflight(-1);
+}
+
+static void mhd_logger(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+
+    (void)cls;
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    msg[strcspn(msg, "\n")] = '\0';
+    log_warn("mhd", "%s", msg);
+}
+
+static int parse_listen(const char *listen, struct sockaddr_in *sa)
+{
+    const char *colon = strrchr(listen, ':');
+    char host[64];
+    char *end = NULL;
+    unsigned long port;
+
+    if (colon == NULL || (size_t)(colon - listen) >= sizeof(host))
+        return E_INVALID;
+    memcpy(host, listen, (size_t)(colon - listen));
+    host[colon - listen] = '\0';
+    port = strtoul(colon + 1, &end, 10);
+    if (end == colon + 1 || *end != '\0' || port > 65535)
+        return E_INVALID;
+    memset(sa, 0, sizeof(*sa));
+    sa->sin_family = AF_INET;
+    sa->sin_port = htons((uint16_t)port);
+    if (strcmp(host, "") == 0 || strcmp(host, "*") == 0)
+        sa->sin_addr.s_addr = htonl(INADDR_ANY);
+    else if (strcmp(host, "localhost") == 0)
+        sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    else if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
+        return E_INVALID;
+    return OK;
+}
+
+int http_server_start(const struct http_server_opts *opts, struct http_server **out)
+{
+    struct http_server *srv = xcalloc(1, sizeof(*srv));
+    struct sockaddr_in sa;
+    unsigned flags = MHD_USE_ERROR_LOG | MHD_USE_ITC;
+    const union MHD_DaemonInfo *info;
+    int rc = OK;
+
+    srv->opts = *opts;
+    rc = parse_listen(opts->listen, &sa);
+    if (rc != OK) {
+        log_error("http", "bad listen address \"%s\" (expected IPv4:port)", opts->listen);
+        goto out;
+    }
+    for (size_t i = 0; i < opts->nroutes && i < METRICS_MAX_ROUTES - OPS_N; i++)
+        srv->route_ids[i] = metrics_route_id(opts->routes[i].name);
+    for (size_t i = 0; i < OPS_N; i++)
+        srv->route_ids[METRICS_MAX_ROUTES - OPS_N + i] = metrics_route_id(ops_routes[i].name);
+    if (opts->thread_pool > 0)
+        flags |= MHD_USE_EPOLL_INTERNAL_THREAD;
+    else
+        flags |= MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD;
+    srv->mhd = MHD_start_daemon(
+        flags, 0, NULL, NULL, access_handler, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_LISTENING_ADDRESS_REUSE,
+        (unsigned)1, MHD_OPTION_CONNECTION_LIMIT, opts->max_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, opts->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        opts->max_header_bytes, MHD_OPTION_URI_LOG_CALLBACK, uri_logger, srv,
+        MHD_OPTION_NOTIFY_COMPLETED, request_completed, srv, MHD_OPTION_LISTEN_BACKLOG_SIZE,
+        (unsigned)1024, opts->thread_pool > 0 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
+        (unsigned)opts->thread_pool, MHD_OPTION_END);
+    if (srv->mhd == NULL) {
+        log_error("http", "cannot listen on %s", opts->listen);
+        rc = E_IO;
+        goto out;
+    }
+    info = MHD_get_daemon_info(srv->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    srv->port = info ? info->port : ntohs(sa.sin_port);
+out:
+    if (rc != OK) {
+        free(srv);
+        srv = NULL;
+    }
+    *out = srv;
+    return rc;
+}
+
+unsigned http_server_port(const struct http_server *srv)
+{
+    return srv->port;
+}
+
+void http_server_stop(struct http_server *srv, int64_t grace_ms)
+{
+    int64_t deadline;
+    MHD_socket fd;
+
+    if (srv == NULL)
+        return;
+    fd = MHD_quiesce_daemon(srv->mhd);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+    deadline = time_mono_us() + grace_ms * 1000;
+    while (atomic_load(&srv->inflight) > 0 && time_mono_us() < deadline) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (atomic_load(&srv->inflight) > 0)
+        log_warn("http", "%d requests still in flight after %lld ms: closing them",
+                 atomic_load(&srv->inflight), (long long)grace_ms);
+    MHD_stop_daemon(srv->mhd);
+    free(srv);
+}
