@@ -88,6 +88,8 @@ static const struct cfg_entry config_table[] = {
 
     {"image", "concurrency", CFG_INT, "1", 1, 64, F(image.concurrency),
      "libvips worker threads per image operation."},
+    {"image", "max_parallel", CFG_INT, "2", 1, 256, F(image.max_parallel),
+     "Most images decoded or resized at once; more requests wait their turn (bounds memory)."},
     {"image", "cache_bytes", CFG_SIZE, "64M", 0, 4 * GiB, F(image.cache_bytes),
      "Most memory libvips' operation cache may hold."},
     {"image", "variants", CFG_STR, "thumb:256x256:webp:80", 0, 0, F(image.variants),

@@ -57,6 +57,7 @@ struct config {
     } cdn;
     struct {
         int64_t concurrency;
+        int64_t max_parallel;
         int64_t cache_bytes;
         char *variants;
     } image;

@@ -1,30 +1,28 @@
 /*
  * serve.c - tessera serve: every role in one process on the embedded stores.
+ *
+ * SQLite (WAL) for metadata and a file:// directory for blobs, both under
+ * storage.data_dir, so one machine needs no server at all.
  */
 #include "services/serve.h"
 
 #include "core/err.h"
 #include "core/log.h"
 #include "http/http.h"
+#include "image/image.h"
+#include "meta/meta.h"
+#include "services/api.h"
 #include "services/signals.h"
+#include "store/blob.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-struct serve_app {
-    const struct config *cfg;
-};
-
-static int serve_ready(void *app, char *why, size_t cap)
-{
-    (void)app;
-    (void)why;
-    (void)cap;
-    return OK;
-}
+#include <unistd.h>
 
 static int serve_mkdir(const char *path)
 {
@@ -35,11 +33,32 @@ static int serve_mkdir(const char *path)
     return OK;
 }
 
+/* serve_clean_tmp removes upload bodies a crash left behind (never acknowledged). */
+static void serve_clean_tmp(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+
+    if (d == NULL)
+        return;
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, "upload-", 7) == 0 && unlinkat(dirfd(d), e->d_name, 0) == 0)
+            n++;
+    }
+    closedir(d);
+    if (n > 0)
+        log_info("serve", "removed %d unfinished upload bodies from %s", n, dir);
+}
+
 int serve_run(const struct config *cfg)
 {
-    struct serve_app app = {cfg};
+    struct api app;
+    struct meta_store *meta = NULL;
+    struct blob_store *blobs = NULL;
     struct http_server *srv = NULL;
-    char tmp_dir[4096];
+    char tmp_dir[4096], db_path[4096], blob_url[4200];
+    bool api_ok = false, img_ok = false;
     int rc;
 
     rc = serve_mkdir(cfg->storage.data_dir);
@@ -49,6 +68,42 @@ int serve_run(const struct config *cfg)
     rc = serve_mkdir(tmp_dir);
     if (rc != OK)
         goto out;
+    serve_clean_tmp(tmp_dir);
+    if (cfg->storage.db[0] != '\0')
+        snprintf(db_path, sizeof(db_path), "%s", cfg->storage.db);
+    else
+        snprintf(db_path, sizeof(db_path), "%s/meta.db", cfg->storage.data_dir);
+    if (cfg->storage.blobs[0] != '\0') {
+        snprintf(blob_url, sizeof(blob_url), "%s", cfg->storage.blobs);
+    } else {
+        char abs[4096];
+        if (realpath(cfg->storage.data_dir, abs) == NULL) {
+            log_error("serve", "cannot resolve \"%s\": %s", cfg->storage.data_dir,
+                      strerror(errno));
+            rc = E_IO;
+            goto out;
+        }
+        snprintf(blob_url, sizeof(blob_url), "file://%s/blobs", abs);
+    }
+
+    rc = img_init("tessera", (int)cfg->image.concurrency, (size_t)cfg->image.cache_bytes);
+    if (rc != OK) {
+        log_error("serve", "cannot start libvips");
+        goto out;
+    }
+    img_ok = true;
+    rc = meta_open_sqlite(db_path, &meta);
+    if (rc != OK) {
+        log_error("serve", "cannot open the database \"%s\": %s", db_path, err_str(rc));
+        goto out;
+    }
+    rc = blob_store_open(blob_url, &blobs);
+    if (rc != OK) {
+        log_error("serve", "cannot open the blob store \"%s\": %s", blob_url, err_str(rc));
+        goto out;
+    }
+    api_init(&app, cfg, meta, blobs);
+    api_ok = true;
 
     signals_block();
     struct http_server_opts opts = {
@@ -61,21 +116,27 @@ int serve_run(const struct config *cfg)
         .max_body_bytes = (uint64_t)cfg->limits.max_upload_bytes,
         .tmp_dir = tmp_dir,
         .access_log = cfg->log.access,
-        .routes = NULL,
-        .nroutes = 0,
+        .routes = api_routes,
+        .nroutes = api_nroutes,
         .app = &app,
-        .ready = serve_ready,
+        .ready = api_ready,
     };
     rc = http_server_start(&opts, &srv);
     if (rc != OK)
         goto out;
-    log_info("serve", "listening on %s (port %u), data in %s", cfg->server.listen,
-             http_server_port(srv), cfg->storage.data_dir);
+    log_info("serve", "listening on %s (port %u); public URL %s; data in %s", cfg->server.listen,
+             http_server_port(srv), app.base_url, cfg->storage.data_dir);
     int sig = signals_wait();
     log_info("serve", "%s: stopping (up to %lld ms for requests in flight)", strsignal(sig),
              (long long)cfg->server.shutdown_timeout_ms);
     http_server_stop(srv, cfg->server.shutdown_timeout_ms);
     log_info("serve", "stopped");
 out:
+    if (api_ok)
+        api_release(&app);
+    blob_store_free(blobs);
+    meta_close(meta);
+    if (img_ok)
+        img_shutdown();
     return rc;
 }

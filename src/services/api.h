@@ -1,0 +1,54 @@
+/*
+ * api.h - the image API of API.md: upload, metadata, listing, delete, bytes, variants.
+ *
+ * The handlers are shared by every role that serves them; they reach the
+ * stores only through the meta and blob interfaces.
+ */
+#ifndef SERVICES_API_H
+#define SERVICES_API_H
+
+#include "config/config.h"
+#include "http/router.h"
+
+#include <pthread.h>
+#include <stddef.h>
+
+struct meta_store;
+struct blob_store;
+
+#define API_VARIANT_FLIGHTS 64
+
+/* One variant being made; others asking for it wait instead of making it again. */
+struct api_flight {
+    char image_id[33];
+    char name[32];
+    int waiters;
+    bool busy;
+};
+
+struct api {
+    const struct config *cfg;
+    struct meta_store *meta;
+    struct blob_store *blobs;
+    char base_url[512]; /* public URLs: cdn.base_url, server.public_url or http://listen */
+    pthread_mutex_t lock;
+    pthread_cond_t flight_done;
+    struct api_flight flights[API_VARIANT_FLIGHTS];
+    pthread_mutex_t work_lock; /* bounds concurrent decodes: memory stays bounded */
+    pthread_cond_t work_free;
+    int work_running;
+};
+
+/* api_init prepares a with the stores (borrowed, not freed by api_release). */
+void api_init(struct api *a, const struct config *cfg, struct meta_store *meta,
+              struct blob_store *blobs);
+void api_release(struct api *a);
+
+/* The routes of the API; each handler expects http_app() to be a struct api. */
+extern const struct route api_routes[];
+extern const size_t api_nroutes;
+
+/* api_ready: OK when the metadata store and the blob store can serve (readiness). */
+int api_ready(void *app, char *why, size_t cap);
+
+#endif
