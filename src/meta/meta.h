@@ -17,10 +17,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define META_FORMAT_MAX  8  /* "jpeg", "webp", ... and a NUL */
-#define META_VARIANT_MAX 32 /* variant names: [a-z0-9_-]{1,31} */
-#define META_OWNER_MAX   64
-#define META_RELEASE_MAX 33 /* the image blob and up to 32 variants */
+#define META_FORMAT_MAX         8  /* "jpeg", "webp", ... and a NUL */
+#define META_VARIANT_MAX        32 /* variant names: [a-z0-9_-]{1,31} */
+#define META_OWNER_MAX          64
+#define META_VARIANTS_PER_IMAGE 32
+#define META_RELEASE_MAX        (1 + META_VARIANTS_PER_IMAGE) /* the image blob and its variants */
 
 struct image_rec {
     char id[IMAGE_ID_MAX + 1];
@@ -69,11 +70,16 @@ int meta_ping(struct meta_store *ms);
 /*
  * meta_image_insert records a new image and takes one reference on its blob
  * (creating the blob's row with one reference if new), in one transaction.
- * Sets img->seq. E_EXISTS if the id is taken.
+ * Sets img->seq. E_EXISTS if the id is taken (live or deleted: ids are never
+ * reused), E_INVALID for a malformed record (id, key, format, token_hash),
+ * E_UNAVAILABLE when the database stays locked, E_NOSPACE on a full disk.
  */
 int meta_image_insert(struct meta_store *ms, struct image_rec *img);
 
-/* meta_image_get fills *out for a live image; E_NOTFOUND if unknown or deleted. */
+/*
+ * meta_image_get fills *out for a live image; E_NOTFOUND if unknown or deleted
+ * (also for an id that is not well-formed: it cannot exist).
+ */
 int meta_image_get(struct meta_store *ms, const char *id, struct image_rec *out);
 
 /*
@@ -88,7 +94,8 @@ int meta_image_list(struct meta_store *ms, int64_t before, size_t limit, struct 
  * meta_image_delete marks a live image deleted and, in the same transaction,
  * drops its variants and one reference from each blob it and its variants
  * named; keys whose count reached zero (and whose blob rows were removed) are
- * reported in *rel. E_NOTFOUND if unknown or already deleted.
+ * reported in *rel (rel may be NULL; rel->n is 0 on failure). E_NOTFOUND if
+ * unknown or already deleted.
  */
 int meta_image_delete(struct meta_store *ms, const char *id, struct meta_released *rel);
 
@@ -100,11 +107,15 @@ int meta_variant_get(struct meta_store *ms, const char *image_id, const char *na
 /*
  * meta_variant_put records a made variant and takes one reference on its blob.
  * Idempotent: if the variant is already recorded, nothing changes
- * and OK is returned. E_NOTFOUND if the image is unknown or deleted.
+ * and OK is returned. E_NOTFOUND if the image is unknown or deleted,
+ * E_INVALID for a malformed record (name: [a-z0-9_-]{1,31}), E_TOOBIG if the
+ * image already has META_VARIANTS_PER_IMAGE variants (so a delete can always
+ * report every blob it releases in struct meta_released).
  */
 int meta_variant_put(struct meta_store *ms, const struct variant_rec *v);
 
-/* meta_blob_refs sets *refs to the blob's reference count (0 when it has no row). */
+/* meta_blob_refs sets *refs to the blob's reference count (0 when it has no row); E_INVALID bad
+ * key. */
 int meta_blob_refs(struct meta_store *ms, const char *key, int64_t *refs);
 
 /* meta_image_count sets *n to the number of live images (for metrics and tests). */

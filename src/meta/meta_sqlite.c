@@ -1,0 +1,880 @@
+/*
+ * meta_sqlite.c - the embedded metadata backend: one SQLite database in WAL mode.
+ *
+ * Connections: one writer connection behind a mutex (every write is one BEGIN
+ * IMMEDIATE transaction on it) and a fixed pool of query_only reader
+ * connections, so a read never queues behind a slow write (WAL readers see the
+ * last commit and never block on the writer). synchronous=FULL: a commit that
+ * returned has been fsynced and survives a crash or a power loss.
+ * Invariants: a variants row exists only while its image is live (put checks
+ * liveness and delete drops the rows in the same transaction); a blobs row
+ * exists exactly while its refs count is positive.
+ */
+#include "core/err.h"
+#include "core/log.h"
+#include "core/xalloc.h"
+#include "meta/meta_int.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define SQ_READERS    4    /* reader connections in the pool */
+#define SQ_BUSY_MS    5000 /* how long a statement waits for another process's lock */
+#define SQ_ACQUIRE_MS 5000 /* how long a read waits for a free reader connection */
+
+/*
+ * Embedded migrations: entry i brings the schema from version i to i + 1
+ * (PRAGMA user_version). Append only; never edit an entry that shipped.
+ */
+static const char *const sq_migrations[] = {
+    /* 1: images, blobs, variants */
+    "CREATE TABLE images ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT," /* grows, never reused: listing order */
+    "  id TEXT NOT NULL UNIQUE,"
+    "  key TEXT NOT NULL CHECK (length(key) = 64),"
+    "  format TEXT NOT NULL,"
+    "  width INTEGER NOT NULL,"
+    "  height INTEGER NOT NULL,"
+    "  frames INTEGER NOT NULL,"
+    "  bytes INTEGER NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  owner TEXT," /* API key id, NULL for none */
+    "  token_hash TEXT NOT NULL,"
+    "  deleted_at INTEGER" /* NULL while live; the row stays so the id is never reused */
+    ");"
+    /* Keyset listing walks only live rows: O(limit) however many were deleted. */
+    "CREATE INDEX images_live ON images(seq) WHERE deleted_at IS NULL;"
+    "CREATE TABLE blobs ("
+    "  key TEXT PRIMARY KEY CHECK (length(key) = 64),"
+    "  refs INTEGER NOT NULL CHECK (refs >= 0),"
+    "  bytes INTEGER NOT NULL,"
+    "  created_at INTEGER NOT NULL"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE variants ("
+    "  image_id TEXT NOT NULL REFERENCES images(id),"
+    "  name TEXT NOT NULL,"
+    "  key TEXT NOT NULL CHECK (length(key) = 64),"
+    "  format TEXT NOT NULL,"
+    "  width INTEGER NOT NULL,"
+    "  height INTEGER NOT NULL,"
+    "  bytes INTEGER NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (image_id, name)"
+    ") WITHOUT ROWID;",
+};
+
+const int meta_sqlite_schema_version = (int)(sizeof(sq_migrations) / sizeof(sq_migrations[0]));
+
+#define SQ_IMAGE_COLS                                                                              \
+    "id, seq, key, format, width, height, frames, bytes, created_at, owner, token_hash"
+
+const char meta_sqlite_list_sql[] = "SELECT " SQ_IMAGE_COLS " FROM images"
+                                    " WHERE deleted_at IS NULL AND seq < ?1"
+                                    " ORDER BY seq DESC LIMIT ?2";
+
+enum sq_stmt {
+    /* writer */
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_IMAGE_INSERT,
+    ST_BLOB_REF,
+    ST_IMAGE_MARK_DELETED,
+    ST_VARIANTS_DROP,
+    ST_BLOB_UNREF,
+    ST_BLOB_DROP,
+    ST_IMAGE_LIVE,
+    ST_VARIANT_INSERT,
+    ST_VARIANT_COUNT,
+    /* readers */
+    ST_PING,
+    ST_IMAGE_GET,
+    ST_IMAGE_LIST,
+    ST_VARIANT_GET,
+    ST_BLOB_REFS,
+    ST_IMAGE_COUNT,
+    ST_COUNT
+};
+
+static const struct {
+    const char *sql;
+    bool reader; /* prepared on the reader connections, else on the writer */
+} sq_sql[ST_COUNT] = {
+    [ST_BEGIN] = {"BEGIN IMMEDIATE", false},
+    [ST_COMMIT] = {"COMMIT", false},
+    [ST_ROLLBACK] = {"ROLLBACK", false},
+    [ST_IMAGE_INSERT] = {"INSERT INTO images (id, key, format, width, height, frames, bytes,"
+                         " created_at, owner, token_hash)"
+                         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                         false},
+    [ST_BLOB_REF] = {"INSERT INTO blobs (key, refs, bytes, created_at) VALUES (?1, 1, ?2, ?3)"
+                     " ON CONFLICT (key) DO UPDATE SET refs = refs + 1",
+                     false},
+    [ST_IMAGE_MARK_DELETED] = {"UPDATE images SET deleted_at = ?2"
+                               " WHERE id = ?1 AND deleted_at IS NULL RETURNING key",
+                               false},
+    [ST_VARIANTS_DROP] = {"DELETE FROM variants WHERE image_id = ?1 RETURNING key", false},
+    [ST_BLOB_UNREF] = {"UPDATE blobs SET refs = refs - 1 WHERE key = ?1 RETURNING refs", false},
+    [ST_BLOB_DROP] = {"DELETE FROM blobs WHERE key = ?1 AND refs = 0", false},
+    [ST_IMAGE_LIVE] = {"SELECT 1 FROM images WHERE id = ?1 AND deleted_at IS NULL", false},
+    [ST_VARIANT_INSERT] = {"INSERT INTO variants (image_id, name, key, format, width, height,"
+                           " bytes, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                           " ON CONFLICT (image_id, name) DO NOTHING",
+                           false},
+    [ST_VARIANT_COUNT] = {"SELECT count(*) FROM variants WHERE image_id = ?1", false},
+    [ST_PING] = {"SELECT max(seq) FROM images", true},
+    [ST_IMAGE_GET] = {"SELECT " SQ_IMAGE_COLS " FROM images WHERE id = ?1 AND deleted_at IS NULL",
+                      true},
+    [ST_IMAGE_LIST] = {meta_sqlite_list_sql, true},
+    [ST_VARIANT_GET] = {"SELECT image_id, name, key, format, width, height, bytes"
+                        " FROM variants WHERE image_id = ?1 AND name = ?2",
+                        true},
+    [ST_BLOB_REFS] = {"SELECT refs FROM blobs WHERE key = ?1", true},
+    [ST_IMAGE_COUNT] = {"SELECT count(*) FROM images WHERE deleted_at IS NULL", true},
+};
+
+struct sq_conn {
+    sqlite3 *db;
+    sqlite3_stmt *st[ST_COUNT];
+};
+
+struct sq {
+    struct sq_conn writer; /* used only with wlock held */
+    pthread_mutex_t wlock;
+    struct sq_conn readers[SQ_READERS];
+    struct sq_conn *idle[SQ_READERS]; /* free readers, guarded by rlock */
+    size_t nidle;
+    pthread_mutex_t rlock;
+    pthread_cond_t rfree;
+};
+
+/*
+ * sq_fail maps a SQLite result code to a status and logs it with what was being
+ * done: busy/locked (after the busy timeout) is the database being unavailable,
+ * a full disk is E_NOSPACE, a uniqueness violation is E_EXISTS (not logged: the
+ * caller decides), anything else E_IO.
+ */
+static int sq_fail(sqlite3 *db, int src, const char *what)
+{
+    int rc;
+
+    switch (src & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        rc = E_UNAVAILABLE;
+        break;
+    case SQLITE_FULL:
+        rc = E_NOSPACE;
+        break;
+    case SQLITE_CONSTRAINT:
+        rc = (src == SQLITE_CONSTRAINT_UNIQUE || src == SQLITE_CONSTRAINT_PRIMARYKEY) ? E_EXISTS
+                                                                                      : E_IO;
+        break;
+    default:
+        rc = E_IO;
+        break;
+    }
+    if (rc != E_EXISTS)
+        log_error("meta", "sqlite %s: %s (%s)", what, db ? sqlite3_errmsg(db) : "",
+                  sqlite3_errstr(src));
+    return rc;
+}
+
+/* sq_reset makes a statement ready for its next use and ends its read, if any. */
+static void sq_reset(sqlite3_stmt *st)
+{
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+/* sq_exec runs a statement without results to completion and resets it. */
+static int sq_exec(struct sq_conn *c, enum sq_stmt i, const char *what)
+{
+    int src = sqlite3_step(c->st[i]);
+    int rc = OK;
+
+    if (src != SQLITE_DONE)
+        rc = sq_fail(c->db, src, what);
+    sq_reset(c->st[i]);
+    return rc;
+}
+
+static void sq_bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+    sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+}
+
+/* sq_col_text copies text column i into buf (capacity cap), truncating; NULL reads as "". */
+static void sq_col_text(sqlite3_stmt *st, int i, char *buf, size_t cap)
+{
+    const unsigned char *t = sqlite3_column_text(st, i);
+    size_t len = t ? (size_t)sqlite3_column_bytes(st, i) : 0;
+
+    if (len >= cap)
+        len = cap - 1;
+    if (len > 0)
+        memcpy(buf, t, len);
+    buf[len] = '\0';
+}
+
+static void sq_col_image(sqlite3_stmt *st, struct image_rec *img)
+{
+    memset(img, 0, sizeof(*img));
+    sq_col_text(st, 0, img->id, sizeof(img->id));
+    img->seq = sqlite3_column_int64(st, 1);
+    sq_col_text(st, 2, img->key, sizeof(img->key));
+    sq_col_text(st, 3, img->format, sizeof(img->format));
+    img->width = (uint32_t)sqlite3_column_int64(st, 4);
+    img->height = (uint32_t)sqlite3_column_int64(st, 5);
+    img->frames = (uint32_t)sqlite3_column_int64(st, 6);
+    img->bytes = (uint64_t)sqlite3_column_int64(st, 7);
+    img->created_at = sqlite3_column_int64(st, 8);
+    sq_col_text(st, 9, img->owner, sizeof(img->owner));
+    sq_col_text(st, 10, img->token_hash, sizeof(img->token_hash));
+}
+
+/* ---- connections ---- */
+
+static void sq_conn_close(struct sq_conn *c)
+{
+    if (c->db == NULL)
+        return;
+    for (size_t i = 0; i < ST_COUNT; i++)
+        sqlite3_finalize(c->st[i]);
+    if (sqlite3_close(c->db) != SQLITE_OK)
+        log_error("meta", "sqlite close: %s", sqlite3_errmsg(c->db));
+    memset(c, 0, sizeof(*c));
+}
+
+/* sq_pragma runs a PRAGMA and, when want is given, checks its one-row answer. */
+static int sq_pragma(sqlite3 *db, const char *sql, const char *want)
+{
+    sqlite3_stmt *st = NULL;
+    int src = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    int rc = OK;
+
+    if (src != SQLITE_OK) {
+        rc = sq_fail(db, src, sql);
+        goto out;
+    }
+    src = sqlite3_step(st);
+    if (src != SQLITE_ROW && src != SQLITE_DONE) {
+        rc = sq_fail(db, src, sql);
+        goto out;
+    }
+    if (want != NULL) {
+        const char *got = src == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
+        if (got == NULL || strcmp(got, want) != 0) {
+            log_error("meta", "sqlite %s: answered '%s', want '%s'", sql, got ? got : "", want);
+            rc = E_IO;
+            goto out;
+        }
+    }
+out:
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/*
+ * sq_conn_open opens one connection to path with the settings every connection
+ * needs (they are per connection in SQLite). The writer creates the file and
+ * switches it to WAL (persistent in the file); readers are query_only.
+ */
+static int sq_conn_open(const char *path, bool writer, struct sq_conn *c)
+{
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (writer ? SQLITE_OPEN_CREATE : 0);
+    int src = sqlite3_open_v2(path, &c->db, flags, NULL);
+    int rc = OK;
+
+    if (src != SQLITE_OK) {
+        log_error("meta", "cannot open sqlite database '%s': %s", path,
+                  c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(src));
+        rc = E_IO;
+        goto out;
+    }
+    sqlite3_extended_result_codes(c->db, 1);
+    sqlite3_busy_timeout(c->db, SQ_BUSY_MS);
+    if (writer) {
+        rc = sq_pragma(c->db, "PRAGMA journal_mode = WAL", "wal");
+        if (rc != OK)
+            goto out;
+    }
+    rc = sq_pragma(c->db, "PRAGMA synchronous = FULL", NULL);
+    if (rc != OK)
+        goto out;
+    rc = sq_pragma(c->db, "PRAGMA foreign_keys = ON", NULL);
+    if (rc != OK)
+        goto out;
+    if (!writer)
+        rc = sq_pragma(c->db, "PRAGMA query_only = ON", NULL);
+out:
+    return rc;
+}
+
+/* sq_conn_prepare prepares the statements of a connection's role, once, for its lifetime. */
+static int sq_conn_prepare(struct sq_conn *c, bool reader)
+{
+    int rc = OK;
+
+    for (size_t i = 0; i < ST_COUNT; i++) {
+        if (sq_sql[i].reader != reader)
+            continue;
+        int src = sqlite3_prepare_v3(c->db, sq_sql[i].sql, -1, SQLITE_PREPARE_PERSISTENT, &c->st[i],
+                                     NULL);
+        if (src != SQLITE_OK) {
+            rc = sq_fail(c->db, src, sq_sql[i].sql);
+            goto out;
+        }
+    }
+out:
+    return rc;
+}
+
+/*
+ * sq_migrate brings the schema to meta_sqlite_schema_version in one write
+ * transaction: idempotent, and safe against another process migrating at once
+ * (BEGIN IMMEDIATE serialises them; the second finds nothing to do).
+ */
+static int sq_migrate(sqlite3 *db, const char *path)
+{
+    sqlite3_stmt *st = NULL;
+    char sql[64];
+    int version = 0;
+    int src = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    int rc = OK;
+
+    if (src != SQLITE_OK) {
+        rc = sq_fail(db, src, "begin migration");
+        goto out;
+    }
+    src = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
+    if (src == SQLITE_OK)
+        src = sqlite3_step(st);
+    if (src != SQLITE_ROW) {
+        rc = sq_fail(db, src, "read schema version");
+        goto out;
+    }
+    version = sqlite3_column_int(st, 0);
+    if (version > meta_sqlite_schema_version) {
+        log_error("meta", "database '%s' has schema version %d, newer than this build's %d", path,
+                  version, meta_sqlite_schema_version);
+        rc = E_IO;
+        goto out;
+    }
+    for (int v = version; v < meta_sqlite_schema_version; v++) {
+        src = sqlite3_exec(db, sq_migrations[v], NULL, NULL, NULL);
+        if (src != SQLITE_OK) {
+            rc = sq_fail(db, src, "migration");
+            goto out;
+        }
+    }
+    snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", meta_sqlite_schema_version);
+    src = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    if (src == SQLITE_OK)
+        src = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    if (src != SQLITE_OK) {
+        rc = sq_fail(db, src, "commit migration");
+        goto out;
+    }
+    if (version < meta_sqlite_schema_version)
+        log_info("meta", "database '%s' migrated from schema version %d to %d", path, version,
+                 meta_sqlite_schema_version);
+out:
+    sqlite3_finalize(st);
+    if (rc != OK && !sqlite3_get_autocommit(db))
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+/* sq_reader_get takes a free reader connection, waiting up to SQ_ACQUIRE_MS. */
+static int sq_reader_get(struct sq *s, struct sq_conn **out)
+{
+    struct timespec deadline;
+    int rc = OK;
+
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += SQ_ACQUIRE_MS / 1000;
+    deadline.tv_nsec += (long)(SQ_ACQUIRE_MS % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&s->rlock);
+    while (s->nidle == 0) {
+        if (pthread_cond_timedwait(&s->rfree, &s->rlock, &deadline) == ETIMEDOUT && s->nidle == 0) {
+            rc = E_UNAVAILABLE;
+            break;
+        }
+    }
+    if (rc == OK)
+        *out = s->idle[--s->nidle];
+    pthread_mutex_unlock(&s->rlock);
+    if (rc != OK)
+        log_error("meta", "no free sqlite reader after %d ms", SQ_ACQUIRE_MS);
+    return rc;
+}
+
+static void sq_reader_put(struct sq *s, struct sq_conn *c)
+{
+    pthread_mutex_lock(&s->rlock);
+    s->idle[s->nidle++] = c;
+    pthread_cond_signal(&s->rfree);
+    pthread_mutex_unlock(&s->rlock);
+}
+
+/* ---- writes: each one BEGIN IMMEDIATE ... COMMIT on the writer, wlock held ---- */
+
+static int sq_begin(struct sq *s)
+{
+    pthread_mutex_lock(&s->wlock);
+    return sq_exec(&s->writer, ST_BEGIN, "begin");
+}
+
+/* sq_end commits when rc is OK (a failed commit becomes rc), else rolls back; unlocks. */
+static int sq_end(struct sq *s, int rc)
+{
+    struct sq_conn *w = &s->writer;
+
+    if (rc == OK)
+        rc = sq_exec(w, ST_COMMIT, "commit");
+    if (rc != OK && !sqlite3_get_autocommit(w->db))
+        sq_exec(w, ST_ROLLBACK, "rollback");
+    pthread_mutex_unlock(&s->wlock);
+    return rc;
+}
+
+/* sq_blob_ref takes one reference on key, creating its row at one. */
+static int sq_blob_ref(struct sq_conn *w, const char *key, uint64_t bytes)
+{
+    sqlite3_stmt *st = w->st[ST_BLOB_REF];
+
+    sq_bind_text(st, 1, key);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)bytes);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)time(NULL));
+    return sq_exec(w, ST_BLOB_REF, "blob reference");
+}
+
+/*
+ * sq_blob_unref drops one reference on key; at zero the row goes and the key is
+ * added to rel. A key whose row is missing is logged (an inconsistency) and
+ * skipped, so a delete still goes through.
+ */
+static int sq_blob_unref(struct sq_conn *w, const char *key, struct meta_released *rel)
+{
+    sqlite3_stmt *st = w->st[ST_BLOB_UNREF];
+    int64_t refs = -1;
+    int rc = OK;
+    int src;
+
+    sq_bind_text(st, 1, key);
+    src = sqlite3_step(st);
+    if (src == SQLITE_ROW) {
+        refs = sqlite3_column_int64(st, 0);
+        src = sqlite3_step(st);
+    }
+    if (src != SQLITE_DONE) {
+        rc = sq_fail(w->db, src, "blob unreference");
+        goto out;
+    }
+    if (refs < 0) {
+        log_warn("meta", "blob '%s' had no reference row", key);
+        goto out;
+    }
+    if (refs > 0)
+        goto out;
+    if (rel->n == META_RELEASE_MAX) {
+        /* Cannot happen with the variant cap; left at zero refs for gc to find. */
+        log_warn("meta", "blob '%s' released but the release list is full", key);
+        goto out;
+    }
+    sq_reset(st);
+    st = w->st[ST_BLOB_DROP];
+    sq_bind_text(st, 1, key);
+    rc = sq_exec(w, ST_BLOB_DROP, "blob drop");
+    if (rc != OK)
+        goto out;
+    memcpy(rel->keys[rel->n++], key, SHA256_HEX);
+out:
+    sq_reset(st);
+    return rc;
+}
+
+static int sq_image_insert(void *be, struct image_rec *img)
+{
+    struct sq *s = be;
+    struct sq_conn *w = &s->writer;
+    sqlite3_stmt *st = w->st[ST_IMAGE_INSERT];
+    int rc = sq_begin(s);
+
+    if (rc != OK)
+        goto out;
+    sq_bind_text(st, 1, img->id);
+    sq_bind_text(st, 2, img->key);
+    sq_bind_text(st, 3, img->format);
+    sqlite3_bind_int64(st, 4, img->width);
+    sqlite3_bind_int64(st, 5, img->height);
+    sqlite3_bind_int64(st, 6, img->frames);
+    sqlite3_bind_int64(st, 7, (sqlite3_int64)img->bytes);
+    sqlite3_bind_int64(st, 8, img->created_at);
+    if (img->owner[0] != '\0')
+        sq_bind_text(st, 9, img->owner);
+    sq_bind_text(st, 10, img->token_hash);
+    rc = sq_exec(w, ST_IMAGE_INSERT, "image insert");
+    if (rc != OK)
+        goto out;
+    img->seq = sqlite3_last_insert_rowid(w->db);
+    rc = sq_blob_ref(w, img->key, img->bytes);
+out:
+    return sq_end(s, rc);
+}
+
+static int sq_image_delete(void *be, const char *id, struct meta_released *rel)
+{
+    struct sq *s = be;
+    struct sq_conn *w = &s->writer;
+    struct meta_released got = {.n = 0};
+    char(*keys)[SHA256_HEX] = NULL; /* the image's key, then each variant's */
+    size_t nkeys = 0;
+    size_t cap = 0;
+    sqlite3_stmt *st = w->st[ST_IMAGE_MARK_DELETED];
+    int rc = sq_begin(s);
+    int src;
+
+    if (rc != OK)
+        goto out;
+    sq_bind_text(st, 1, id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)time(NULL));
+    /* Collect the keys first: RETURNING rows are read before other statements run. */
+    for (;;) {
+        src = sqlite3_step(st);
+        if (src != SQLITE_ROW)
+            break;
+        if (nkeys == cap) {
+            cap = cap ? 2 * cap : 8;
+            keys = xrealloc(keys, cap * sizeof(*keys));
+        }
+        sq_col_text(st, 0, keys[nkeys++], SHA256_HEX);
+    }
+    sq_reset(st);
+    if (src != SQLITE_DONE) {
+        rc = sq_fail(w->db, src, "image delete");
+        goto out;
+    }
+    if (nkeys == 0) {
+        rc = E_NOTFOUND;
+        goto out;
+    }
+    st = w->st[ST_VARIANTS_DROP];
+    sq_bind_text(st, 1, id);
+    for (;;) {
+        src = sqlite3_step(st);
+        if (src != SQLITE_ROW)
+            break;
+        if (nkeys == cap) {
+            cap = 2 * cap;
+            keys = xrealloc(keys, cap * sizeof(*keys));
+        }
+        sq_col_text(st, 0, keys[nkeys++], SHA256_HEX);
+    }
+    sq_reset(st);
+    if (src != SQLITE_DONE) {
+        rc = sq_fail(w->db, src, "variants delete");
+        goto out;
+    }
+    for (size_t i = 0; i < nkeys && rc == OK; i++)
+        rc = sq_blob_unref(w, keys[i], &got);
+out:
+    rc = sq_end(s, rc);
+    if (rc == OK)
+        *rel = got;
+    free(keys);
+    return rc;
+}
+
+static int sq_variant_put(void *be, const struct variant_rec *v)
+{
+    struct sq *s = be;
+    struct sq_conn *w = &s->writer;
+    sqlite3_stmt *st = w->st[ST_IMAGE_LIVE];
+    int rc = sq_begin(s);
+    int src;
+
+    if (rc != OK)
+        goto out;
+    sq_bind_text(st, 1, v->image_id);
+    src = sqlite3_step(st);
+    sq_reset(st);
+    if (src == SQLITE_DONE) {
+        rc = E_NOTFOUND;
+        goto out;
+    }
+    if (src != SQLITE_ROW) {
+        rc = sq_fail(w->db, src, "image lookup");
+        goto out;
+    }
+    st = w->st[ST_VARIANT_INSERT];
+    sq_bind_text(st, 1, v->image_id);
+    sq_bind_text(st, 2, v->name);
+    sq_bind_text(st, 3, v->key);
+    sq_bind_text(st, 4, v->format);
+    sqlite3_bind_int64(st, 5, v->width);
+    sqlite3_bind_int64(st, 6, v->height);
+    sqlite3_bind_int64(st, 7, (sqlite3_int64)v->bytes);
+    sqlite3_bind_int64(st, 8, (sqlite3_int64)time(NULL));
+    rc = sq_exec(w, ST_VARIANT_INSERT, "variant insert");
+    if (rc != OK || sqlite3_changes(w->db) == 0)
+        goto out; /* already recorded: nothing changes */
+    st = w->st[ST_VARIANT_COUNT];
+    sq_bind_text(st, 1, v->image_id);
+    src = sqlite3_step(st);
+    if (src != SQLITE_ROW) {
+        sq_reset(st);
+        rc = sq_fail(w->db, src, "variant count");
+        goto out;
+    }
+    /* Bounded so that a delete can report every blob it releases. */
+    if (sqlite3_column_int64(st, 0) > META_VARIANTS_PER_IMAGE)
+        rc = E_TOOBIG;
+    sq_reset(st);
+    if (rc != OK)
+        goto out;
+    rc = sq_blob_ref(w, v->key, v->bytes);
+out:
+    return sq_end(s, rc);
+}
+
+/* ---- reads: one statement on a pooled reader connection ---- */
+
+static int sq_ping(void *be)
+{
+    struct sq *s = be;
+    struct sq_conn *r = NULL;
+    int rc = sq_reader_get(s, &r);
+    int src;
+
+    if (rc != OK)
+        goto out;
+    src = sqlite3_step(r->st[ST_PING]);
+    sq_reset(r->st[ST_PING]);
+    if (src != SQLITE_ROW) {
+        sq_fail(r->db, src, "ping");
+        rc = E_UNAVAILABLE;
+    }
+out:
+    if (r != NULL)
+        sq_reader_put(s, r);
+    return rc;
+}
+
+static int sq_image_get(void *be, const char *id, struct image_rec *out)
+{
+    struct sq *s = be;
+    struct sq_conn *r = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = sq_reader_get(s, &r);
+    int src;
+
+    if (rc != OK)
+        goto out;
+    st = r->st[ST_IMAGE_GET];
+    sq_bind_text(st, 1, id);
+    src = sqlite3_step(st);
+    if (src == SQLITE_ROW)
+        sq_col_image(st, out);
+    else if (src == SQLITE_DONE)
+        rc = E_NOTFOUND;
+    else
+        rc = sq_fail(r->db, src, "image get");
+    sq_reset(st);
+out:
+    if (r != NULL)
+        sq_reader_put(s, r);
+    return rc;
+}
+
+static int sq_image_list(void *be, int64_t before, size_t limit, struct image_rec *out, size_t *n)
+{
+    struct sq *s = be;
+    struct sq_conn *r = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = sq_reader_get(s, &r);
+    int src = SQLITE_DONE;
+    size_t got = 0;
+
+    if (rc != OK)
+        goto out;
+    st = r->st[ST_IMAGE_LIST];
+    sqlite3_bind_int64(st, 1, before);
+    sqlite3_bind_int64(st, 2, limit > INT_MAX ? INT_MAX : (sqlite3_int64)limit);
+    while (got < limit) {
+        src = sqlite3_step(st);
+        if (src != SQLITE_ROW)
+            break;
+        sq_col_image(st, &out[got++]);
+    }
+    if (src != SQLITE_ROW && src != SQLITE_DONE)
+        rc = sq_fail(r->db, src, "image list");
+    sq_reset(st);
+out:
+    if (r != NULL)
+        sq_reader_put(s, r);
+    *n = rc == OK ? got : 0;
+    return rc;
+}
+
+static int sq_variant_get(void *be, const char *image_id, const char *name, struct variant_rec *out)
+{
+    struct sq *s = be;
+    struct sq_conn *r = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = sq_reader_get(s, &r);
+    int src;
+
+    if (rc != OK)
+        goto out;
+    st = r->st[ST_VARIANT_GET];
+    sq_bind_text(st, 1, image_id);
+    sq_bind_text(st, 2, name);
+    src = sqlite3_step(st);
+    if (src == SQLITE_ROW) {
+        memset(out, 0, sizeof(*out));
+        sq_col_text(st, 0, out->image_id, sizeof(out->image_id));
+        sq_col_text(st, 1, out->name, sizeof(out->name));
+        sq_col_text(st, 2, out->key, sizeof(out->key));
+        sq_col_text(st, 3, out->format, sizeof(out->format));
+        out->width = (uint32_t)sqlite3_column_int64(st, 4);
+        out->height = (uint32_t)sqlite3_column_int64(st, 5);
+        out->bytes = (uint64_t)sqlite3_column_int64(st, 6);
+    } else if (src == SQLITE_DONE) {
+        rc = E_NOTFOUND;
+    } else {
+        rc = sq_fail(r->db, src, "variant get");
+    }
+    sq_reset(st);
+out:
+    if (r != NULL)
+        sq_reader_put(s, r);
+    return rc;
+}
+
+/* sq_read_int runs a reader statement with an optional text parameter and reads one integer. */
+static int sq_read_int(struct sq *s, enum sq_stmt i, const char *arg, int64_t *v)
+{
+    struct sq_conn *r = NULL;
+    int rc = sq_reader_get(s, &r);
+    int src;
+
+    *v = 0;
+    if (rc != OK)
+        goto out;
+    if (arg != NULL)
+        sq_bind_text(r->st[i], 1, arg);
+    src = sqlite3_step(r->st[i]);
+    if (src == SQLITE_ROW)
+        *v = sqlite3_column_int64(r->st[i], 0);
+    else if (src != SQLITE_DONE)
+        rc = sq_fail(r->db, src, sq_sql[i].sql);
+    sq_reset(r->st[i]);
+out:
+    if (r != NULL)
+        sq_reader_put(s, r);
+    return rc;
+}
+
+static int sq_blob_refs(void *be, const char *key, int64_t *refs)
+{
+    return sq_read_int(be, ST_BLOB_REFS, key, refs);
+}
+
+static int sq_image_count(void *be, int64_t *n)
+{
+    return sq_read_int(be, ST_IMAGE_COUNT, NULL, n);
+}
+
+/* ---- lifecycle ---- */
+
+static void sq_free(struct sq *s)
+{
+    if (s == NULL)
+        return;
+    for (size_t i = 0; i < SQ_READERS; i++)
+        sq_conn_close(&s->readers[i]);
+    sq_conn_close(&s->writer); /* last: the last connection checkpoints the WAL */
+    pthread_mutex_destroy(&s->wlock);
+    pthread_mutex_destroy(&s->rlock);
+    pthread_cond_destroy(&s->rfree);
+    free(s);
+}
+
+static void sq_close(void *be)
+{
+    sq_free(be);
+}
+
+static const struct meta_ops sq_ops = {
+    .name = "sqlite",
+    .close = sq_close,
+    .ping = sq_ping,
+    .image_insert = sq_image_insert,
+    .image_get = sq_image_get,
+    .image_list = sq_image_list,
+    .image_delete = sq_image_delete,
+    .variant_get = sq_variant_get,
+    .variant_put = sq_variant_put,
+    .blob_refs = sq_blob_refs,
+    .image_count = sq_image_count,
+};
+
+int meta_open_sqlite(const char *path, struct meta_store **out)
+{
+    struct sq *s = NULL;
+    pthread_condattr_t ca;
+    int rc = OK;
+
+    *out = NULL;
+    if (path == NULL || path[0] == '\0')
+        return E_IO;
+    if (!sqlite3_threadsafe()) {
+        log_error("meta", "sqlite was built without thread support");
+        return E_IO;
+    }
+    s = xcalloc(1, sizeof(*s));
+    pthread_mutex_init(&s->wlock, NULL);
+    pthread_mutex_init(&s->rlock, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->rfree, &ca);
+    pthread_condattr_destroy(&ca);
+
+    rc = sq_conn_open(path, true, &s->writer);
+    if (rc != OK)
+        goto out;
+    rc = sq_migrate(s->writer.db, path);
+    if (rc != OK)
+        goto out;
+    rc = sq_conn_prepare(&s->writer, false);
+    if (rc != OK)
+        goto out;
+    for (size_t i = 0; i < SQ_READERS; i++) {
+        rc = sq_conn_open(path, false, &s->readers[i]);
+        if (rc != OK)
+            goto out;
+        rc = sq_conn_prepare(&s->readers[i], true);
+        if (rc != OK)
+            goto out;
+        s->idle[s->nidle++] = &s->readers[i];
+    }
+    *out = meta_store_new(&sq_ops, s);
+    s = NULL;
+out:
+    sq_free(s);
+    if (rc != OK)
+        rc = E_IO; /* the contract: E_IO when the database cannot be opened */
+    return rc;
+}

@@ -1,0 +1,93 @@
+/*
+ * blob.c - the backend-independent half of the blob store.
+ *
+ * Chooses the backend from the url scheme, validates every key before it
+ * reaches a backend (and so before it can touch a path), then dispatches.
+ */
+#include "core/err.h"
+#include "core/ident.h"
+#include "core/log.h"
+#include "core/xalloc.h"
+#include "store/blob_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define BLOB_FILE_SCHEME "file://"
+
+struct blob_store *blob_store_new(const struct blob_ops *ops, void *be)
+{
+    struct blob_store *bs = xmalloc(sizeof(*bs));
+
+    bs->ops = ops;
+    bs->be = be;
+    return bs;
+}
+
+int blob_store_open(const char *url, struct blob_store **out)
+{
+    size_t n = strlen(BLOB_FILE_SCHEME);
+
+    *out = NULL;
+    /* "file:///abs/path": an empty host, then an absolute path. */
+    if (url == NULL || strncmp(url, BLOB_FILE_SCHEME, n) != 0 || url[n] != '/') {
+        log_error("store", "unsupported blob store url '%s' (want file:///absolute/path)",
+                  url ? url : "");
+        return E_INVALID;
+    }
+    return blob_file_open(url + n, out);
+}
+
+void blob_store_free(struct blob_store *bs)
+{
+    if (bs == NULL)
+        return;
+    bs->ops->free(bs->be);
+    free(bs);
+}
+
+static bool key_ok(const char *key)
+{
+    return key != NULL && blob_key_valid(key, strnlen(key, BLOB_KEY_LEN + 1));
+}
+
+int blob_put_path(struct blob_store *bs, const char *key, const char *src_path)
+{
+    if (!key_ok(key) || src_path == NULL)
+        return E_INVALID;
+    return bs->ops->put_path(bs->be, key, src_path);
+}
+
+int blob_open(struct blob_store *bs, const char *key, int *fd, uint64_t *size)
+{
+    *fd = -1;
+    *size = 0;
+    if (!key_ok(key))
+        return E_INVALID;
+    return bs->ops->open(bs->be, key, fd, size);
+}
+
+int blob_exists(struct blob_store *bs, const char *key, bool *exists)
+{
+    *exists = false;
+    if (!key_ok(key))
+        return E_INVALID;
+    return bs->ops->exists(bs->be, key, exists);
+}
+
+int blob_delete(struct blob_store *bs, const char *key)
+{
+    if (!key_ok(key))
+        return E_INVALID;
+    return bs->ops->del(bs->be, key);
+}
+
+int blob_tmp_path(struct blob_store *bs, char *buf, size_t cap)
+{
+    return bs->ops->tmp_path(bs->be, buf, cap);
+}
+
+int blob_store_check(struct blob_store *bs)
+{
+    return bs->ops->check(bs->be);
+}

@@ -1,0 +1,41 @@
+/*
+ * blob_int.h - what the blob backends share inside src/store/: the ops table.
+ *
+ * struct blob_store is an ops table plus the backend's own state; blob.c checks
+ * keys once (64 lowercase hex, before any backend builds a path from one) and
+ * dispatches, so backends (file:// today, a ring of remote shards later) only
+ * ever see valid keys.
+ */
+#ifndef STORE_BLOB_INT_H
+#define STORE_BLOB_INT_H
+
+#include "store/blob.h"
+
+/* Each call receives the backend state given to blob_store_new; same contracts as blob.h. */
+struct blob_ops {
+    const char *name; /* "file": for log lines */
+    void (*free)(void *be);
+    int (*put_path)(void *be, const char *key, const char *src_path);
+    int (*open)(void *be, const char *key, int *fd, uint64_t *size);
+    int (*exists)(void *be, const char *key, bool *exists);
+    int (*del)(void *be, const char *key);
+    int (*tmp_path)(void *be, char *buf, size_t cap);
+    int (*check)(void *be);
+};
+
+struct blob_store {
+    const struct blob_ops *ops;
+    void *be;
+};
+
+/* blob_store_new wraps a backend's state; blob_store_free later calls ops->free(be). */
+struct blob_store *blob_store_new(const struct blob_ops *ops, void *be);
+
+/*
+ * blob_file_open opens the file:// backend rooted at the absolute directory
+ * root (created if needed) and removes temporaries older than an hour that a
+ * crash left in root/tmp. E_INVALID if root is not absolute, E_IO if unusable.
+ */
+int blob_file_open(const char *root, struct blob_store **out);
+
+#endif

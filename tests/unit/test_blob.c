@@ -1,0 +1,448 @@
+/*
+ * test_blob.c - the blob store contract, against the file:// backend.
+ *
+ * Each test gets a fresh mkdtemp directory; the disk-full test mounts a 64 KiB
+ * tmpfs when it runs as root (and skips otherwise), unmounting it afterwards.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+// cmocka needs the above first
+#include "core/codec.h"
+#include "core/crypto.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "store/blob.h"
+
+#include <cmocka.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+struct fixture {
+    char dir[64];  /* everything of the test lives here */
+    char root[96]; /* the store's root */
+    char src[96];  /* a source file */
+    char mnt[64];  /* the tmpfs mount point, when mounted */
+    struct blob_store *bs;
+};
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    char url[128];
+
+    snprintf(f->dir, sizeof(f->dir), "/tmp/tessera-blob-XXXXXX");
+    if (mkdtemp(f->dir) == NULL)
+        return -1;
+    snprintf(f->root, sizeof(f->root), "%s/store/shard-1", f->dir); /* created by open */
+    snprintf(f->src, sizeof(f->src), "%s/src.bin", f->dir);
+    snprintf(url, sizeof(url), "file://%s", f->root);
+    if (blob_store_open(url, &f->bs) != OK)
+        return -1;
+    *state = f;
+    return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+
+    blob_store_free(f->bs);
+    if (f->mnt[0] != '\0') {
+        umount2(f->mnt, MNT_DETACH);
+        rmdir(f->mnt);
+    }
+    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+/* write_file writes n bytes of a pattern seeded by seed to path. */
+static void write_file(const char *path, size_t n, unsigned seed)
+{
+    FILE *fp = fopen(path, "wb");
+
+    assert_non_null(fp);
+    for (size_t i = 0; i < n; i++)
+        fputc((int)((i * 31 + seed) & 0xff), fp);
+    assert_int_equal(fclose(fp), 0);
+}
+
+static void key_of_file(const char *path, char key[SHA256_HEX])
+{
+    uint8_t d[SHA256_LEN];
+    int fd = open(path, O_RDONLY);
+
+    assert_true(fd >= 0);
+    assert_int_equal(sha256_fd(fd, d), OK);
+    close(fd);
+    hex_encode(d, sizeof(d), key);
+}
+
+/* dir_entries counts the entries of a directory other than "." and "..". */
+static int dir_entries(const char *path)
+{
+    DIR *d = opendir(path);
+    struct dirent *de;
+    int n = 0;
+
+    assert_non_null(d);
+    while ((de = readdir(d)) != NULL)
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+            n++;
+    closedir(d);
+    return n;
+}
+
+static int tmp_entries(const char *root)
+{
+    char tmp[160];
+
+    assert_true((size_t)snprintf(tmp, sizeof(tmp), "%s/tmp", root) < sizeof(tmp));
+    return dir_entries(tmp);
+}
+
+static void test_roundtrip(void **state)
+{
+    struct fixture *f = *state;
+    char key[SHA256_HEX], path[256];
+    char buf[300000];
+    struct stat st;
+    uint64_t size = 0;
+    bool exists = true;
+    int fd = -1;
+
+    write_file(f->src, 200000, 7);
+    key_of_file(f->src, key);
+    assert_int_equal(blob_store_check(f->bs), OK);
+    assert_int_equal(blob_exists(f->bs, key, &exists), OK);
+    assert_false(exists);
+    assert_int_equal(blob_open(f->bs, key, &fd, &size), E_NOTFOUND);
+    assert_int_equal(fd, -1);
+
+    assert_int_equal(blob_put_path(f->bs, key, f->src), OK);
+    assert_int_equal(blob_exists(f->bs, key, &exists), OK);
+    assert_true(exists);
+    snprintf(path, sizeof(path), "%s/%.2s/%.2s/%s", f->root, key, key + 2, key);
+    assert_int_equal(stat(path, &st), 0); /* the documented layout */
+    assert_int_equal(st.st_size, 200000);
+
+    assert_int_equal(blob_open(f->bs, key, &fd, &size), OK);
+    assert_true(fd >= 0);
+    assert_int_equal(size, 200000);
+    assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+    assert_int_equal(fcntl(fd, F_GETFL) & O_ACCMODE, O_RDONLY);
+    ssize_t got = 0, n;
+    while ((n = read(fd, buf + got, sizeof(buf) - (size_t)got)) > 0)
+        got += n;
+    close(fd);
+    assert_int_equal(got, 200000);
+    for (size_t i = 0; i < 200000; i++)
+        assert_int_equal((unsigned char)buf[i], (i * 31 + 7) & 0xff);
+    assert_int_equal(tmp_entries(f->root), 0);
+
+    assert_int_equal(blob_delete(f->bs, key), OK);
+    assert_int_equal(blob_exists(f->bs, key, &exists), OK);
+    assert_false(exists);
+    assert_int_equal(blob_open(f->bs, key, &fd, &size), E_NOTFOUND);
+    assert_int_equal(blob_delete(f->bs, key), OK); /* absent: fine */
+}
+
+static void test_empty_blob(void **state)
+{
+    struct fixture *f = *state;
+    char key[SHA256_HEX];
+    uint64_t size = 1;
+    int fd = -1;
+
+    write_file(f->src, 0, 0);
+    key_of_file(f->src, key);
+    assert_int_equal(blob_put_path(f->bs, key, f->src), OK);
+    assert_int_equal(blob_open(f->bs, key, &fd, &size), OK);
+    assert_int_equal(size, 0);
+    close(fd);
+}
+
+static void test_idempotent_put(void **state)
+{
+    struct fixture *f = *state;
+    char key[SHA256_HEX], path[256], missing[160];
+    struct stat st1, st2;
+
+    write_file(f->src, 1000, 1);
+    key_of_file(f->src, key);
+    assert_int_equal(blob_put_path(f->bs, key, f->src), OK);
+    snprintf(path, sizeof(path), "%s/%.2s/%.2s/%s", f->root, key, key + 2, key);
+    assert_int_equal(stat(path, &st1), 0);
+    assert_int_equal(blob_put_path(f->bs, key, f->src), OK);
+    /* Already there: not even the source is read. */
+    snprintf(missing, sizeof(missing), "%s/does-not-exist", f->dir);
+    assert_int_equal(blob_put_path(f->bs, key, missing), OK);
+    assert_int_equal(stat(path, &st2), 0);
+    assert_int_equal(st1.st_ino, st2.st_ino);
+    assert_int_equal(tmp_entries(f->root), 0);
+}
+
+static void test_delete_absent(void **state)
+{
+    struct fixture *f = *state;
+
+    assert_int_equal(
+        blob_delete(f->bs, "0000000000000000000000000000000000000000000000000000000000000000"), OK);
+}
+
+static void test_bad_keys(void **state)
+{
+    struct fixture *f = *state;
+    char nul_key[65];
+    const char *bad[] = {
+        "",
+        "../..",
+        "../../../../../../etc/passwd",
+        "000000000000000000000000000000000000000000000000000000000000000",   /* 63 */
+        "00000000000000000000000000000000000000000000000000000000000000000", /* 65 */
+        "ABCDEF0000000000000000000000000000000000000000000000000000000000",  /* uppercase */
+        "../00000000000000000000000000000000000000000000000000000000000000", /* 64 with ../ */
+        "00/0000000000000000000000000000000000000000000000000000000000000",
+        nul_key,
+        NULL,
+    };
+    uint64_t size;
+    bool exists;
+    int fd;
+
+    memset(nul_key, 'a', 64);
+    nul_key[10] = '\0'; /* 64 bytes with a NUL inside: seen as 10 */
+    nul_key[64] = '\0';
+    write_file(f->src, 100, 3);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(blob_put_path(f->bs, bad[i], f->src), E_INVALID);
+        assert_int_equal(blob_open(f->bs, bad[i], &fd, &size), E_INVALID);
+        assert_int_equal(fd, -1);
+        assert_int_equal(blob_exists(f->bs, bad[i], &exists), E_INVALID);
+        assert_int_equal(blob_delete(f->bs, bad[i]), E_INVALID);
+    }
+    /* Nothing was created: the root holds only its empty tmp directory. */
+    assert_int_equal(dir_entries(f->root), 1);
+    assert_int_equal(tmp_entries(f->root), 0);
+}
+
+static void test_failed_put_leaves_nothing(void **state)
+{
+    struct fixture *f = *state;
+    char missing[160], subdir[160];
+    const char *key = "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
+    bool exists = true;
+
+    snprintf(missing, sizeof(missing), "%s/does-not-exist", f->dir);
+    log_min_level = LOG_OFF;
+    assert_int_equal(blob_put_path(f->bs, key, missing), E_IO);
+    /* A directory as the source: open works, reading fails after the temp was made. */
+    snprintf(subdir, sizeof(subdir), "%s/store", f->dir);
+    assert_int_equal(blob_put_path(f->bs, key, subdir), E_IO);
+    log_min_level = LOG_WARN;
+    assert_int_equal(blob_exists(f->bs, key, &exists), OK);
+    assert_false(exists);
+    assert_int_equal(tmp_entries(f->root), 0);
+    assert_int_equal(dir_entries(f->root), 1);
+}
+
+static void test_tmp_path(void **state)
+{
+    struct fixture *f = *state;
+    char a[256], b[256], small[16], prefix[160];
+
+    assert_int_equal(blob_tmp_path(f->bs, a, sizeof(a)), OK);
+    assert_int_equal(blob_tmp_path(f->bs, b, sizeof(b)), OK);
+    assert_string_not_equal(a, b);
+    snprintf(prefix, sizeof(prefix), "%s/tmp/", f->root);
+    assert_int_equal(strncmp(a, prefix, strlen(prefix)), 0);
+    assert_int_equal(strlen(a), strlen(prefix) + 32 + 4);
+    assert_string_equal(a + strlen(a) - 4, ".tmp");
+    assert_int_equal(blob_tmp_path(f->bs, small, sizeof(small)), E_INVALID);
+
+    /* A caller builds its file there, then puts it. */
+    char key[SHA256_HEX];
+    write_file(a, 5000, 9);
+    key_of_file(a, key);
+    assert_int_equal(blob_put_path(f->bs, key, a), OK);
+    unlink(a);
+    assert_int_equal(tmp_entries(f->root), 0);
+}
+
+static void test_check(void **state)
+{
+    struct fixture *f = *state;
+    char tmp[160];
+
+    assert_int_equal(blob_store_check(f->bs), OK);
+    snprintf(tmp, sizeof(tmp), "%s/tmp", f->root);
+    assert_int_equal(rmdir(tmp), 0);
+    assert_int_equal(blob_store_check(f->bs), E_UNAVAILABLE);
+}
+
+static void test_stale_temporaries_swept(void **state)
+{
+    struct fixture *f = *state;
+    char old[256], fresh[256], url[128];
+    struct timespec times[2];
+
+    assert_int_equal(blob_tmp_path(f->bs, old, sizeof(old)), OK);
+    assert_int_equal(blob_tmp_path(f->bs, fresh, sizeof(fresh)), OK);
+    write_file(old, 10, 0);
+    write_file(fresh, 10, 0);
+    clock_gettime(CLOCK_REALTIME, &times[0]);
+    times[0].tv_sec -= 2 * 3600;
+    times[1] = times[0];
+    assert_int_equal(utimensat(AT_FDCWD, old, times, 0), 0);
+    blob_store_free(f->bs);
+    f->bs = NULL;
+    snprintf(url, sizeof(url), "file://%s/", f->root); /* a trailing slash is fine */
+    assert_int_equal(blob_store_open(url, &f->bs), OK);
+    assert_int_equal(access(old, F_OK), -1);
+    assert_int_equal(access(fresh, F_OK), 0);
+}
+
+static void test_bad_urls(void **state)
+{
+    struct fixture *f = *state;
+    struct blob_store *bs = (struct blob_store *)f;
+    char url[160];
+    const char *bad[] = {"",
+                         "file://",
+                         "file:///",
+                         "file://relative/path",
+                         "http://127.0.0.1/x",
+                         "/abs/path/without/scheme",
+                         NULL};
+
+    log_min_level = LOG_OFF;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(blob_store_open(bad[i], &bs), E_INVALID);
+        assert_null(bs);
+    }
+    /* A root that is a file cannot be used. */
+    write_file(f->src, 1, 0);
+    snprintf(url, sizeof(url), "file://%s", f->src);
+    assert_int_equal(blob_store_open(url, &bs), E_IO);
+    assert_null(bs);
+    log_min_level = LOG_WARN;
+}
+
+struct racer {
+    struct blob_store *bs;
+    const char *key;
+    const char *src;
+    int rc;
+};
+
+static void *race_put(void *arg)
+{
+    struct racer *r = arg;
+
+    r->rc = blob_put_path(r->bs, r->key, r->src);
+    return NULL;
+}
+
+static void test_concurrent_same_key(void **state)
+{
+    struct fixture *f = *state;
+    enum { N = 6 };
+    pthread_t th[N];
+    struct racer r[N];
+    char key[SHA256_HEX], again[SHA256_HEX], path[256];
+
+    write_file(f->src, 300000, 5);
+    key_of_file(f->src, key);
+    for (int i = 0; i < N; i++) {
+        r[i] = (struct racer){f->bs, key, f->src, -100};
+        assert_int_equal(pthread_create(&th[i], NULL, race_put, &r[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(r[i].rc, OK);
+    }
+    snprintf(path, sizeof(path), "%s/%.2s/%.2s/%s", f->root, key, key + 2, key);
+    key_of_file(path, again);
+    assert_string_equal(key, again);
+    assert_int_equal(tmp_entries(f->root), 0);
+}
+
+static void test_disk_full(void **state)
+{
+    struct fixture *f = *state;
+    struct blob_store *bs = NULL;
+    char url[128], big[160], key[SHA256_HEX], small_key[SHA256_HEX];
+    bool exists = true;
+    int rc;
+
+    if (geteuid() != 0) {
+        print_message("not root: cannot mount a small tmpfs, disk-full test skipped\n");
+        skip();
+    }
+    assert_true((size_t)snprintf(f->mnt, sizeof(f->mnt), "%s/mnt", f->dir) < sizeof(f->mnt));
+    assert_int_equal(mkdir(f->mnt, 0755), 0);
+    if (mount("tmpfs", f->mnt, "tmpfs", 0, "size=64k") != 0) {
+        rmdir(f->mnt);
+        f->mnt[0] = '\0';
+        print_message("cannot mount a tmpfs here, disk-full test skipped\n");
+        skip();
+    }
+    snprintf(url, sizeof(url), "file://%s/store", f->mnt);
+    assert_int_equal(blob_store_open(url, &bs), OK);
+    snprintf(big, sizeof(big), "%s/big.bin", f->dir);
+    write_file(big, 256 * 1024, 11);
+    key_of_file(big, key);
+    log_min_level = LOG_OFF;
+    rc = blob_put_path(bs, key, big);
+    log_min_level = LOG_WARN;
+    assert_int_equal(rc, E_NOSPACE);
+    assert_int_equal(blob_exists(bs, key, &exists), OK);
+    assert_false(exists);
+    snprintf(big, sizeof(big), "%s/store", f->mnt);
+    assert_int_equal(tmp_entries(big), 0); /* the partial temporary is gone */
+    /* and the space with it: a small blob fits again */
+    write_file(f->src, 16 * 1024, 12);
+    key_of_file(f->src, small_key);
+    assert_int_equal(blob_put_path(bs, small_key, f->src), OK);
+    blob_store_free(bs);
+}
+
+int main(void)
+{
+    log_min_level = LOG_WARN;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_empty_blob, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idempotent_put, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delete_absent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_put_leaves_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tmp_path, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stale_temporaries_swept, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_urls, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_same_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_disk_full, setup, teardown),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,667 @@
+/*
+ * test_meta.c - the metadata store contract, against the SQLite backend.
+ *
+ * Each test gets a fresh database in a mkdtemp directory. A few tests open the
+ * file with sqlite3 directly, to check what the interface cannot show: the
+ * schema version, WAL mode, the listing's query plan, and reads under a lock.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+// cmocka needs the above first
+#include "core/codec.h"
+#include "core/crypto.h"
+#include "core/err.h"
+#include "core/ident.h"
+#include "core/log.h"
+#include "meta/meta.h"
+#include "meta/meta_int.h"
+
+#include <cmocka.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+struct fixture {
+    char dir[64];
+    char path[128];
+    struct meta_store *ms;
+};
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+
+    snprintf(f->dir, sizeof(f->dir), "/tmp/tessera-meta-XXXXXX");
+    if (mkdtemp(f->dir) == NULL)
+        return -1;
+    snprintf(f->path, sizeof(f->path), "%s/meta.db", f->dir);
+    if (meta_open_sqlite(f->path, &f->ms) != OK)
+        return -1;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    const char *suffix[] = {"", "-wal", "-shm", "-journal"};
+    char p[160];
+
+    meta_close(f->ms);
+    for (size_t i = 0; i < sizeof(suffix) / sizeof(suffix[0]); i++) {
+        snprintf(p, sizeof(p), "%s%s", f->path, suffix[i]);
+        unlink(p);
+    }
+    rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+static void reopen(struct fixture *f)
+{
+    meta_close(f->ms);
+    f->ms = NULL;
+    assert_int_equal(meta_open_sqlite(f->path, &f->ms), OK);
+}
+
+/* key_of writes a distinct valid blob key for n. */
+static void key_of(unsigned n, char out[SHA256_HEX])
+{
+    uint8_t d[SHA256_LEN];
+
+    sha256_buf(&n, sizeof(n), d);
+    hex_encode(d, sizeof(d), out);
+}
+
+static void image_make(struct image_rec *img, unsigned keyn)
+{
+    memset(img, 0, sizeof(*img));
+    image_id_new(img->id);
+    key_of(keyn, img->key);
+    strcpy(img->format, "jpeg");
+    img->width = 4000;
+    img->height = 3000;
+    img->frames = 1;
+    img->bytes = 2481919;
+    img->created_at = 1795775467;
+    delete_token_hash("token", 5, img->token_hash);
+}
+
+static void variant_make(struct variant_rec *v, const char *image_id, const char *name,
+                         unsigned keyn)
+{
+    memset(v, 0, sizeof(*v));
+    strcpy(v->image_id, image_id);
+    strcpy(v->name, name);
+    key_of(keyn, v->key);
+    strcpy(v->format, "webp");
+    v->width = 256;
+    v->height = 192;
+    v->bytes = 12345;
+}
+
+static int64_t refs_of(struct meta_store *ms, const char *key)
+{
+    int64_t refs = -1;
+
+    assert_int_equal(meta_blob_refs(ms, key, &refs), OK);
+    return refs;
+}
+
+static int64_t count_of(struct meta_store *ms)
+{
+    int64_t n = -1;
+
+    assert_int_equal(meta_image_count(ms, &n), OK);
+    return n;
+}
+
+static void test_roundtrip(void **state)
+{
+    struct fixture *f = *state;
+    struct image_rec img, got, list[4];
+    struct meta_released rel;
+    size_t n = 99;
+
+    image_make(&img, 1);
+    strcpy(img.owner, "key-7");
+    img.frames = 12;
+    assert_int_equal(meta_ping(f->ms), OK);
+    assert_int_equal(meta_image_insert(f->ms, &img), OK);
+    assert_true(img.seq > 0);
+
+    assert_int_equal(meta_image_get(f->ms, img.id, &got), OK);
+    assert_string_equal(got.id, img.id);
+    assert_int_equal(got.seq, img.seq);
+    assert_string_equal(got.key, img.key);
+    assert_string_equal(got.format, "jpeg");
+    assert_int_equal(got.width, 4000);
+    assert_int_equal(got.height, 3000);
+    assert_int_equal(got.frames, 12);
+    assert_int_equal(got.bytes, 2481919);
+    assert_int_equal(got.created_at, 1795775467);
+    assert_string_equal(got.owner, "key-7");
+    assert_string_equal(got.token_hash, img.token_hash);
+    assert_int_equal(count_of(f->ms), 1);
+
+    assert_int_equal(meta_image_list(f->ms, 0, 4, list, &n), OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(list[0].id, img.id);
+    assert_int_equal(meta_image_list(f->ms, img.seq, 4, list, &n), OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(meta_image_list(f->ms, 0, 0, list, &n), OK);
+    assert_int_equal(n, 0);
+
+    assert_int_equal(meta_image_delete(f->ms, img.id, &rel), OK);
+    assert_int_equal(rel.n, 1);
+    assert_string_equal(rel.keys[0], img.key);
+    assert_int_equal(meta_image_get(f->ms, img.id, &got), E_NOTFOUND);
+    assert_int_equal(meta_image_delete(f->ms, img.id, &rel), E_NOTFOUND);
+    assert_int_equal(rel.n, 0);
+    assert_int_equal(meta_image_list(f->ms, 0, 4, list, &n), OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(count_of(f->ms), 0);
+}
+
+static void test_notfound(void **state)
+{
+    struct fixture *f = *state;
+    struct image_rec got;
+    struct variant_rec v;
+    char id[IMAGE_ID_LEN + 1];
+
+    image_id_new(id);
+    assert_int_equal(meta_image_get(f->ms, id, &got), E_NOTFOUND);
+    assert_int_equal(meta_image_delete(f->ms, id, NULL), E_NOTFOUND);
+    assert_int_equal(meta_variant_get(f->ms, id, "thumb", &v), E_NOTFOUND);
+    /* Ids that cannot exist are simply not found. */
+    assert_int_equal(meta_image_get(f->ms, "short", &got), E_NOTFOUND);
+    assert_int_equal(meta_image_get(f->ms, "bad/id/with/slashes", &got), E_NOTFOUND);
+    assert_int_equal(meta_image_get(f->ms, "x' OR '1'='1", &got), E_NOTFOUND);
+    assert_int_equal(meta_image_get(f->ms, NULL, &got), E_NOTFOUND);
+    assert_int_equal(meta_variant_get(f->ms, id, "../thumb", &v), E_NOTFOUND);
+}
+
+static void test_duplicate_id(void **state)
+{
+    struct fixture *f = *state;
+    struct image_rec a, b;
+
+    image_make(&a, 1);
+    assert_int_equal(meta_image_insert(f->ms, &a), OK);
+    image_make(&b, 2);
+    strcpy(b.id, a.id);
+    assert_int_equal(meta_image_insert(f->ms, &b), E_EXISTS);
+    /* The failed insert took no reference and left nothing behind. */
+    assert_int_equal(refs_of(f->ms, b.key), 0);
+    assert_int_equal(refs_of(f->ms, a.key), 1);
+    assert_int_equal(count_of(f->ms), 1);
+    /* Ids are never reused, not even after a delete. */
+    assert_int_equal(meta_image_delete(f->ms, a.id, NULL), OK);
+    assert_int_equal(meta_image_insert(f->ms, &b), E_EXISTS);
+    assert_int_equal(refs_of(f->ms, b.key), 0);
+}
+
+static void test_invalid(void **state)
+{
+    struct fixture *f = *state;
+    struct image_rec img;
+    struct variant_rec v;
+    int64_t refs;
+
+    image_make(&img, 1);
+    strcpy(img.key, "ABCDEF");
+    assert_int_equal(meta_image_insert(f->ms, &img), E_INVALID);
+    image_make(&img, 1);
+    img.key[63] = 'G';
+    assert_int_equal(meta_image_insert(f->ms, &img), E_INVALID);
+    image_make(&img, 1);
+    strcpy(img.id, "no spaces in ids");
+    assert_int_equal(meta_image_insert(f->ms, &img), E_INVALID);
+    image_make(&img, 1);
+    img.format[0] = '\0';
+    assert_int_equal(meta_image_insert(f->ms, &img), E_INVALID);
+    image_make(&img, 1);
+    memset(img.format, 'a', sizeof(img.format)); /* not terminated */
+    assert_int_equal(meta_image_insert(f->ms, &img), E_INVALID);
+    image_make(&img, 1);
+    img.token_hash[0] = '\0';
+    assert_int_equal(meta_image_insert(f->ms, &img), E_INVALID);
+    assert_int_equal(count_of(f->ms), 0);
+
+    image_make(&img, 1);
+    assert_int_equal(meta_image_insert(f->ms, &img), OK);
+    variant_make(&v, img.id, "Thumb", 2);
+    assert_int_equal(meta_variant_put(f->ms, &v), E_INVALID);
+    variant_make(&v, img.id, "../x", 2);
+    assert_int_equal(meta_variant_put(f->ms, &v), E_INVALID);
+    variant_make(&v, img.id, "", 2);
+    assert_int_equal(meta_variant_put(f->ms, &v), E_INVALID);
+    variant_make(&v, img.id, "thumb", 2);
+    v.key[0] = 'Z';
+    assert_int_equal(meta_variant_put(f->ms, &v), E_INVALID);
+    assert_int_equal(meta_blob_refs(f->ms, "nothex", &refs), E_INVALID);
+}
+
+/* seen_index finds id in the initial set, or -1. */
+static int seen_index(char ids[][IMAGE_ID_MAX + 1], int n, const char *id)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(ids[i], id) == 0)
+            return i;
+    return -1;
+}
+
+static void test_keyset_pagination(void **state)
+{
+    struct fixture *f = *state;
+    enum { N = 100, PAGE = 7 };
+    char ids[N][IMAGE_ID_MAX + 1];
+    int64_t seqs[N];
+    int visits[N] = {0};
+    bool deleted[N] = {false};
+    struct image_rec img, page[PAGE];
+    int64_t before = 0;
+    int64_t last = INT64_MAX;
+    unsigned extra = 1000;
+    size_t n;
+
+    for (int i = 0; i < N; i++) {
+        image_make(&img, (unsigned)i % 10); /* shared keys too */
+        assert_int_equal(meta_image_insert(f->ms, &img), OK);
+        strcpy(ids[i], img.id);
+        seqs[i] = img.seq;
+        if (i > 0)
+            assert_true(seqs[i] > seqs[i - 1]);
+    }
+    for (int round = 0;; round++) {
+        assert_int_equal(meta_image_list(f->ms, before, PAGE, page, &n), OK);
+        if (n == 0)
+            break;
+        for (size_t j = 0; j < n; j++) {
+            int k = seen_index(ids, N, page[j].id);
+            assert_true(page[j].seq < last); /* strictly newest first */
+            last = page[j].seq;
+            assert_true(k >= 0); /* never an image inserted during the walk */
+            assert_false(deleted[k]);
+            visits[k]++;
+        }
+        before = page[n - 1].seq;
+        /* Between pages: an upload, a delete ahead of the cursor, one behind it. */
+        image_make(&img, extra++);
+        assert_int_equal(meta_image_insert(f->ms, &img), OK);
+        int ahead = (int)(round * 3 + 1) % N;
+        if (seqs[ahead] < before && !deleted[ahead]) {
+            assert_int_equal(meta_image_delete(f->ms, ids[ahead], NULL), OK);
+            deleted[ahead] = true;
+        }
+        int behind = seen_index(ids, N, page[0].id);
+        if (!deleted[behind]) {
+            assert_int_equal(meta_image_delete(f->ms, ids[behind], NULL), OK);
+            deleted[behind] = true;
+        }
+    }
+    int ndeleted_unseen = 0;
+    for (int i = 0; i < N; i++) {
+        if (visits[i] == 0) {
+            assert_true(deleted[i]); /* only an image deleted before the cursor got there */
+            ndeleted_unseen++;
+        } else {
+            assert_int_equal(visits[i], 1);
+        }
+    }
+    assert_true(ndeleted_unseen > 0); /* the walk did see deletes ahead of it */
+}
+
+static void test_refcounts(void **state)
+{
+    struct fixture *f = *state;
+    struct image_rec a, b;
+    struct meta_released rel;
+
+    image_make(&a, 5);
+    image_make(&b, 5);
+    assert_int_equal(meta_image_insert(f->ms, &a), OK);
+    assert_int_equal(meta_image_insert(f->ms, &b), OK);
+    assert_int_equal(refs_of(f->ms, a.key), 2);
+    assert_int_equal(meta_image_delete(f->ms, a.id, &rel), OK);
+    assert_int_equal(rel.n, 0);
+    assert_int_equal(refs_of(f->ms, a.key), 1);
+    assert_int_equal(meta_image_delete(f->ms, b.id, &rel), OK);
+    assert_int_equal(rel.n, 1);
+    assert_string_equal(rel.keys[0], a.key);
+    assert_int_equal(refs_of(f->ms, a.key), 0);
+}
+
+static void test_variants(void **state)
+{
+    struct fixture *f = *state;
+    struct image_rec img, other;
+    struct variant_rec v, got;
+    struct meta_released rel;
+    char shared[SHA256_HEX];
+
+    image_make(&img, 1);
+    image_make(&other, 2);
+    assert_int_equal(meta_image_insert(f->ms, &img), OK);
+    assert_int_equal(meta_image_insert(f->ms, &other), OK);
+
+    variant_make(&v, img.id, "thumb", 10);
+    assert_int_equal(meta_variant_get(f->ms, img.id, "thumb", &got), E_NOTFOUND);
+    assert_int_equal(meta_variant_put(f->ms, &v), OK);
+    assert_int_equal(meta_variant_put(f->ms, &v), OK); /* idempotent */
+    assert_int_equal(refs_of(f->ms, v.key), 1);        /* the reference was taken once */
+    assert_int_equal(meta_variant_get(f->ms, img.id, "thumb", &got), OK);
+    assert_string_equal(got.image_id, img.id);
+    assert_string_equal(got.name, "thumb");
+    assert_string_equal(got.key, v.key);
+    assert_string_equal(got.format, "webp");
+    assert_int_equal(got.width, 256);
+    assert_int_equal(got.height, 192);
+    assert_int_equal(got.bytes, 12345);
+
+    /* A variant whose bytes equal the original's, and one shared with another image. */
+    variant_make(&v, img.id, "medium", 1);
+    assert_int_equal(meta_variant_put(f->ms, &v), OK);
+    assert_int_equal(refs_of(f->ms, img.key), 2);
+    key_of(11, shared);
+    variant_make(&v, img.id, "small_1-x", 11);
+    assert_int_equal(meta_variant_put(f->ms, &v), OK);
+    variant_make(&v, other.id, "small_1-x", 11);
+    assert_int_equal(meta_variant_put(f->ms, &v), OK);
+    assert_int_equal(refs_of(f->ms, shared), 2);
+
+    assert_int_equal(meta_image_delete(f->ms, img.id, &rel), OK);
+    /* Released: the original (twice referenced, both gone) and the thumb; not the shared one. */
+    assert_int_equal(rel.n, 2);
+    char k10[SHA256_HEX];
+    key_of(10, k10);
+    bool has_img = false, has_thumb = false;
+    for (size_t i = 0; i < rel.n; i++) {
+        has_img |= strcmp(rel.keys[i], img.key) == 0;
+        has_thumb |= strcmp(rel.keys[i], k10) == 0;
+    }
+    assert_true(has_img && has_thumb);
+    assert_int_equal(refs_of(f->ms, img.key), 0);
+    assert_int_equal(refs_of(f->ms, k10), 0);
+    assert_int_equal(refs_of(f->ms, shared), 1);
+    assert_int_equal(meta_variant_get(f->ms, img.id, "thumb", &got), E_NOTFOUND);
+    assert_int_equal(meta_variant_get(f->ms, other.id, "small_1-x", &got), OK);
+
+    /* After the delete a variant cannot be recorded (a late worker) nor take a reference. */
+    variant_make(&v, img.id, "late", 12);
+    assert_int_equal(meta_variant_put(f->ms, &v), E_NOTFOUND);
+    assert_int_equal(refs_of(f->ms, v.key), 0);
+    image_make(&img, 13);
+    variant_make(&v, img.id, "thumb", 12); /* an image never inserted */
+    assert_int_equal(meta_variant_put(f->ms, &v), E_NOTFOUND);
+}
+
+static void test_variant_cap(void **state)
+{
+    struct fixture *f = *state;
+    struct image_rec img;
+    struct variant_rec v;
+    struct meta_released rel;
+    char name[16];
+
+    image_make(&img, 1);
+    assert_int_equal(meta_image_insert(f->ms, &img), OK);
+    for (unsigned i = 0; i < META_VARIANTS_PER_IMAGE; i++) {
+        snprintf(name, sizeof(name), "v%u", i);
+        variant_make(&v, img.id, name, 100 + i);
+        assert_int_equal(meta_variant_put(f->ms, &v), OK);
+    }
+    variant_make(&v, img.id, "one-too-many", 999);
+    assert_int_equal(meta_variant_put(f->ms, &v), E_TOOBIG);
+    assert_int_equal(refs_of(f->ms, v.key), 0);
+    variant_make(&v, img.id, "v0", 100); /* already recorded: still fine */
+    assert_int_equal(meta_variant_put(f->ms, &v), OK);
+    assert_int_equal(meta_image_delete(f->ms, img.id, &rel), OK);
+    assert_int_equal(rel.n, META_RELEASE_MAX);
+}
+
+/* sql_text runs a one-row query on a side connection and copies column 0. */
+static void sql_text(const char *path, const char *sql, char *buf, size_t cap)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    snprintf(buf, cap, "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+static void test_migrations_idempotent(void **state)
+{
+    struct fixture *f = *state;
+    struct image_rec img, got;
+    char buf[64];
+    char want[16];
+
+    image_make(&img, 1);
+    assert_int_equal(meta_image_insert(f->ms, &img), OK);
+    reopen(f);
+    reopen(f);
+    assert_int_equal(meta_image_get(f->ms, img.id, &got), OK);
+    assert_int_equal(refs_of(f->ms, img.key), 1);
+    snprintf(want, sizeof(want), "%d", meta_sqlite_schema_version);
+    sql_text(f->path, "PRAGMA user_version", buf, sizeof(buf));
+    assert_string_equal(buf, want);
+    sql_text(f->path, "PRAGMA journal_mode", buf, sizeof(buf));
+    assert_string_equal(buf, "wal");
+
+    /* A database from a newer build is refused, not misread. */
+    meta_close(f->ms);
+    f->ms = NULL;
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 999", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    log_min_level = LOG_OFF;
+    assert_int_equal(meta_open_sqlite(f->path, &f->ms), E_IO);
+    log_min_level = LOG_WARN;
+    assert_null(f->ms);
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    snprintf(buf, sizeof(buf), "PRAGMA user_version = %d", meta_sqlite_schema_version);
+    assert_int_equal(sqlite3_exec(db, buf, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    reopen(f);
+}
+
+static void test_list_query_plan(void **state)
+{
+    struct fixture *f = *state;
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    char sql[512];
+    char plan[512] = "";
+
+    snprintf(sql, sizeof(sql), "EXPLAIN QUERY PLAN %s", meta_sqlite_list_sql);
+    assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        strncat(plan, (const char *)sqlite3_column_text(st, 3), sizeof(plan) - strlen(plan) - 2);
+        strcat(plan, ";");
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    print_message("list plan: %s\n", plan);
+    assert_non_null(strstr(plan, "SEARCH images USING INDEX images_live (seq<?)"));
+    assert_null(strstr(plan, "SCAN"));
+    assert_null(strstr(plan, "TEMP B-TREE"));
+}
+
+static void test_reads_during_write_lock(void **state)
+{
+    struct fixture *f = *state;
+    struct image_rec img, got, list[2];
+    sqlite3 *db = NULL;
+    size_t n;
+
+    image_make(&img, 1);
+    assert_int_equal(meta_image_insert(f->ms, &img), OK);
+    /* Another process holds the write lock (say `tessera migrate`, or a stuck writer). */
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db, "BEGIN IMMEDIATE; UPDATE images SET width = 1", NULL, NULL, NULL),
+        SQLITE_OK);
+    assert_int_equal(meta_ping(f->ms), OK);
+    assert_int_equal(meta_image_get(f->ms, img.id, &got), OK);
+    assert_int_equal(got.width, 4000); /* the last commit, not the open transaction */
+    assert_int_equal(meta_image_list(f->ms, 0, 2, list, &n), OK);
+    assert_int_equal(n, 1);
+    /* A write waits out the busy timeout, then reports the database unavailable. */
+    image_make(&img, 2);
+    log_min_level = LOG_OFF;
+    assert_int_equal(meta_image_insert(f->ms, &img), E_UNAVAILABLE);
+    log_min_level = LOG_WARN;
+    assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(meta_image_insert(f->ms, &img), OK);
+    assert_int_equal(count_of(f->ms), 2);
+}
+
+enum { THREADS = 8, PER_THREAD = 40 };
+
+struct worker {
+    struct meta_store *ms;
+    atomic_int *errors;
+};
+
+static void *worker_run(void *arg)
+{
+    struct worker *w = arg;
+    struct image_rec img, got, page[10];
+    struct variant_rec v;
+    size_t n;
+
+    for (unsigned i = 0; i < PER_THREAD; i++) {
+        image_make(&img, i % 5);
+        if (meta_image_insert(w->ms, &img) != OK)
+            atomic_fetch_add(w->errors, 1);
+        if (meta_image_get(w->ms, img.id, &got) != OK || got.seq != img.seq)
+            atomic_fetch_add(w->errors, 1);
+        if (meta_image_list(w->ms, 0, 10, page, &n) != OK || n == 0)
+            atomic_fetch_add(w->errors, 1);
+        variant_make(&v, img.id, "thumb", 50 + i % 3);
+        if (meta_variant_put(w->ms, &v) != OK)
+            atomic_fetch_add(w->errors, 1);
+        if (i % 4 == 0 && meta_image_delete(w->ms, img.id, NULL) != OK)
+            atomic_fetch_add(w->errors, 1);
+    }
+    return NULL;
+}
+
+static void test_concurrent(void **state)
+{
+    struct fixture *f = *state;
+    pthread_t th[THREADS];
+    struct worker w[THREADS];
+    atomic_int errors = 0;
+    struct image_rec page[64];
+    int64_t before = 0, seen = 0;
+    size_t n;
+
+    for (int i = 0; i < THREADS; i++) {
+        w[i] = (struct worker){f->ms, &errors};
+        assert_int_equal(pthread_create(&th[i], NULL, worker_run, &w[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(atomic_load(&errors), 0);
+    int64_t live = THREADS * (PER_THREAD - PER_THREAD / 4);
+    assert_int_equal(count_of(f->ms), live);
+    do {
+        assert_int_equal(meta_image_list(f->ms, before, 64, page, &n), OK);
+        seen += (int64_t)n;
+        if (n > 0)
+            before = page[n - 1].seq;
+    } while (n > 0);
+    assert_int_equal(seen, live);
+    /* The counts add up: every live image and variant holds exactly one reference. */
+    int64_t refs = 0;
+    char key[SHA256_HEX];
+    for (unsigned k = 0; k < 5; k++) {
+        key_of(k, key);
+        refs += refs_of(f->ms, key);
+    }
+    for (unsigned k = 50; k < 53; k++) {
+        key_of(k, key);
+        refs += refs_of(f->ms, key);
+    }
+    assert_int_equal(refs, 2 * live);
+}
+
+static void test_durable_across_close(void **state)
+{
+    struct fixture *f = *state;
+    enum { N = 30 };
+    struct image_rec imgs[N], got;
+    struct variant_rec v, vgot;
+
+    for (int i = 0; i < N; i++) {
+        image_make(&imgs[i], (unsigned)i);
+        assert_int_equal(meta_image_insert(f->ms, &imgs[i]), OK);
+        variant_make(&v, imgs[i].id, "thumb", 500 + (unsigned)i);
+        assert_int_equal(meta_variant_put(f->ms, &v), OK);
+    }
+    for (int i = 0; i < N; i += 3)
+        assert_int_equal(meta_image_delete(f->ms, imgs[i].id, NULL), OK);
+    reopen(f);
+    for (int i = 0; i < N; i++) {
+        int rc = meta_image_get(f->ms, imgs[i].id, &got);
+        int vrc = meta_variant_get(f->ms, imgs[i].id, "thumb", &vgot);
+        if (i % 3 == 0) {
+            assert_int_equal(rc, E_NOTFOUND);
+            assert_int_equal(vrc, E_NOTFOUND);
+            assert_int_equal(refs_of(f->ms, imgs[i].key), 0);
+        } else {
+            assert_int_equal(rc, OK);
+            assert_int_equal(got.seq, imgs[i].seq);
+            assert_int_equal(vrc, OK);
+            assert_int_equal(refs_of(f->ms, imgs[i].key), 1);
+            assert_int_equal(refs_of(f->ms, vgot.key), 1);
+        }
+    }
+    assert_int_equal(count_of(f->ms), N - N / 3);
+    /* seq keeps growing after a reopen, past even the deleted newest row. */
+    struct image_rec last = imgs[N - 1];
+    assert_int_equal(meta_image_delete(f->ms, last.id, NULL), OK);
+    reopen(f);
+    image_make(&got, 7000);
+    assert_int_equal(meta_image_insert(f->ms, &got), OK);
+    assert_true(got.seq > last.seq);
+}
+
+int main(void)
+{
+    log_min_level = LOG_WARN;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_notfound, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_duplicate_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_invalid, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keyset_pagination, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refcounts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_variants, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_variant_cap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migrations_idempotent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list_query_plan, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reads_during_write_lock, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_durable_across_close, setup, teardown),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
