@@ -171,7 +171,7 @@ int cli_main(int argc, char **argv)
     rest[n_rest++] = argv[1];
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
-        if (n_flags == CLI_MAX_FLAGS || n_rest == CLI_MAX_FLAGS) {
+        if (n_flags == CLI_MAX_FLAGS || n_rest >= CLI_MAX_FLAGS - 1) {
             fprintf(stderr, "tessera: too many arguments\n");
             goto out;
         }

@@ -282,6 +282,7 @@ struct ini_state {
     struct cfg_err *e;
     FILE *f;
     int lineno;
+    int too_long; /* the line that did not fit, 0 if none */
     int rc;
 };
 
@@ -289,9 +290,16 @@ struct ini_state {
 static char *cfg_ini_reader(char *str, int num, void *stream)
 {
     struct ini_state *st = stream;
+    char *line;
 
     st->lineno++;
-    return fgets(str, num, st->f);
+    line = fgets(str, num, st->f);
+    if (line != NULL && strchr(line, '\n') == NULL && !feof(st->f)) {
+        /* inih's line buffer is fixed: refuse rather than misread the rest */
+        st->too_long = st->lineno;
+        return NULL;
+    }
+    return line;
 }
 
 static int cfg_ini_handler(void *user, const char *section, const char *name, const char *value)
@@ -490,7 +498,7 @@ int config_load(struct config *cfg, const char *path, char *const *environ_vars,
     int rc;
 
     if (path != NULL) {
-        struct ini_state st = {cfg, path, &e, NULL, 0, OK};
+        struct ini_state st = {cfg, path, &e, NULL, 0, 0, OK};
         st.f = fopen(path, "r");
         if (st.f == NULL)
             return cfg_fail(&e, "%s: cannot open: %s", path, strerror(errno));
@@ -498,6 +506,11 @@ int config_load(struct config *cfg, const char *path, char *const *environ_vars,
         fclose(st.f);
         if (st.rc != OK)
             return st.rc;
+        if (st.too_long != 0)
+            return cfg_fail(&e,
+                            "%s:%d: line longer than %d characters (set long lists with the "
+                            "environment or a flag)",
+                            path, st.too_long, INI_MAX_LINE - 1);
         if (line != 0)
             return cfg_fail(&e, "%s:%d: syntax error (expected [section] or key = value)", path,
                             line);

@@ -32,6 +32,7 @@ static const struct err_info err_table[] = {
     {E_INTERNAL, 500, "internal", "internal error"},
     {E_RANGE, 416, "range_not_satisfiable", "range not satisfiable"},
     {E_NOSPACE, 503, "unavailable", "no space left on device"},
+    {E_HEADERS, 431, "request_header_fields_too_large", "request headers too large"},
 };
 
 static const struct err_info *err_find(int rc)
@@ -40,7 +41,7 @@ static const struct err_info *err_find(int rc)
         if (err_table[i].rc == rc)
             return &err_table[i];
     }
-    return &err_table[sizeof(err_table) / sizeof(err_table[0]) - 3]; /* E_INTERNAL */
+    return err_find(E_INTERNAL);
 }
 
 const char *err_str(int rc)

@@ -25,6 +25,7 @@ enum err {
     E_INTERNAL = -14,    /* a bug or an unexpected library failure: 500 */
     E_RANGE = -15,       /* unsatisfiable byte range: 416 */
     E_NOSPACE = -16,     /* disk full: 507 on storage, 503 to clients */
+    E_HEADERS = -17,     /* request headers over the limit: 431 */
 };
 
 /* err_str returns a static lowercase description of rc ("ok" for OK). */

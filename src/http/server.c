@@ -35,6 +35,8 @@
 #define HTTP_MAX_RESP_HEADERS 16
 #define HTTP_HDR_ARENA        1536
 #define HTTP_NOBODY_MAX       (64 * 1024) /* bodies of routes that take none are capped */
+#define HTTP_MULTIPART_SLACK  (64 * 1024) /* multipart framing around the file part */
+#define HTTP_DISCARD_MAX      (1024 * 1024) /* body bytes read and dropped after an answer */
 #define HTTP_RID_MAX          64
 
 struct http_server {
@@ -366,16 +368,12 @@ static int body_open(struct http_req *req)
     return OK;
 }
 
+static uint64_t req_body_cap(const struct http_req *req);
+
 static void body_receive(struct http_req *req, const char *data, size_t size)
 {
-    uint64_t wire_cap;
-
-    if (!(req->match.route && (req->match.route->flags & ROUTE_BODY_UPLOAD)))
-        wire_cap = HTTP_NOBODY_MAX;
-    else
-        wire_cap = req->srv->opts.max_body_bytes + (req->multipart ? 64 * 1024 : 0);
     req->wire_len += size;
-    if (req->wire_len > wire_cap) {
+    if (req->wire_len > req_body_cap(req)) {
         if (req->body_rc == OK)
             req->body_rc = E_TOOBIG;
         return;
@@ -446,15 +444,51 @@ static void req_route(struct http_req *req, const char *url, const char *method)
     }
 }
 
-/* req_precheck answers what can be decided from the request line and headers alone. */
-static bool req_precheck(struct http_req *req)
+static enum MHD_Result header_size_add(void *cls, enum MHD_ValueKind kind, const char *key,
+                                       const char *value)
+{
+    size_t *total = cls;
+
+    (void)kind;
+    *total += strlen(key) + (value ? strlen(value) : 0) + 4;
+    return MHD_YES;
+}
+
+/* req_body_cap is the most body bytes the request may send before it is refused. */
+static uint64_t req_body_cap(const struct http_req *req)
+{
+    if (req->match.route != NULL && (req->match.route->flags & ROUTE_BODY_UPLOAD))
+        return req->srv->opts.max_body_bytes + (req->multipart ? HTTP_MULTIPART_SLACK : 0);
+    return HTTP_NOBODY_MAX;
+}
+
+/*
+ * req_precheck answers what can be decided from the request line and headers
+ * alone; returns true when it answered. *declared is the Content-Length (or
+ * UINT64_MAX when absent).
+ */
+static bool req_precheck(struct http_req *req, uint64_t *declared)
 {
     const struct http_server_opts *o = &req->srv->opts;
-    const char *cl;
+    const char *cl = http_header(req, "Content-Length");
+    size_t header_bytes = 0;
 
+    *declared = UINT64_MAX;
+    if (cl != NULL) {
+        char *end = NULL;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (end != cl && *end == '\0')
+            *declared = n;
+    }
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, header_size_add, &header_bytes);
     if (req->uri_len > o->max_url_bytes) {
         http_reply_error(req, E_URITOOLONG, "request target is longer than %zu bytes",
                          o->max_url_bytes);
+        return true;
+    }
+    if (header_bytes > o->max_header_bytes) {
+        http_reply_error(req, E_HEADERS, "request headers are larger than %zu bytes",
+                         o->max_header_bytes);
         return true;
     }
     if (req->match.route == NULL) {
@@ -464,15 +498,12 @@ static bool req_precheck(struct http_req *req)
             http_reply_error(req, E_NOTFOUND, "no such resource");
         return true;
     }
-    cl = http_header(req, "Content-Length");
-    if (cl != NULL && (req->match.route->flags & ROUTE_BODY_UPLOAD)) {
-        char *end = NULL;
-        unsigned long long n = strtoull(cl, &end, 10);
-        if (end != cl && *end == '\0' && n > o->max_body_bytes + 64 * 1024) {
-            http_reply_error(req, E_TOOBIG, "body is larger than %llu bytes",
-                             (unsigned long long)o->max_body_bytes);
-            return true;
-        }
+    if (*declared != UINT64_MAX && *declared > req_body_cap(req) + HTTP_MULTIPART_SLACK) {
+        http_reply_error(req, E_TOOBIG, "body is larger than %llu bytes",
+                         (unsigned long long)(req->match.route->flags & ROUTE_BODY_UPLOAD
+                                                  ? o->max_body_bytes
+                                                  : HTTP_NOBODY_MAX));
+        return true;
     }
     return false;
 }
@@ -496,9 +527,11 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
                                       void **con_cls)
 {
     struct http_req *req = *con_cls;
+    uint64_t declared;
     int rc;
 
     (void)cls;
+    (void)conn;
     (void)version;
     if (req == NULL)
         return MHD_NO;
@@ -507,13 +540,14 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         req_route(req, url, method);
         log_set_request_id(req->rid);
         req->state = REQ_BODY;
-        if (req_precheck(req)) {
+        if (req_precheck(req, &declared)) {
             /*
-             * Answered from the headers. An oversized body is refused at once (the
-             * connection closes); other answers wait for the end of the request so
-             * the connection stays alive (0.9.75 closes it when queued this early).
+             * Answered from the headers. When a large body is declared the answer
+             * goes at once and the connection closes without reading it; else it
+             * waits for the end of the request so the connection stays alive
+             * (0.9.75 closes a connection whose answer is queued this early).
              */
-            if (req->status == 413)
+            if (req->status == 413 || (declared != UINT64_MAX && declared > HTTP_NOBODY_MAX))
                 return req_queue(req);
             req->state = REQ_ANSWERED;
             return MHD_YES;
@@ -534,19 +568,18 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
             return req_queue(req);
         req->wire_len += *upload_data_size;
         *upload_data_size = 0;
-        return req->wire_len > HTTP_NOBODY_MAX ? MHD_NO : MHD_YES;
+        return req->wire_len > HTTP_DISCARD_MAX ? MHD_NO : MHD_YES;
     }
     if (*upload_data_size != 0) {
         body_receive(req, upload_data, *upload_data_size);
         *upload_data_size = 0;
-        if (req->body_rc == E_TOOBIG) {
-            /* stop reading at the limit: answer now and close */
-            http_reply_error(req, E_TOOBIG, "body is larger than %llu bytes",
-                             (unsigned long long)req->srv->opts.max_body_bytes);
-            if (MHD_queue_response(conn, (unsigned)req->status, req->resp) != MHD_YES)
-                return MHD_NO;
-            req->state = REQ_DONE;
-        }
+        /*
+         * Past the limit (a body without Content-Length): libmicrohttpd cannot
+         * answer before the body ends, so the rest is read and dropped, up to a
+         * cap past which the connection is closed without an answer.
+         */
+        if (req->body_rc == E_TOOBIG && req->wire_len > req_body_cap(req) + HTTP_DISCARD_MAX)
+            return MHD_NO;
         return MHD_YES;
     }
     body_finish(req);
