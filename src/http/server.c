@@ -34,8 +34,8 @@
 
 #define HTTP_MAX_RESP_HEADERS 16
 #define HTTP_HDR_ARENA        1536
-#define HTTP_NOBODY_MAX       (64 * 1024) /* bodies of routes that take none are capped */
-#define HTTP_MULTIPART_SLACK  (64 * 1024) /* multipart framing around the file part */
+#define HTTP_NOBODY_MAX       (64 * 1024)   /* bodies of routes that take none are capped */
+#define HTTP_MULTIPART_SLACK  (64 * 1024)   /* multipart framing around the file part */
 #define HTTP_DISCARD_MAX      (1024 * 1024) /* body bytes read and dropped after an answer */
 #define HTTP_RID_MAX          64
 

@@ -35,7 +35,7 @@
 void api_init(struct api *a, const struct config *cfg, struct meta_store *meta,
               struct blob_store *blobs)
 {
-    const char *base = cfg->cdn.base_url[0]     ? cfg->cdn.base_url
+    const char *base = cfg->cdn.base_url[0]        ? cfg->cdn.base_url
                        : cfg->server.public_url[0] ? cfg->server.public_url
                                                    : NULL;
 
@@ -117,8 +117,7 @@ static json_t *image_json(const struct api *a, const struct image_rec *img)
     for (size_t i = 0; i < a->cfg->n_variants; i++) {
         const struct variant_preset *vp = &a->cfg->variant[i];
         enum img_format vf = img_format_from_name(str_from(vp->format));
-        char *vurl = xasprintf("%s/i/%s/%s.%s", a->base_url, img->id, vp->name,
-                               img_format_ext(vf));
+        char *vurl = xasprintf("%s/i/%s/%s.%s", a->base_url, img->id, vp->name, img_format_ext(vf));
         json_object_set_new(variants, vp->name, json_string(vurl));
         free(vurl);
     }
@@ -218,7 +217,8 @@ static void h_upload(struct http_req *req)
     memset(&img, 0, sizeof(img));
     if (cfg->n_upload_keys > 0) {
         if (key == NULL) {
-            http_reply_error(req, E_UNAUTHORIZED, "uploads need an API key (Authorization: Bearer)");
+            http_reply_error(req, E_UNAUTHORIZED,
+                             "uploads need an API key (Authorization: Bearer)");
             goto out;
         }
         if (!key_in(key, cfg->upload_key, cfg->n_upload_keys) && !is_admin(a, req)) {
@@ -367,8 +367,8 @@ static void release_blobs(struct api *a, const struct meta_released *rel)
         if (meta_blob_refs(a->meta, rel->keys[i], &refs) == OK && refs == 0) {
             int rc = blob_delete(a->blobs, rel->keys[i]);
             if (rc != OK)
-                log_warn("api", "blob %.16s not removed (%s): gc will collect it",
-                         rel->keys[i], err_str(rc));
+                log_warn("api", "blob %.16s not removed (%s): gc will collect it", rel->keys[i],
+                         err_str(rc));
         }
         keylock_release(rel->keys[i]);
     }
@@ -552,8 +552,8 @@ static void flight_land(struct api *a, struct api_flight *f)
 }
 
 /* variant_make makes, stores and records one variant; fills *v. */
-static int variant_make(struct api *a, const struct image_rec *img,
-                        const struct variant_preset *vp, struct variant_rec *v)
+static int variant_make(struct api *a, const struct image_rec *img, const struct variant_preset *vp,
+                        struct variant_rec *v)
 {
     struct img_variant_spec spec = {vp->width, vp->height,
                                     img_format_from_name(str_from(vp->format)), vp->quality};

@@ -7,8 +7,8 @@
 
 #define KEYLOCK_STRIPES 256
 
-static pthread_mutex_t stripes[KEYLOCK_STRIPES] = {
-    [0 ... KEYLOCK_STRIPES - 1] = PTHREAD_MUTEX_INITIALIZER};
+static pthread_mutex_t stripes[KEYLOCK_STRIPES] = {[0 ... KEYLOCK_STRIPES - 1] =
+                                                       PTHREAD_MUTEX_INITIALIZER};
 
 static unsigned keylock_hex(char c)
 {

@@ -78,8 +78,7 @@ int serve_run(const struct config *cfg)
     } else {
         char abs[4096];
         if (realpath(cfg->storage.data_dir, abs) == NULL) {
-            log_error("serve", "cannot resolve \"%s\": %s", cfg->storage.data_dir,
-                      strerror(errno));
+            log_error("serve", "cannot resolve \"%s\": %s", cfg->storage.data_dir, strerror(errno));
             rc = E_IO;
             goto out;
         }
