@@ -73,13 +73,21 @@ int img_init(const char *argv0, int concurrency, size_t cache_max_mem);
 void img_shutdown(void);
 
 /*
+ * img_thread_exit frees libvips' per-thread buffers: call it in a thread that
+ * ran img_ingest or img_variant, just before that thread exits.
+ */
+void img_thread_exit(void);
+
+/*
  * img_ingest runs the upload pipeline on the file at in_path: sniff (E_UNSUPPORTED),
  * header limits before any decode (E_BADIMAGE), a full decode failing on any
  * warning (E_BADIMAGE), trailing bytes after the image (E_BADIMAGE), then
  * normalisation: EXIF/XMP/IPTC removed, ICC profile kept, EXIF orientation applied.
  * When the file needs no change *unchanged is set and out_path is not touched;
  * otherwise the bytes to store are written to out_path (created or truncated).
- * info describes the bytes to store. err->msg is set on every error.
+ * info describes the bytes to store. err->msg is set on every error. Also
+ * E_TOOBIG (file over 512 MiB), E_IO/E_NOSPACE (reading or writing files),
+ * E_INTERNAL (re-encoding failed).
  * Blocks (decoding); thread-safe.
  */
 int img_ingest(const char *in_path, const struct img_limits *lim, const char *out_path,
@@ -96,6 +104,9 @@ struct img_variant_spec {
 /*
  * img_variant makes a variant of the stored image at src_path (already
  * validated) with shrink-on-load, and writes it, free of metadata, to out_path.
+ * Only the first frame of an animation; colours converted to sRGB; JPEG alpha
+ * flattened on white. E_INVALID for a bad spec (sizes 1..16383, quality 1..100),
+ * E_NOTFOUND if src_path does not exist, E_BADIMAGE if it does not decode.
  * info describes the written variant. Blocks; thread-safe.
  */
 int img_variant(const char *src_path, const struct img_variant_spec *spec, const char *out_path,
