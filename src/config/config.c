@@ -53,8 +53,9 @@ static const struct cfg_entry config_table[] = {
      "Most simultaneous client connections; more are refused."},
     {"server", "idle_timeout", CFG_DURATION, "30s", 1000, 3600000, F(server.idle_timeout_ms),
      "A connection idle this long (headers or body not arriving) is closed."},
-    {"server", "max_header_bytes", CFG_SIZE, "32K", 4 * KiB, 1 * MiB, F(server.max_header_bytes),
-     "Memory for one request's line and headers; a larger request is refused."},
+    {"server", "max_header_bytes", CFG_SIZE, "16K", 4 * KiB, 256 * KiB, F(server.max_header_bytes),
+     "Largest request line + headers; larger answers 431 (beyond twice this libmicrohttpd "
+     "refuses by itself)."},
     {"server", "max_url_bytes", CFG_SIZE, "4K", 256, 64 * KiB, F(server.max_url_bytes),
      "Longest request target; longer answers 414. Keep it well under max_header_bytes."},
     {"server", "shutdown_timeout", CFG_DURATION, "10s", 0, 600000, F(server.shutdown_timeout_ms),

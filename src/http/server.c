@@ -694,10 +694,12 @@ int http_server_start(const struct http_server_opts *opts, struct http_server **
         flags, 0, NULL, NULL, access_handler, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_LISTENING_ADDRESS_REUSE,
         (unsigned)1, MHD_OPTION_CONNECTION_LIMIT, opts->max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, opts->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        opts->max_header_bytes, MHD_OPTION_URI_LOG_CALLBACK, uri_logger, srv,
-        MHD_OPTION_NOTIFY_COMPLETED, request_completed, srv, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-        (unsigned)1024, opts->thread_pool > 0 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
+        MHD_OPTION_CONNECTION_TIMEOUT, opts->idle_timeout_s,
+        /* twice our own limit: a head up to that size still gets our JSON 414/431 */
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, opts->max_header_bytes * 2, MHD_OPTION_URI_LOG_CALLBACK,
+        uri_logger, srv, MHD_OPTION_NOTIFY_COMPLETED, request_completed, srv,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
+        opts->thread_pool > 0 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
         (unsigned)opts->thread_pool, MHD_OPTION_END);
     if (srv->mhd == NULL) {
         log_error("http", "cannot listen on %s", opts->listen);

@@ -98,6 +98,12 @@ static void work_enter(struct api *a)
 
 static void work_leave(struct api *a)
 {
+    /*
+     * Connection threads come and go (thread per connection) and libmicrohttpd
+     * gives no hook on the exiting thread, so libvips' per-thread buffers are
+     * freed after each operation rather than at thread exit.
+     */
+    img_thread_exit();
     pthread_mutex_lock(&a->work_lock);
     a->work_running--;
     pthread_cond_signal(&a->work_free);
