@@ -137,3 +137,18 @@ int meta_image_count(struct meta_store *ms, int64_t *n)
     *n = 0;
     return ms->ops->image_count(ms->be, n);
 }
+
+int meta_setting_get(struct meta_store *ms, const char *name, char *value, size_t cap)
+{
+    if (name == NULL || !word_ok(name, 64, "_.-") || value == NULL || cap == 0)
+        return E_INVALID;
+    value[0] = '\0';
+    return ms->ops->setting_get(ms->be, name, value, cap);
+}
+
+int meta_setting_set(struct meta_store *ms, const char *name, const char *value)
+{
+    if (name == NULL || !word_ok(name, 64, "_.-") || value == NULL)
+        return E_INVALID;
+    return ms->ops->setting_set(ms->be, name, value);
+}

@@ -118,6 +118,16 @@ int meta_variant_put(struct meta_store *ms, const struct variant_rec *v);
  * key. */
 int meta_blob_refs(struct meta_store *ms, const char *key, int64_t *refs);
 
+/*
+ * meta_setting_get copies the value of a named setting that every service
+ * must agree on (e.g. "ring.epoch") into value (capacity cap). E_NOTFOUND if
+ * never set, E_TOOBIG if it does not fit. Names: [a-z0-9_.-]{1,63}.
+ */
+int meta_setting_get(struct meta_store *ms, const char *name, char *value, size_t cap);
+
+/* meta_setting_set stores a named setting (insert or replace); E_INVALID bad name. */
+int meta_setting_set(struct meta_store *ms, const char *name, const char *value);
+
 /* meta_image_count sets *n to the number of live images (for metrics and tests). */
 int meta_image_count(struct meta_store *ms, int64_t *n);
 

@@ -23,6 +23,8 @@ struct meta_ops {
     int (*variant_put)(void *be, const struct variant_rec *v);
     int (*blob_refs)(void *be, const char *key, int64_t *refs);
     int (*image_count)(void *be, int64_t *n);
+    int (*setting_get)(void *be, const char *name, char *value, size_t cap);
+    int (*setting_set)(void *be, const char *name, const char *value);
 };
 
 struct meta_store {

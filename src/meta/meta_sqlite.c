@@ -67,6 +67,12 @@ static const char *const sq_migrations[] = {
     "  created_at INTEGER NOT NULL,"
     "  PRIMARY KEY (image_id, name)"
     ") WITHOUT ROWID;",
+    /* 2: settings every service must agree on (the ring epoch) */
+    "CREATE TABLE settings ("
+    "  name TEXT PRIMARY KEY,"
+    "  value TEXT NOT NULL,"
+    "  updated_at INTEGER NOT NULL"
+    ") WITHOUT ROWID;",
 };
 
 const int meta_sqlite_schema_version = (int)(sizeof(sq_migrations) / sizeof(sq_migrations[0]));
@@ -92,6 +98,7 @@ enum sq_stmt {
     ST_IMAGE_LIVE,
     ST_VARIANT_INSERT,
     ST_VARIANT_COUNT,
+    ST_SETTING_SET,
     /* readers */
     ST_PING,
     ST_IMAGE_GET,
@@ -99,6 +106,7 @@ enum sq_stmt {
     ST_VARIANT_GET,
     ST_BLOB_REFS,
     ST_IMAGE_COUNT,
+    ST_SETTING_GET,
     ST_COUNT
 };
 
@@ -137,6 +145,10 @@ static const struct {
                         true},
     [ST_BLOB_REFS] = {"SELECT refs FROM blobs WHERE key = ?1", true},
     [ST_IMAGE_COUNT] = {"SELECT count(*) FROM images WHERE deleted_at IS NULL", true},
+    [ST_SETTING_SET] = {"INSERT INTO settings (name, value, updated_at) VALUES (?1, ?2, ?3)"
+                        " ON CONFLICT (name) DO UPDATE SET value = ?2, updated_at = ?3",
+                        false},
+    [ST_SETTING_GET] = {"SELECT value FROM settings WHERE name = ?1", true},
 };
 
 struct sq_conn {
@@ -797,6 +809,55 @@ static int sq_image_count(void *be, int64_t *n)
     return sq_read_int(be, ST_IMAGE_COUNT, NULL, n);
 }
 
+static int sq_setting_get(void *be, const char *name, char *value, size_t cap)
+{
+    struct sq *s = be;
+    struct sq_conn *r = NULL;
+    sqlite3_stmt *st;
+    int rc = sq_reader_get(s, &r);
+    int src;
+
+    if (rc != OK)
+        goto out;
+    st = r->st[ST_SETTING_GET];
+    sq_bind_text(st, 1, name);
+    src = sqlite3_step(st);
+    if (src == SQLITE_ROW) {
+        const char *v = (const char *)sqlite3_column_text(st, 0);
+        if (v == NULL || strlen(v) >= cap)
+            rc = E_TOOBIG;
+        else
+            memcpy(value, v, strlen(v) + 1);
+    } else if (src == SQLITE_DONE) {
+        rc = E_NOTFOUND;
+    } else {
+        rc = sq_fail(r->db, src, sq_sql[ST_SETTING_GET].sql);
+    }
+    sq_reset(st);
+out:
+    if (r != NULL)
+        sq_reader_put(s, r);
+    return rc;
+}
+
+static int sq_setting_set(void *be, const char *name, const char *value)
+{
+    struct sq *s = be;
+    sqlite3_stmt *st;
+    int rc, src;
+
+    pthread_mutex_lock(&s->wlock);
+    st = s->writer.st[ST_SETTING_SET];
+    sq_bind_text(st, 1, name);
+    sq_bind_text(st, 2, value);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)time(NULL));
+    src = sqlite3_step(st);
+    rc = src == SQLITE_DONE ? OK : sq_fail(s->writer.db, src, sq_sql[ST_SETTING_SET].sql);
+    sq_reset(st);
+    pthread_mutex_unlock(&s->wlock);
+    return rc;
+}
+
 /* ---- lifecycle ---- */
 
 static void sq_free(struct sq *s)
@@ -829,6 +890,8 @@ static const struct meta_ops sq_ops = {
     .variant_put = sq_variant_put,
     .blob_refs = sq_blob_refs,
     .image_count = sq_image_count,
+    .setting_get = sq_setting_get,
+    .setting_set = sq_setting_set,
 };
 
 int meta_open_sqlite(const char *path, struct meta_store **out)

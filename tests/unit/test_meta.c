@@ -442,6 +442,26 @@ static void sql_text(const char *path, const char *sql, char *buf, size_t cap)
     sqlite3_close(db);
 }
 
+static void test_settings(void **state)
+{
+    struct fixture *f = *state;
+    char v[80], small[4];
+
+    assert_int_equal(meta_setting_get(f->ms, "ring.epoch", v, sizeof(v)), E_NOTFOUND);
+    assert_int_equal(meta_setting_set(f->ms, "ring.epoch", "abc123"), OK);
+    assert_int_equal(meta_setting_get(f->ms, "ring.epoch", v, sizeof(v)), OK);
+    assert_string_equal(v, "abc123");
+    assert_int_equal(meta_setting_set(f->ms, "ring.epoch", "def456"), OK);
+    assert_int_equal(meta_setting_get(f->ms, "ring.epoch", v, sizeof(v)), OK);
+    assert_string_equal(v, "def456");
+    assert_int_equal(meta_setting_get(f->ms, "ring.epoch", small, sizeof(small)), E_TOOBIG);
+    assert_int_equal(meta_setting_set(f->ms, "Bad Name", "x"), E_INVALID);
+    assert_int_equal(meta_setting_get(f->ms, "", v, sizeof(v)), E_INVALID);
+    reopen(f);
+    assert_int_equal(meta_setting_get(f->ms, "ring.epoch", v, sizeof(v)), OK);
+    assert_string_equal(v, "def456");
+}
+
 static void test_migrations_idempotent(void **state)
 {
     struct fixture *f = *state;
@@ -656,6 +676,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refcounts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_variants, setup, teardown),
         cmocka_unit_test_setup_teardown(test_variant_cap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_settings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrations_idempotent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_query_plan, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reads_during_write_lock, setup, teardown),
