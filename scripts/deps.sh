@@ -13,8 +13,10 @@ pkgs=(
     libcmocka-dev curl python3 libimage-exiftool-perl
     # runtime of the image pipeline (BMP loads through ImageMagick's loader in libvips 8.14)
     libvips-tools imagemagick
+    # servers of the cluster (started by the tests and the local cluster launcher)
+    postgresql postgresql-client redis-server redis-tools nginx varnish
     # benchmarks
-    wrk nginx
+    wrk
 )
 
 missing=()
