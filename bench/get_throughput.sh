@@ -10,6 +10,7 @@ conns=${2:-32}
 bin=${TESSERA_BIN:-build/tessera}
 img=${BENCH_IMAGE:-../shared/testdata/images/accept_jpeg_baseline_rocket_640x427.jpg}
 work=$(mktemp -d /tmp/tessera-bench.XXXXXX)
+chmod 755 "$work" # nginx workers run as nobody
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT

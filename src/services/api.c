@@ -393,7 +393,10 @@ static void h_delete(struct http_req *req)
     if (!is_admin(a, req)) {
         char h[SHA256_HEX];
         if (token == NULL) {
-            http_reply_error(req, bearer(req) ? E_FORBIDDEN : E_UNAUTHORIZED,
+            const char *k = bearer(req);
+            bool known = k != NULL && key_in(k, a->cfg->upload_key, a->cfg->n_upload_keys);
+            /* a valid key that may not delete: 403; no key or an invalid one: 401 */
+            http_reply_error(req, known ? E_FORBIDDEN : E_UNAUTHORIZED,
                              "deleting needs the image's X-Delete-Token or an admin key");
             return;
         }
