@@ -20,7 +20,7 @@ wait_http() { for _ in $(seq 100); do curl -fs -o /dev/null "$1" && return 0; sl
 
 tport=$(free_port)
 taskset -c 0 "$bin" serve --listen "127.0.0.1:$tport" --data-dir "$work/data" --log.access=false \
-    --log.level=warn &
+    --log.level=warn ${TESSERA_ARGS:-} &
 pids+=($!)
 wait_http "http://127.0.0.1:$tport/healthz"
 id=$(curl -fs --data-binary @"$img" "http://127.0.0.1:$tport/api/v1/images" |
@@ -40,7 +40,8 @@ events { worker_connections 1024; }
 http {
     access_log off;
     sendfile on;
-    tcp_nopush on;
+    tcp_nopush off;
+    tcp_nodelay on;
     keepalive_requests 1000000;
     client_body_temp_path $work/nginx/body;
     proxy_temp_path $work/nginx/proxy;

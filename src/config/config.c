@@ -9,6 +9,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/xalloc.h"
+#include "store/ring.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -46,9 +47,11 @@ static const struct cfg_entry config_table[] = {
      "Address and port to listen on (host:port)."},
     {"server", "public_url", CFG_STR, "", 0, 0, F(server.public_url),
      "Base URL clients reach this service at, used in API answers; empty: http://<listen>."},
-    {"server", "thread_pool", CFG_INT, "0", 0, 256, F(server.thread_pool),
-     "0: one thread per connection (a slow request never blocks another); N: an epoll pool of "
-     "N threads."},
+    {"server", "thread_pool", CFG_INT, "2", 0, 256, F(server.thread_pool),
+     "N: an epoll pool of N threads serving connections, with blocking work (uploads, "
+     "variants, deletes, listings) on server.workers threads; 0: one thread per connection."},
+    {"server", "workers", CFG_INT, "16", 1, 1024, F(server.workers),
+     "Threads that run blocking requests when thread_pool > 0 (queued beyond that)."},
     {"server", "max_connections", CFG_INT, "1024", 1, 65535, F(server.max_connections),
      "Most simultaneous client connections; more are refused."},
     {"server", "idle_timeout", CFG_DURATION, "30s", 1000, 3600000, F(server.idle_timeout_ms),
@@ -78,6 +81,26 @@ static const struct cfg_entry config_table[] = {
      "Blob store URL (file:///path); empty: file://<data_dir>/blobs."},
     {"storage", "db", CFG_STR, "", 0, 0, F(storage.db),
      "SQLite database path; empty: <data_dir>/meta.db."},
+    {"storage", "shards", CFG_STR, "", 0, 0, F(storage.shards),
+     "The storage ring: comma-separated ID=URL[;zone=Z][;weight=W] (URL file:///path or "
+     "http://host:port of a `tessera storage` node), or @FILE with one shard per line; empty: "
+     "the single store of storage.blobs. Changing it needs `tessera ring apply`."},
+    {"storage", "replicas", CFG_INT, "2", 1, 8, F(storage.replicas),
+     "R: copies of every blob, on distinct shards (and zones while there are enough)."},
+    {"storage", "write_quorum", CFG_INT, "2", 1, 8, F(storage.write_quorum),
+     "W: durable copies an upload waits for; fewer reachable answers 503 and stores nothing."},
+    {"storage", "connect_timeout", CFG_DURATION, "1s", 10, 60000, F(storage.connect_timeout_ms),
+     "Time to connect to a storage node before trying the next replica."},
+    {"storage", "read_timeout", CFG_DURATION, "10s", 100, 600000, F(storage.read_timeout_ms),
+     "A storage node sending nothing for this long is given up on."},
+    {"storage", "down_backoff", CFG_DURATION, "2s", 100, 600000, F(storage.down_backoff_ms),
+     "A shard that failed twice in a row is skipped this long (doubling while it stays down, "
+     "up to 16 times this), then tried again."},
+    {"storage", "min_free", CFG_SIZE, "64M", 0, 1024 * GiB, F(storage.min_free),
+     "tessera storage: /readyz answers 503 when the disk has less free space than this."},
+    {"storage", "repair_grace", CFG_DURATION, "24h", 0, 3650LL * 24 * 3600000,
+     F(storage.repair_grace_ms),
+     "tessera repair removes copies no image references only when older than this."},
 
     {"auth", "upload_keys", CFG_STR, "", 0, 0, F(auth.upload_keys),
      "Comma-separated API keys allowed to upload; empty: anyone may upload."},
@@ -435,6 +458,14 @@ static int cfg_validate(struct config *cfg, struct cfg_err *e)
         return cfg_fail(e, "storage.blobs: \"%s\" is not a file:/// URL", cfg->storage.blobs);
     if (cfg->storage.data_dir[0] == '\0')
         return cfg_fail(e, "storage.data_dir: must not be empty");
+    if (cfg->storage.shards[0] != '\0') {
+        struct ring *ring = NULL;
+        char why[512];
+        if (ring_parse_spec(cfg->storage.shards, (unsigned)cfg->storage.replicas,
+                            (unsigned)cfg->storage.write_quorum, &ring, why, sizeof(why)) != OK)
+            return cfg_fail(e, "%s", why);
+        ring_free(ring);
+    }
     rc = cfg_parse_variants(cfg, e);
     if (rc != OK)
         return rc;

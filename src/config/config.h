@@ -30,6 +30,7 @@ struct config {
         char *listen;        /* host:port */
         char *public_url;    /* base of URLs in answers; "" = http://listen */
         int64_t thread_pool; /* 0 = one thread per connection */
+        int64_t workers;     /* threads for blocking handlers in the epoll model */
         int64_t max_connections;
         int64_t idle_timeout_ms;
         int64_t max_header_bytes;
@@ -47,6 +48,14 @@ struct config {
         char *data_dir;
         char *blobs; /* blob store URL; "" = file://<data_dir>/blobs */
         char *db;    /* SQLite path; "" = <data_dir>/meta.db */
+        char *shards; /* the ring: "ID=URL[;zone=Z][;weight=W], ..." or "@FILE"; "" = blobs */
+        int64_t replicas;
+        int64_t write_quorum;
+        int64_t connect_timeout_ms;
+        int64_t read_timeout_ms;
+        int64_t down_backoff_ms;
+        int64_t min_free;
+        int64_t repair_grace_ms;
     } storage;
     struct {
         char *upload_keys;

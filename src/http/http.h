@@ -5,8 +5,11 @@
  * request, streams an upload body to a temporary file, calls the handler once
  * the request is complete, and answers every error with the JSON body of
  * API.md. /healthz, /readyz and /metrics are built in for every role.
- * Handlers run on the connection's thread and may block (thread-per-connection
- * by default); each answers exactly once with one of the http_reply_ calls.
+ * Handlers answer exactly once with one of the http_reply_ calls. With one
+ * thread per connection they run on the connection's thread and may block;
+ * with an epoll pool, handlers of routes flagged ROUTE_BLOCKING run on worker
+ * threads (the connection suspended meanwhile) and all others on the epoll
+ * threads, which they must not block for long.
  */
 #ifndef HTTP_HTTP_H
 #define HTTP_HTTP_H
@@ -38,6 +41,8 @@ struct http_server_opts {
     size_t nroutes;
     void *app;
     http_ready_fn *ready;
+    unsigned workers;          /* threads for ROUTE_BLOCKING handlers when thread_pool > 0 */
+    void (*thread_exit)(void); /* run by each worker thread as it exits (library cleanup) */
 };
 
 /*

@@ -35,6 +35,7 @@ struct route {
 };
 
 #define ROUTE_BODY_UPLOAD (1u << 0) /* stream the body (raw or multipart part "file") to a file */
+#define ROUTE_BLOCKING    (1u << 1) /* the handler may block: run it off the epoll threads */
 
 struct route_match {
     const struct route *route; /* NULL: no route for this method (see status) */

@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -39,16 +40,33 @@
 #define HTTP_DISCARD_MAX      (1024 * 1024) /* body bytes read and dropped after an answer */
 #define HTTP_RID_MAX          64
 
+/* The workers that run ROUTE_BLOCKING handlers off the epoll threads (thread_pool > 0). */
+struct http_workers {
+    pthread_t *threads;
+    size_t nthreads;
+    pthread_mutex_t lock;
+    pthread_cond_t ready;
+    struct http_req **queue; /* ring buffer of suspended requests */
+    size_t cap, head, len;
+    bool stopping;
+    void (*thread_exit)(void);
+};
+
 struct http_server {
     struct MHD_Daemon *mhd;
+    struct http_workers workers;
     struct http_server_opts opts;
     unsigned port;
     int route_ids[METRICS_MAX_ROUTES];
     atomic_int inflight;
 };
 
-/* REQ_ANSWERED: the answer is made, the rest of the body is read and dropped, then it is queued */
-enum req_state { REQ_NEW = 0, REQ_BODY, REQ_ANSWERED, REQ_DONE };
+/*
+ * REQ_ANSWERED: the answer is made, the rest of the body is read and dropped, then it is queued.
+ * REQ_RUNNING: a blocking handler runs on a worker thread, the connection suspended;
+ * REQ_HANDLED: it finished and resumed the connection, its answer waits to be queued.
+ */
+enum req_state { REQ_NEW = 0, REQ_BODY, REQ_ANSWERED, REQ_RUNNING, REQ_HANDLED, REQ_DONE };
 
 struct http_req {
     struct http_server *srv;
@@ -399,6 +417,90 @@ static void body_finish(struct http_req *req)
     }
 }
 
+/* --- workers for blocking handlers --- */
+
+static void workers_push(struct http_workers *w, struct http_req *req)
+{
+    pthread_mutex_lock(&w->lock);
+    if (w->len == w->cap) {
+        size_t ncap = w->cap ? w->cap * 2 : 64;
+        struct http_req **q = xcalloc(ncap, sizeof(*q));
+        for (size_t i = 0; i < w->len; i++)
+            q[i] = w->queue[(w->head + i) % w->cap];
+        free(w->queue);
+        w->queue = q;
+        w->cap = ncap;
+        w->head = 0;
+    }
+    w->queue[(w->head + w->len) % w->cap] = req;
+    w->len++;
+    pthread_cond_signal(&w->ready);
+    pthread_mutex_unlock(&w->lock);
+}
+
+static void *workers_main(void *arg)
+{
+    struct http_workers *w = arg;
+
+    for (;;) {
+        struct http_req *req;
+        pthread_mutex_lock(&w->lock);
+        while (w->len == 0 && !w->stopping)
+            pthread_cond_wait(&w->ready, &w->lock);
+        if (w->len == 0) {
+            pthread_mutex_unlock(&w->lock);
+            break;
+        }
+        req = w->queue[w->head];
+        w->head = (w->head + 1) % w->cap;
+        w->len--;
+        pthread_mutex_unlock(&w->lock);
+
+        log_set_request_id(req->rid);
+        req->match.route->handler(req);
+        log_set_request_id(NULL);
+        req->state = REQ_HANDLED;
+        MHD_resume_connection(req->conn);
+    }
+    if (w->thread_exit != NULL)
+        w->thread_exit();
+    return NULL;
+}
+
+static int workers_start(struct http_workers *w, size_t n, void (*thread_exit)(void))
+{
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->ready, NULL);
+    w->thread_exit = thread_exit;
+    w->threads = xcalloc(n, sizeof(*w->threads));
+    for (size_t i = 0; i < n; i++) {
+        if (pthread_create(&w->threads[i], NULL, workers_main, w) != 0) {
+            log_error("http", "cannot start worker thread %zu", i);
+            return E_INTERNAL;
+        }
+        w->nthreads++;
+    }
+    return OK;
+}
+
+/* workers_stop lets queued requests finish, then joins every worker. */
+static void workers_stop(struct http_workers *w)
+{
+    if (w->threads == NULL)
+        return;
+    pthread_mutex_lock(&w->lock);
+    w->stopping = true;
+    pthread_cond_broadcast(&w->ready);
+    pthread_mutex_unlock(&w->lock);
+    for (size_t i = 0; i < w->nthreads; i++)
+        pthread_join(w->threads[i], NULL);
+    free(w->threads);
+    free(w->queue);
+    pthread_mutex_destroy(&w->lock);
+    pthread_cond_destroy(&w->ready);
+    memset(w, 0, sizeof(*w));
+}
+
 /* --- the MHD callbacks --- */
 
 static void *uri_logger(void *cls, const char *uri, struct MHD_Connection *conn)
@@ -559,10 +661,12 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         }
         return MHD_YES;
     }
-    if (req->state == REQ_DONE) {
+    if (req->state == REQ_DONE || req->state == REQ_RUNNING) {
         *upload_data_size = 0;
         return MHD_YES;
     }
+    if (req->state == REQ_HANDLED)
+        return req_queue(req);
     if (req->state == REQ_ANSWERED) {
         if (*upload_data_size == 0)
             return req_queue(req);
@@ -593,6 +697,12 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         else
             http_reply_error(req, E_UNAVAILABLE, "cannot store the upload: %s",
                              err_str(req->body_rc));
+    } else if ((req->match.route->flags & ROUTE_BLOCKING) && req->srv->workers.nthreads > 0) {
+        /* off the epoll thread: suspend, run on a worker, resume to queue the answer */
+        req->state = REQ_RUNNING;
+        MHD_suspend_connection(req->conn);
+        workers_push(&req->srv->workers, req);
+        return MHD_YES;
     } else {
         req->match.route->handler(req);
     }
@@ -686,9 +796,12 @@ int http_server_start(const struct http_server_opts *opts, struct http_server **
         srv->route_ids[i] = metrics_route_id(opts->routes[i].name);
     for (size_t i = 0; i < OPS_N; i++)
         srv->route_ids[METRICS_MAX_ROUTES - OPS_N + i] = metrics_route_id(ops_routes[i].name);
-    if (opts->thread_pool > 0)
-        flags |= MHD_USE_EPOLL_INTERNAL_THREAD;
-    else
+    if (opts->thread_pool > 0) {
+        flags |= MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME;
+        rc = workers_start(&srv->workers, opts->workers > 0 ? opts->workers : 8, opts->thread_exit);
+        if (rc != OK)
+            goto out;
+    } else
         flags |= MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD;
     srv->mhd = MHD_start_daemon(
         flags, 0, NULL, NULL, access_handler, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
@@ -710,6 +823,7 @@ int http_server_start(const struct http_server_opts *opts, struct http_server **
     srv->port = info ? info->port : ntohs(sa.sin_port);
 out:
     if (rc != OK) {
+        workers_stop(&srv->workers);
         free(srv);
         srv = NULL;
     }
@@ -740,6 +854,7 @@ void http_server_stop(struct http_server *srv, int64_t grace_ms)
     if (atomic_load(&srv->inflight) > 0)
         log_warn("http", "%d requests still in flight after %lld ms: closing them",
                  atomic_load(&srv->inflight), (long long)grace_ms);
+    workers_stop(&srv->workers);
     MHD_stop_daemon(srv->mhd);
     free(srv);
 }

@@ -668,11 +668,12 @@ static void h_variant(struct http_req *req)
 }
 
 const struct route api_routes[] = {
-    {HTTP_POST, "/api/v1/images", "upload", h_upload, ROUTE_BODY_UPLOAD},
-    {HTTP_GET, "/api/v1/images", "list", h_list, 0},
+    /* decoding, fsyncs and page building block: they run on the worker threads */
+    {HTTP_POST, "/api/v1/images", "upload", h_upload, ROUTE_BODY_UPLOAD | ROUTE_BLOCKING},
+    {HTTP_GET, "/api/v1/images", "list", h_list, ROUTE_BLOCKING},
     {HTTP_GET, "/api/v1/images/*", "image", h_image_get, 0},
-    {HTTP_DELETE, "/api/v1/images/*", "delete", h_delete, 0},
+    {HTTP_DELETE, "/api/v1/images/*", "delete", h_delete, ROUTE_BLOCKING},
     {HTTP_GET, "/i/*", "bytes", h_bytes, 0},
-    {HTTP_GET, "/i/*/*", "variant", h_variant, 0},
+    {HTTP_GET, "/i/*/*", "variant", h_variant, ROUTE_BLOCKING},
 };
 const size_t api_nroutes = sizeof(api_routes) / sizeof(api_routes[0]);

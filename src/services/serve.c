@@ -119,6 +119,8 @@ int serve_run(const struct config *cfg)
         .nroutes = api_nroutes,
         .app = &app,
         .ready = api_ready,
+        .workers = (unsigned)cfg->server.workers,
+        .thread_exit = img_thread_exit,
     };
     rc = http_server_start(&opts, &srv);
     if (rc != OK)

@@ -108,7 +108,8 @@ static void test_defaults(void **state)
     assert_int_equal(load_flags(&c, NULL, 0), OK);
     assert_string_equal(c.server.listen, "127.0.0.1:8080");
     assert_string_equal(c.server.public_url, "");
-    assert_int_equal(c.server.thread_pool, 0);
+    assert_int_equal(c.server.thread_pool, 2);
+    assert_int_equal(c.server.workers, 16);
     assert_int_equal(c.server.max_connections, 1024);
     assert_int_equal(c.server.idle_timeout_ms, 30000);
     assert_int_equal(c.server.max_header_bytes, 16 * 1024);
