@@ -5,12 +5,15 @@
  * and dispatches to the backend's ops table, so no backend sees a malformed
  * record and every backend answers bad input the same way.
  */
+#include "core/crypto.h"
 #include "core/err.h"
 #include "core/xalloc.h"
 #include "meta/meta_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct meta_store *meta_store_new(const struct meta_ops *ops, void *be)
 {
@@ -19,6 +22,47 @@ struct meta_store *meta_store_new(const struct meta_ops *ops, void *be)
     ms->ops = ops;
     ms->be = be;
     return ms;
+}
+
+int64_t meta_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t meta_lease_new(void)
+{
+    int64_t v = 0;
+
+    while (v == 0) {
+        uint8_t b[8];
+        random_bytes(b, sizeof(b));
+        memcpy(&v, b, sizeof(v));
+        v &= INT64_MAX;
+    }
+    return v;
+}
+
+int meta_open(const struct meta_options *o, struct meta_store **out)
+{
+    *out = NULL;
+    if (o->url == NULL || o->url[0] == '\0')
+        return meta_open_sqlite(o->sqlite_path, out);
+    return meta_open_pg(o, out);
+}
+
+const char *meta_backend(const struct meta_store *ms)
+{
+    return ms->ops->name;
+}
+
+void meta_nodes(struct meta_store *ms, struct meta_node *out, size_t cap, size_t *n)
+{
+    *n = 0;
+    if (cap > 0)
+        ms->ops->nodes(ms->be, out, cap, n);
 }
 
 void meta_close(struct meta_store *ms)
@@ -151,4 +195,78 @@ int meta_setting_set(struct meta_store *ms, const char *name, const char *value)
     if (name == NULL || !word_ok(name, 64, "_.-") || value == NULL)
         return E_INVALID;
     return ms->ops->setting_set(ms->be, name, value);
+}
+
+int meta_blob_pin(struct meta_store *ms, const char *key, uint64_t bytes)
+{
+    if (!key_ok(key) || bytes > INT64_MAX)
+        return E_INVALID;
+    return ms->ops->blob_pin(ms->be, key, bytes);
+}
+
+int meta_blob_unpin(struct meta_store *ms, const char *key)
+{
+    if (!key_ok(key))
+        return E_INVALID;
+    return ms->ops->blob_unpin(ms->be, key);
+}
+
+int meta_blob_release(struct meta_store *ms, const char *key, meta_release_fn *fn, void *arg)
+{
+    if (!key_ok(key) || fn == NULL)
+        return E_INVALID;
+    return ms->ops->blob_release(ms->be, key, fn, arg);
+}
+
+static bool payload_ok(const char *payload)
+{
+    size_t len = payload ? strnlen(payload, META_JOB_PAYLOAD_MAX) : META_JOB_PAYLOAD_MAX;
+
+    if (len == META_JOB_PAYLOAD_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        if ((unsigned char)payload[i] < 0x20 || (unsigned char)payload[i] >= 0x7f)
+            return false;
+    }
+    return true;
+}
+
+int meta_job_enqueue(struct meta_store *ms, const char *kind, const char *payload, int64_t delay_ms)
+{
+    if (kind == NULL || !word_ok(kind, META_JOB_KIND_MAX, "") || !payload_ok(payload) ||
+        delay_ms < 0)
+        return E_INVALID;
+    return ms->ops->job_enqueue(ms->be, kind, payload, delay_ms);
+}
+
+int meta_job_claim(struct meta_store *ms, int64_t lease_ms, struct meta_job *out)
+{
+    if (lease_ms <= 0 || out == NULL)
+        return E_INVALID;
+    memset(out, 0, sizeof(*out));
+    return ms->ops->job_claim(ms->be, lease_ms, out);
+}
+
+int meta_job_done(struct meta_store *ms, const struct meta_job *job)
+{
+    if (job == NULL || job->id <= 0)
+        return E_INVALID;
+    return ms->ops->job_done(ms->be, job);
+}
+
+int meta_job_fail(struct meta_store *ms, const struct meta_job *job, const char *error,
+                  int max_attempts, int64_t retry_ms)
+{
+    char msg[META_JOB_ERROR_MAX];
+
+    if (job == NULL || job->id <= 0 || max_attempts < 1 || retry_ms < 0)
+        return E_INVALID;
+    snprintf(msg, sizeof(msg), "%s", error ? error : "");
+    return ms->ops->job_fail(ms->be, job, msg, max_attempts, retry_ms);
+}
+
+int meta_job_stats(struct meta_store *ms, struct meta_job_stats *st)
+{
+    memset(st, 0, sizeof(*st));
+    return ms->ops->job_stats(ms->be, st);
 }

@@ -5,6 +5,9 @@
  * PostgreSQL implements the same calls. Invariant: a row never names a blob
  * that was not durably stored first (callers put blobs before rows), and a
  * blob's reference count equals the live images and variants that name it.
+ * A blobs row outlives its last reference until a "release" job removed the
+ * bytes (see meta_blob_release), so bytes are only ever removed under the
+ * row's lock while nothing references or pins them.
  * Every function is thread-safe and may block.
  */
 #ifndef META_META_H
@@ -55,11 +58,93 @@ struct meta_released {
 
 struct meta_store;
 
+#define META_JOB_KIND_MAX    16
+#define META_JOB_PAYLOAD_MAX 128
+#define META_JOB_ERROR_MAX   256
+
+/* Job kinds enqueued by the store itself (transactional outbox). */
+#define META_JOB_VARIANTS "variants" /* payload: image id; make its preset variants */
+#define META_JOB_RELEASE  "release"  /* payload: blob key; remove the bytes if unreferenced */
+
+/* A claimed job: valid until its lease runs out; lease is the fencing token. */
+struct meta_job {
+    int64_t id;
+    char kind[META_JOB_KIND_MAX];
+    char payload[META_JOB_PAYLOAD_MAX];
+    int attempts; /* claims so far, this one included */
+    int64_t lease;
+};
+
+struct meta_job_stats {
+    int64_t queued;     /* waiting (due or backing off) */
+    int64_t running;    /* leased */
+    int64_t dead;       /* gave up after max attempts */
+    int64_t oldest_age; /* seconds since the oldest queued or running job was enqueued */
+};
+
+#define META_NODE_NAME_MAX 64
+#define META_NODES_MAX     9
+
+/* What a backend reports of each database server it talks to (readiness, metrics). */
+struct meta_node {
+    char name[META_NODE_NAME_MAX]; /* "primary", "replica-1", ... */
+    const char *role;              /* "primary", "replica" or "sqlite" */
+    bool reachable;
+    bool usable;    /* reachable, not backing off and within the lag limit */
+    int64_t lag_ms; /* replay lag (replicas), -1 unknown */
+    int64_t queries;
+    int64_t errors;
+};
+
+/* How meta_open finds the store. url "" means SQLite at sqlite_path. */
+struct meta_options {
+    const char *url;            /* postgresql:// URL or conninfo of the primary (multi-host ok) */
+    const char *replicas;       /* comma-separated URLs, one per streaming replica; may be "" */
+    const char *sqlite_path;    /* used when url is "" */
+    int64_t max_replica_lag_ms; /* replicas lagging more are skipped */
+    int64_t statement_timeout_ms;
+    int64_t connect_timeout_ms;
+    int pool;     /* idle connections kept per server */
+    bool migrate; /* apply missing migrations at open (on PostgreSQL: only on a primary) */
+};
+
 /*
  * meta_open_sqlite opens (creating if needed) the SQLite database at path in
  * WAL mode and applies the embedded migrations. E_IO if it cannot.
  */
 int meta_open_sqlite(const char *path, struct meta_store **out);
+
+/*
+ * meta_open opens the backend o names: SQLite when o->url is "", else
+ * PostgreSQL (meta_open_pg). E_IO / E_UNAVAILABLE when it cannot.
+ */
+int meta_open(const struct meta_options *o, struct meta_store **out);
+
+/*
+ * meta_open_pg connects to the primary (o->url, libpq multi-host with
+ * target_session_attrs=read-write) and the replicas, checks the schema
+ * version (migrating first when o->migrate) and starts the background
+ * health and lag monitor. E_UNAVAILABLE when no server answers, E_IO for a
+ * schema it cannot use, E_INVALID when asked to migrate a replica.
+ */
+int meta_open_pg(const struct meta_options *o, struct meta_store **out);
+
+/*
+ * meta_migrate_pg applies the embedded PostgreSQL migrations on the primary
+ * at url, in one transaction; OK when already current. E_INVALID when url
+ * reaches a server in recovery (a replica), E_UNAVAILABLE when unreachable.
+ * *from and *to (either may be NULL) get the versions before and after.
+ */
+int meta_migrate_pg(const char *url, int *from, int *to);
+
+/* meta_backend is "sqlite" or "postgres". */
+const char *meta_backend(const struct meta_store *ms);
+
+/*
+ * meta_nodes fills out[0..*n) (at most cap) with what the store knows of each
+ * server, without blocking on the network (the monitor refreshes it).
+ */
+void meta_nodes(struct meta_store *ms, struct meta_node *out, size_t cap, size_t *n);
 
 /* meta_close closes the store; NULL is fine. */
 void meta_close(struct meta_store *ms);
@@ -69,7 +154,8 @@ int meta_ping(struct meta_store *ms);
 
 /*
  * meta_image_insert records a new image and takes one reference on its blob
- * (creating the blob's row with one reference if new), in one transaction.
+ * (creating the blob's row with one reference if new), and enqueues a
+ * "variants" job for it, in one transaction.
  * Sets img->seq. E_EXISTS if the id is taken (live or deleted: ids are never
  * reused), E_INVALID for a malformed record (id, key, format, token_hash),
  * E_UNAVAILABLE when the database stays locked, E_NOSPACE on a full disk.
@@ -93,9 +179,9 @@ int meta_image_list(struct meta_store *ms, int64_t before, size_t limit, struct 
 /*
  * meta_image_delete marks a live image deleted and, in the same transaction,
  * drops its variants and one reference from each blob it and its variants
- * named; keys whose count reached zero (and whose blob rows were removed) are
- * reported in *rel (rel may be NULL; rel->n is 0 on failure). E_NOTFOUND if
- * unknown or already deleted.
+ * named; keys whose count reached zero are reported in *rel (rel may be
+ * NULL; rel->n is 0 on failure) and a "release" job is enqueued for each in
+ * the same transaction. E_NOTFOUND if unknown or already deleted.
  */
 int meta_image_delete(struct meta_store *ms, const char *id, struct meta_released *rel);
 
@@ -127,6 +213,57 @@ int meta_setting_get(struct meta_store *ms, const char *name, char *value, size_
 
 /* meta_setting_set stores a named setting (insert or replace); E_INVALID bad name. */
 int meta_setting_set(struct meta_store *ms, const char *name, const char *value);
+
+/*
+ * meta_blob_pin records that an upload (or a variant) is about to store the
+ * blob key and reference it: until meta_blob_unpin no release removes the
+ * bytes. Pin before writing the bytes, unpin after the row is committed (or
+ * the write failed). E_INVALID bad key.
+ */
+int meta_blob_pin(struct meta_store *ms, const char *key, uint64_t bytes);
+
+/*
+ * meta_blob_unpin drops a pin; when nothing references or pins the blob any
+ * more a release job is enqueued in the same transaction.
+ */
+int meta_blob_unpin(struct meta_store *ms, const char *key);
+
+/* meta_release_fn removes the bytes of key from the blob store; OK when gone (or absent). */
+typedef int meta_release_fn(void *arg, const char *key);
+
+/*
+ * meta_blob_release: in one write transaction holding the blob's row lock,
+ * if the blob has neither references nor pins, calls fn to remove its bytes
+ * and, if fn returned OK, drops the row. OK when released or already gone,
+ * E_EXISTS when referenced or pinned again (nothing done), fn's error
+ * (the row stays, the job retries). Idempotent.
+ */
+int meta_blob_release(struct meta_store *ms, const char *key, meta_release_fn *fn, void *arg);
+
+/* meta_job_enqueue queues a job due in delay_ms; kind [a-z]{1,15}, payload < 128 bytes. */
+int meta_job_enqueue(struct meta_store *ms, const char *kind, const char *payload,
+                     int64_t delay_ms);
+
+/*
+ * meta_job_claim leases the oldest due job (queued and due, or running with
+ * an expired lease: its worker died) for lease_ms, skipping jobs other
+ * workers hold (FOR UPDATE SKIP LOCKED). E_NOTFOUND when none is due.
+ */
+int meta_job_claim(struct meta_store *ms, int64_t lease_ms, struct meta_job *out);
+
+/* meta_job_done removes a finished job. E_NOTFOUND when the lease was lost (another owns it). */
+int meta_job_done(struct meta_store *ms, const struct meta_job *job);
+
+/*
+ * meta_job_fail records an error: the job is queued again in retry_ms, or
+ * becomes dead when it was claimed max_attempts times. E_NOTFOUND when the
+ * lease was lost.
+ */
+int meta_job_fail(struct meta_store *ms, const struct meta_job *job, const char *error,
+                  int max_attempts, int64_t retry_ms);
+
+/* meta_job_stats counts jobs by state, read on the primary. */
+int meta_job_stats(struct meta_store *ms, struct meta_job_stats *st);
 
 /* meta_image_count sets *n to the number of live images (for metrics and tests). */
 int meta_image_count(struct meta_store *ms, int64_t *n);

@@ -25,7 +25,23 @@ struct meta_ops {
     int (*image_count)(void *be, int64_t *n);
     int (*setting_get)(void *be, const char *name, char *value, size_t cap);
     int (*setting_set)(void *be, const char *name, const char *value);
+    int (*blob_pin)(void *be, const char *key, uint64_t bytes);
+    int (*blob_unpin)(void *be, const char *key);
+    int (*blob_release)(void *be, const char *key, meta_release_fn *fn, void *arg);
+    int (*job_enqueue)(void *be, const char *kind, const char *payload, int64_t delay_ms);
+    int (*job_claim)(void *be, int64_t lease_ms, struct meta_job *out);
+    int (*job_done)(void *be, const struct meta_job *job);
+    int (*job_fail)(void *be, const struct meta_job *job, const char *error, int max_attempts,
+                    int64_t retry_ms);
+    int (*job_stats)(void *be, struct meta_job_stats *st);
+    void (*nodes)(void *be, struct meta_node *out, size_t cap, size_t *n);
 };
+
+/* meta_now_ms is the wall clock in milliseconds: job times are compared in it. */
+int64_t meta_now_ms(void);
+
+/* meta_lease_new is a random non-zero fencing token for a job claim. */
+int64_t meta_lease_new(void);
 
 struct meta_store {
     const struct meta_ops *ops;
@@ -43,5 +59,9 @@ extern const char meta_sqlite_list_sql[];
 
 /* The schema version the SQLite migrations bring a database to (PRAGMA user_version). */
 extern const int meta_sqlite_schema_version;
+
+/* The PostgreSQL schema version and its listing query (for EXPLAIN in test_meta). */
+extern const int meta_pg_schema_version;
+extern const char meta_pg_list_sql[];
 
 #endif

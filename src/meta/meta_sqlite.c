@@ -8,7 +8,10 @@
  * returned has been fsynced and survives a crash or a power loss.
  * Invariants: a variants row exists only while its image is live (put checks
  * liveness and delete drops the rows in the same transaction); a blobs row
- * exists exactly while its refs count is positive.
+ * exists while its refs or pins count is positive, or while a release job for
+ * it is queued; the bytes are removed only under the write lock (the row's
+ * lock here) while refs and pins are both zero. The job queue has the same
+ * semantics as on PostgreSQL: the single writer stands in for SKIP LOCKED.
  */
 #include "core/err.h"
 #include "core/log.h"
@@ -73,6 +76,23 @@ static const char *const sq_migrations[] = {
     "  value TEXT NOT NULL,"
     "  updated_at INTEGER NOT NULL"
     ") WITHOUT ROWID;",
+    /* 3: blob pins (uploads in flight) and the job queue */
+    "ALTER TABLE blobs ADD COLUMN pins INTEGER NOT NULL DEFAULT 0 CHECK (pins >= 0);"
+    "ALTER TABLE blobs ADD COLUMN pinned_at INTEGER;"
+    "CREATE TABLE jobs ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  kind TEXT NOT NULL,"
+    "  payload TEXT NOT NULL,"
+    "  state TEXT NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'running', 'dead')),"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  run_after INTEGER NOT NULL," /* ms since the epoch */
+    "  lease_until INTEGER,"
+    "  lease_token INTEGER,"
+    "  last_error TEXT,"
+    "  created_at INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX jobs_due ON jobs(run_after) WHERE state = 'queued';"
+    "CREATE INDEX jobs_leased ON jobs(lease_until) WHERE state = 'running';",
 };
 
 const int meta_sqlite_schema_version = (int)(sizeof(sq_migrations) / sizeof(sq_migrations[0]));
@@ -99,6 +119,13 @@ enum sq_stmt {
     ST_VARIANT_INSERT,
     ST_VARIANT_COUNT,
     ST_SETTING_SET,
+    ST_JOB_INSERT,
+    ST_BLOB_PIN,
+    ST_BLOB_UNPIN,
+    ST_BLOB_STATE,
+    ST_JOB_CLAIM,
+    ST_JOB_DONE,
+    ST_JOB_FAIL,
     /* readers */
     ST_PING,
     ST_IMAGE_GET,
@@ -107,6 +134,7 @@ enum sq_stmt {
     ST_BLOB_REFS,
     ST_IMAGE_COUNT,
     ST_SETTING_GET,
+    ST_JOB_STATS,
     ST_COUNT
 };
 
@@ -128,8 +156,39 @@ static const struct {
                                " WHERE id = ?1 AND deleted_at IS NULL RETURNING key",
                                false},
     [ST_VARIANTS_DROP] = {"DELETE FROM variants WHERE image_id = ?1 RETURNING key", false},
-    [ST_BLOB_UNREF] = {"UPDATE blobs SET refs = refs - 1 WHERE key = ?1 RETURNING refs", false},
-    [ST_BLOB_DROP] = {"DELETE FROM blobs WHERE key = ?1 AND refs = 0", false},
+    [ST_BLOB_UNREF] = {"UPDATE blobs SET refs = refs - 1 WHERE key = ?1 RETURNING refs, pins",
+                       false},
+    [ST_BLOB_DROP] = {"DELETE FROM blobs WHERE key = ?1 AND refs = 0 AND pins = 0", false},
+    [ST_JOB_INSERT] = {"INSERT INTO jobs (kind, payload, run_after, created_at)"
+                       " VALUES (?1, ?2, ?3, ?4)",
+                       false},
+    [ST_BLOB_PIN] = {"INSERT INTO blobs (key, refs, pins, bytes, created_at, pinned_at)"
+                     " VALUES (?1, 0, 1, ?2, ?3, ?3)"
+                     " ON CONFLICT (key) DO UPDATE SET pins = pins + 1, pinned_at = ?3",
+                     false},
+    [ST_BLOB_UNPIN] = {"UPDATE blobs SET pins = pins - 1 WHERE key = ?1 AND pins > 0"
+                       " RETURNING refs, pins",
+                       false},
+    [ST_BLOB_STATE] = {"SELECT refs, pins FROM blobs WHERE key = ?1", false},
+    [ST_JOB_CLAIM] =
+        {"UPDATE jobs SET state = 'running', attempts = attempts + 1,"
+         " lease_until = ?1 + ?2, lease_token = ?3"
+         " WHERE id = (SELECT id FROM jobs WHERE (state = 'queued' AND run_after <= ?1)"
+         " OR (state = 'running' AND lease_until < ?1) ORDER BY run_after LIMIT 1)"
+         " RETURNING id, kind, payload, attempts",
+         false},
+    [ST_JOB_DONE] = {"DELETE FROM jobs WHERE id = ?1 AND lease_token = ?2 AND state = 'running'",
+                     false},
+    [ST_JOB_FAIL] =
+        {"UPDATE jobs SET state = CASE WHEN attempts >= ?3 THEN 'dead' ELSE 'queued' END,"
+         " run_after = ?4, last_error = ?5, lease_until = NULL, lease_token = NULL"
+         " WHERE id = ?1 AND lease_token = ?2 AND state = 'running'",
+         false},
+    [ST_JOB_STATS] = {"SELECT count(*) FILTER (WHERE state = 'queued'),"
+                      " count(*) FILTER (WHERE state = 'running'),"
+                      " count(*) FILTER (WHERE state = 'dead'),"
+                      " coalesce(min(created_at) FILTER (WHERE state <> 'dead'), 0) FROM jobs",
+                      true},
     [ST_IMAGE_LIVE] = {"SELECT 1 FROM images WHERE id = ?1 AND deleted_at IS NULL", false},
     [ST_VARIANT_INSERT] = {"INSERT INTO variants (image_id, name, key, format, width, height,"
                            " bytes, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
@@ -461,6 +520,17 @@ static int sq_end(struct sq *s, int rc)
     return rc;
 }
 
+/*
+ * sq_end_as commits also when rc is keep, a definite answer that changed
+ * nothing to undo (E_NOTFOUND, E_EXISTS); returns rc or the commit's failure.
+ */
+static int sq_end_as(struct sq *s, int rc, int keep)
+{
+    int erc = sq_end(s, rc == keep ? OK : rc);
+
+    return erc != OK ? erc : rc;
+}
+
 /* sq_blob_ref takes one reference on key, creating its row at one. */
 static int sq_blob_ref(struct sq_conn *w, const char *key, uint64_t bytes)
 {
@@ -472,15 +542,29 @@ static int sq_blob_ref(struct sq_conn *w, const char *key, uint64_t bytes)
     return sq_exec(w, ST_BLOB_REF, "blob reference");
 }
 
+/* sq_job_insert queues a job on the writer, inside the caller's transaction. */
+static int sq_job_insert(struct sq_conn *w, const char *kind, const char *payload, int64_t delay_ms)
+{
+    sqlite3_stmt *st = w->st[ST_JOB_INSERT];
+    int64_t now = meta_now_ms();
+
+    sq_bind_text(st, 1, kind);
+    sq_bind_text(st, 2, payload);
+    sqlite3_bind_int64(st, 3, now + delay_ms);
+    sqlite3_bind_int64(st, 4, now);
+    return sq_exec(w, ST_JOB_INSERT, "job enqueue");
+}
+
 /*
- * sq_blob_unref drops one reference on key; at zero the row goes and the key is
- * added to rel. A key whose row is missing is logged (an inconsistency) and
- * skipped, so a delete still goes through.
+ * sq_blob_unref drops one reference on key; at zero (and no pin) the key is
+ * added to rel and a release job is queued: the row stays until that job
+ * removed the bytes. A key whose row is missing is logged (an inconsistency)
+ * and skipped, so a delete still goes through.
  */
 static int sq_blob_unref(struct sq_conn *w, const char *key, struct meta_released *rel)
 {
     sqlite3_stmt *st = w->st[ST_BLOB_UNREF];
-    int64_t refs = -1;
+    int64_t refs = -1, pins = 0;
     int rc = OK;
     int src;
 
@@ -488,6 +572,7 @@ static int sq_blob_unref(struct sq_conn *w, const char *key, struct meta_release
     src = sqlite3_step(st);
     if (src == SQLITE_ROW) {
         refs = sqlite3_column_int64(st, 0);
+        pins = sqlite3_column_int64(st, 1);
         src = sqlite3_step(st);
     }
     if (src != SQLITE_DONE) {
@@ -500,18 +585,14 @@ static int sq_blob_unref(struct sq_conn *w, const char *key, struct meta_release
     }
     if (refs > 0)
         goto out;
-    if (rel->n == META_RELEASE_MAX) {
-        /* Cannot happen with the variant cap; left at zero refs for gc to find. */
-        log_warn("meta", "blob '%s' released but the release list is full", key);
-        goto out;
-    }
     sq_reset(st);
-    st = w->st[ST_BLOB_DROP];
-    sq_bind_text(st, 1, key);
-    rc = sq_exec(w, ST_BLOB_DROP, "blob drop");
-    if (rc != OK)
-        goto out;
-    memcpy(rel->keys[rel->n++], key, SHA256_HEX);
+    if (pins == 0) {
+        rc = sq_job_insert(w, META_JOB_RELEASE, key, 0);
+        if (rc != OK)
+            goto out;
+    }
+    if (rel->n < META_RELEASE_MAX) /* always, with the variant cap */
+        memcpy(rel->keys[rel->n++], key, SHA256_HEX);
 out:
     sq_reset(st);
     return rc;
@@ -542,6 +623,8 @@ static int sq_image_insert(void *be, struct image_rec *img)
         goto out;
     img->seq = sqlite3_last_insert_rowid(w->db);
     rc = sq_blob_ref(w, img->key, img->bytes);
+    if (rc == OK)
+        rc = sq_job_insert(w, META_JOB_VARIANTS, img->id, 0);
 out:
     return sq_end(s, rc);
 }
@@ -858,6 +941,214 @@ static int sq_setting_set(void *be, const char *name, const char *value)
     return rc;
 }
 
+/* ---- blob pins, release and the job queue: writes on the writer ---- */
+
+static int sq_blob_pin(void *be, const char *key, uint64_t bytes)
+{
+    struct sq *s = be;
+    struct sq_conn *w = &s->writer;
+    sqlite3_stmt *st = w->st[ST_BLOB_PIN];
+    int rc = sq_begin(s);
+
+    if (rc != OK)
+        goto out;
+    sq_bind_text(st, 1, key);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)bytes);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)time(NULL));
+    rc = sq_exec(w, ST_BLOB_PIN, "blob pin");
+out:
+    return sq_end(s, rc);
+}
+
+static int sq_blob_unpin(void *be, const char *key)
+{
+    struct sq *s = be;
+    struct sq_conn *w = &s->writer;
+    sqlite3_stmt *st = w->st[ST_BLOB_UNPIN];
+    int64_t refs = -1, pins = -1;
+    int rc = sq_begin(s);
+    int src;
+
+    if (rc != OK)
+        goto out;
+    sq_bind_text(st, 1, key);
+    src = sqlite3_step(st);
+    if (src == SQLITE_ROW) {
+        refs = sqlite3_column_int64(st, 0);
+        pins = sqlite3_column_int64(st, 1);
+        src = sqlite3_step(st);
+    }
+    sq_reset(st);
+    if (src != SQLITE_DONE) {
+        rc = sq_fail(w->db, src, "blob unpin");
+        goto out;
+    }
+    if (refs < 0) {
+        log_warn("meta", "blob '%s' was not pinned", key);
+        goto out;
+    }
+    if (refs == 0 && pins == 0)
+        rc = sq_job_insert(w, META_JOB_RELEASE, key, 0);
+out:
+    return sq_end(s, rc);
+}
+
+static int sq_blob_release(void *be, const char *key, meta_release_fn *fn, void *arg)
+{
+    struct sq *s = be;
+    struct sq_conn *w = &s->writer;
+    sqlite3_stmt *st = w->st[ST_BLOB_STATE];
+    int rc = sq_begin(s); /* the write lock: no pin or reference can be taken meanwhile */
+    int src;
+
+    if (rc != OK)
+        goto out;
+    sq_bind_text(st, 1, key);
+    src = sqlite3_step(st);
+    if (src == SQLITE_DONE) {
+        sq_reset(st);
+        goto out; /* already released */
+    }
+    if (src != SQLITE_ROW) {
+        sq_reset(st);
+        rc = sq_fail(w->db, src, "blob state");
+        goto out;
+    }
+    if (sqlite3_column_int64(st, 0) != 0 || sqlite3_column_int64(st, 1) != 0) {
+        sq_reset(st);
+        rc = E_EXISTS;
+        goto out;
+    }
+    sq_reset(st);
+    rc = fn(arg, key);
+    if (rc != OK)
+        goto out;
+    sq_bind_text(w->st[ST_BLOB_DROP], 1, key);
+    rc = sq_exec(w, ST_BLOB_DROP, "blob drop");
+out:
+    return sq_end_as(s, rc, E_EXISTS);
+}
+
+static int sq_job_enqueue(void *be, const char *kind, const char *payload, int64_t delay_ms)
+{
+    struct sq *s = be;
+    int rc = sq_begin(s);
+
+    if (rc == OK)
+        rc = sq_job_insert(&s->writer, kind, payload, delay_ms);
+    return sq_end(s, rc);
+}
+
+static int sq_job_claim(void *be, int64_t lease_ms, struct meta_job *out)
+{
+    struct sq *s = be;
+    struct sq_conn *w = &s->writer;
+    sqlite3_stmt *st = w->st[ST_JOB_CLAIM];
+    int64_t lease = meta_lease_new();
+    int rc = sq_begin(s);
+    int src;
+
+    if (rc != OK)
+        goto out;
+    sqlite3_bind_int64(st, 1, meta_now_ms());
+    sqlite3_bind_int64(st, 2, lease_ms);
+    sqlite3_bind_int64(st, 3, lease);
+    src = sqlite3_step(st);
+    if (src == SQLITE_ROW) {
+        out->id = sqlite3_column_int64(st, 0);
+        sq_col_text(st, 1, out->kind, sizeof(out->kind));
+        sq_col_text(st, 2, out->payload, sizeof(out->payload));
+        out->attempts = sqlite3_column_int(st, 3);
+        out->lease = lease;
+        src = sqlite3_step(st);
+    } else if (src == SQLITE_DONE) {
+        rc = E_NOTFOUND;
+    }
+    sq_reset(st);
+    if (src != SQLITE_DONE)
+        rc = sq_fail(w->db, src, "job claim");
+out:
+    return sq_end_as(s, rc, E_NOTFOUND);
+}
+
+static int sq_job_done(void *be, const struct meta_job *job)
+{
+    struct sq *s = be;
+    struct sq_conn *w = &s->writer;
+    sqlite3_stmt *st = w->st[ST_JOB_DONE];
+    int rc = sq_begin(s);
+
+    if (rc != OK)
+        goto out;
+    sqlite3_bind_int64(st, 1, job->id);
+    sqlite3_bind_int64(st, 2, job->lease);
+    rc = sq_exec(w, ST_JOB_DONE, "job done");
+    if (rc == OK && sqlite3_changes(w->db) == 0)
+        rc = E_NOTFOUND;
+out:
+    return sq_end_as(s, rc, E_NOTFOUND);
+}
+
+static int sq_job_fail(void *be, const struct meta_job *job, const char *error, int max_attempts,
+                       int64_t retry_ms)
+{
+    struct sq *s = be;
+    struct sq_conn *w = &s->writer;
+    sqlite3_stmt *st = w->st[ST_JOB_FAIL];
+    int rc = sq_begin(s);
+
+    if (rc != OK)
+        goto out;
+    sqlite3_bind_int64(st, 1, job->id);
+    sqlite3_bind_int64(st, 2, job->lease);
+    sqlite3_bind_int64(st, 3, max_attempts);
+    sqlite3_bind_int64(st, 4, meta_now_ms() + retry_ms);
+    sq_bind_text(st, 5, error);
+    rc = sq_exec(w, ST_JOB_FAIL, "job fail");
+    if (rc == OK && sqlite3_changes(w->db) == 0)
+        rc = E_NOTFOUND;
+out:
+    return sq_end_as(s, rc, E_NOTFOUND);
+}
+
+static int sq_job_stats(void *be, struct meta_job_stats *js)
+{
+    struct sq *s = be;
+    struct sq_conn *r = NULL;
+    sqlite3_stmt *st;
+    int rc = sq_reader_get(s, &r);
+    int src;
+
+    if (rc != OK)
+        goto out;
+    st = r->st[ST_JOB_STATS];
+    src = sqlite3_step(st);
+    if (src == SQLITE_ROW) {
+        int64_t oldest = sqlite3_column_int64(st, 3);
+        js->queued = sqlite3_column_int64(st, 0);
+        js->running = sqlite3_column_int64(st, 1);
+        js->dead = sqlite3_column_int64(st, 2);
+        js->oldest_age = oldest > 0 ? (meta_now_ms() - oldest) / 1000 : 0;
+    } else {
+        rc = sq_fail(r->db, src, "job stats");
+    }
+    sq_reset(st);
+out:
+    if (r != NULL)
+        sq_reader_put(s, r);
+    return rc;
+}
+
+static void sq_nodes(void *be, struct meta_node *out, size_t cap, size_t *n)
+{
+    (void)cap;
+    memset(out, 0, sizeof(*out));
+    snprintf(out->name, sizeof(out->name), "sqlite");
+    out->role = "sqlite";
+    out->reachable = out->usable = sq_ping(be) == OK;
+    *n = 1;
+}
+
 /* ---- lifecycle ---- */
 
 static void sq_free(struct sq *s)
@@ -892,6 +1183,15 @@ static const struct meta_ops sq_ops = {
     .image_count = sq_image_count,
     .setting_get = sq_setting_get,
     .setting_set = sq_setting_set,
+    .blob_pin = sq_blob_pin,
+    .blob_unpin = sq_blob_unpin,
+    .blob_release = sq_blob_release,
+    .job_enqueue = sq_job_enqueue,
+    .job_claim = sq_job_claim,
+    .job_done = sq_job_done,
+    .job_fail = sq_job_fail,
+    .job_stats = sq_job_stats,
+    .nodes = sq_nodes,
 };
 
 int meta_open_sqlite(const char *path, struct meta_store **out)

@@ -1,9 +1,12 @@
 /*
- * test_meta.c - the metadata store contract, against the SQLite backend.
+ * test_meta.c - the metadata store contract, against SQLite and PostgreSQL.
  *
- * Each test gets a fresh database in a mkdtemp directory. A few tests open the
- * file with sqlite3 directly, to check what the interface cannot show: the
- * schema version, WAL mode, the listing's query plan, and reads under a lock.
+ * The same contract tests run on both backends. SQLite: each test gets a fresh
+ * database in a mkdtemp directory. PostgreSQL: a throwaway primary and one
+ * streaming replica are started with deploy/local/pg.sh in a temporary
+ * directory on free ports (or TESSERA_TEST_PG_URL names a server to use), and
+ * each test starts from an empty schema. A few tests look under the interface:
+ * the schema version, WAL mode, query plans, reads under a lock, replica routing.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,6 +22,7 @@
 #include "meta/meta_int.h"
 
 #include <cmocka.h>
+#include <libpq-fe.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
@@ -29,12 +33,55 @@
 #include <unistd.h>
 
 struct fixture {
+    bool pg;
     char dir[64];
     char path[128];
     struct meta_store *ms;
 };
 
-static int setup(void **state)
+/* The PostgreSQL server of the "postgres" group (primary URL, replica URL). */
+static char pg_url[256];
+static char pg_replica_url[256];
+static char pg_dir[64];
+static char pg_script[512];
+static bool pg_ours; /* started by this test: stopped and removed at the end */
+
+static int open_store(struct fixture *f, const char *replicas)
+{
+    struct meta_options o = {.url = f->pg ? pg_url : "",
+                             .replicas = replicas ? replicas : "",
+                             .sqlite_path = f->path,
+                             .max_replica_lag_ms = 1000,
+                             .statement_timeout_ms = 5000,
+                             .connect_timeout_ms = 2000,
+                             .pool = 4,
+                             .migrate = true};
+
+    return meta_open(&o, &f->ms);
+}
+
+/* pg_sql runs statements on a side connection to url; returns the first value of the last. */
+static void pg_sql(const char *url, const char *sql, char *buf, size_t cap)
+{
+    PGconn *c = PQconnectdb(url);
+    PGresult *r;
+
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    PQclear(PQexec(c, "SET client_min_messages = warning"));
+    r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK && PQresultStatus(r) != PGRES_COMMAND_OK)
+        fail_msg("%s: %s", sql, PQresultErrorMessage(r));
+    if (buf != NULL) {
+        buf[0] = '\0';
+        for (int i = 0; i < PQntuples(r); i++) /* rows joined with ';' (query plans) */
+            snprintf(buf + strlen(buf), cap - strlen(buf), "%s%s", i ? ";" : "",
+                     PQgetvalue(r, i, 0));
+    }
+    PQclear(r);
+    PQfinish(c);
+}
+
+static int setup_sqlite(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
 
@@ -42,7 +89,19 @@ static int setup(void **state)
     if (mkdtemp(f->dir) == NULL)
         return -1;
     snprintf(f->path, sizeof(f->path), "%s/meta.db", f->dir);
-    if (meta_open_sqlite(f->path, &f->ms) != OK)
+    if (open_store(f, NULL) != OK)
+        return -1;
+    *state = f;
+    return 0;
+}
+
+static int setup_pg(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+
+    f->pg = true;
+    pg_sql(pg_url, "DROP SCHEMA public CASCADE; CREATE SCHEMA public", NULL, 0);
+    if (open_store(f, NULL) != OK)
         return -1;
     *state = f;
     return 0;
@@ -55,11 +114,13 @@ static int teardown(void **state)
     char p[160];
 
     meta_close(f->ms);
-    for (size_t i = 0; i < sizeof(suffix) / sizeof(suffix[0]); i++) {
-        snprintf(p, sizeof(p), "%s%s", f->path, suffix[i]);
-        unlink(p);
+    if (!f->pg) {
+        for (size_t i = 0; i < sizeof(suffix) / sizeof(suffix[0]); i++) {
+            snprintf(p, sizeof(p), "%s%s", f->path, suffix[i]);
+            unlink(p);
+        }
+        rmdir(f->dir);
     }
-    rmdir(f->dir);
     free(f);
     return 0;
 }
@@ -68,7 +129,7 @@ static void reopen(struct fixture *f)
 {
     meta_close(f->ms);
     f->ms = NULL;
-    assert_int_equal(meta_open_sqlite(f->path, &f->ms), OK);
+    assert_int_equal(open_store(f, NULL), OK);
 }
 
 /* key_of writes a distinct valid blob key for n. */
@@ -664,25 +725,427 @@ static void test_durable_across_close(void **state)
     assert_true(got.seq > last.seq);
 }
 
+/* ---- the job queue and blob release (both backends) ---- */
+
+static int claim(struct meta_store *ms, int64_t lease_ms, struct meta_job *j)
+{
+    return meta_job_claim(ms, lease_ms, j);
+}
+
+/* drain_jobs completes every due job (after the outbox tests looked at them). */
+static void drain_jobs(struct meta_store *ms)
+{
+    struct meta_job j;
+
+    while (claim(ms, 10000, &j) == OK)
+        assert_int_equal(meta_job_done(ms, &j), OK);
+}
+
+static void test_jobs_outbox(void **state)
+{
+    struct fixture *f = *state;
+    struct image_rec img;
+    struct meta_job j, j2;
+    struct meta_job_stats st;
+    struct meta_released rel;
+
+    assert_int_equal(claim(f->ms, 10000, &j), E_NOTFOUND);
+    image_make(&img, 1);
+    assert_int_equal(meta_image_insert(f->ms, &img), OK);
+    /* the insert queued "make the variants of this image" in its own transaction */
+    assert_int_equal(meta_job_stats(f->ms, &st), OK);
+    assert_int_equal(st.queued, 1);
+    assert_int_equal(claim(f->ms, 10000, &j), OK);
+    assert_string_equal(j.kind, META_JOB_VARIANTS);
+    assert_string_equal(j.payload, img.id);
+    assert_int_equal(j.attempts, 1);
+    assert_int_equal(claim(f->ms, 10000, &j2), E_NOTFOUND); /* leased: nobody else gets it */
+    assert_int_equal(meta_job_stats(f->ms, &st), OK);
+    assert_int_equal(st.queued, 0);
+    assert_int_equal(st.running, 1);
+    assert_int_equal(meta_job_done(f->ms, &j), OK);
+    assert_int_equal(meta_job_done(f->ms, &j), E_NOTFOUND);
+    /* a failed insert queues nothing */
+    assert_int_equal(meta_image_insert(f->ms, &img), E_EXISTS);
+    assert_int_equal(claim(f->ms, 10000, &j), E_NOTFOUND);
+    /* a delete queues the release of each blob whose count reached zero */
+    assert_int_equal(meta_image_delete(f->ms, img.id, &rel), OK);
+    assert_int_equal(rel.n, 1);
+    assert_int_equal(claim(f->ms, 10000, &j), OK);
+    assert_string_equal(j.kind, META_JOB_RELEASE);
+    assert_string_equal(j.payload, img.key);
+    assert_int_equal(meta_job_done(f->ms, &j), OK);
+    assert_int_equal(meta_job_stats(f->ms, &st), OK);
+    assert_int_equal(st.queued + st.running + st.dead, 0);
+}
+
+static void test_jobs_lease_retry_dead(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_job j, again, stale;
+    struct meta_job_stats st;
+
+    assert_int_equal(meta_job_enqueue(f->ms, "test", "payload-1", 0), OK);
+    assert_int_equal(meta_job_enqueue(f->ms, "Bad Kind", "x", 0), E_INVALID);
+    assert_int_equal(meta_job_enqueue(f->ms, "test", "a\nb", 0), E_INVALID);
+    /* a worker takes it and dies: the lease runs out, another takes it */
+    assert_int_equal(claim(f->ms, 50, &stale), OK);
+    usleep(120 * 1000);
+    assert_int_equal(claim(f->ms, 10000, &j), OK);
+    assert_int_equal(j.id, stale.id);
+    assert_int_equal(j.attempts, 2);
+    /* the dead worker's late answers are fenced off by the lease token */
+    assert_int_equal(meta_job_done(f->ms, &stale), E_NOTFOUND);
+    assert_int_equal(meta_job_fail(f->ms, &stale, "late", 5, 0), E_NOTFOUND);
+    /* a failure backs off: not due until retry_ms has passed */
+    assert_int_equal(meta_job_fail(f->ms, &j, "boom", 3, 150), OK);
+    assert_int_equal(claim(f->ms, 10000, &again), E_NOTFOUND);
+    usleep(200 * 1000);
+    assert_int_equal(claim(f->ms, 10000, &again), OK);
+    assert_int_equal(again.attempts, 3);
+    /* the last allowed attempt fails: dead, never claimed again */
+    assert_int_equal(meta_job_fail(f->ms, &again, "boom again", 3, 0), OK);
+    assert_int_equal(claim(f->ms, 10000, &j), E_NOTFOUND);
+    assert_int_equal(meta_job_stats(f->ms, &st), OK);
+    assert_int_equal(st.dead, 1);
+    assert_int_equal(st.queued, 0);
+}
+
+enum { CLAIMERS = 6, CLAIM_JOBS = 60 };
+
+struct claimer {
+    struct meta_store *ms;
+    atomic_int *seen; /* per job payload index: completions */
+    atomic_int *errors;
+};
+
+static void *claimer_run(void *arg)
+{
+    struct claimer *c = arg;
+    struct meta_job j;
+    int rc;
+
+    while ((rc = claim(c->ms, 10000, &j)) == OK) {
+        int k = atoi(j.payload);
+        if (k < 0 || k >= CLAIM_JOBS || meta_job_done(c->ms, &j) != OK)
+            atomic_fetch_add(c->errors, 1);
+        else
+            atomic_fetch_add(&c->seen[k], 1);
+    }
+    if (rc != E_NOTFOUND)
+        atomic_fetch_add(c->errors, 1);
+    return NULL;
+}
+
+static void test_jobs_concurrent_claims(void **state)
+{
+    struct fixture *f = *state;
+    atomic_int seen[CLAIM_JOBS];
+    atomic_int errors = 0;
+    pthread_t th[CLAIMERS];
+    struct claimer c = {f->ms, seen, &errors};
+    char payload[16];
+
+    for (int i = 0; i < CLAIM_JOBS; i++) {
+        atomic_init(&seen[i], 0);
+        snprintf(payload, sizeof(payload), "%d", i);
+        assert_int_equal(meta_job_enqueue(f->ms, "test", payload, 0), OK);
+    }
+    for (int i = 0; i < CLAIMERS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, claimer_run, &c), 0);
+    for (int i = 0; i < CLAIMERS; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(atomic_load(&errors), 0);
+    for (int i = 0; i < CLAIM_JOBS; i++)
+        assert_int_equal(atomic_load(&seen[i]), 1); /* each job done exactly once */
+}
+
+struct removed {
+    int calls;
+    char last[SHA256_HEX];
+    int rc;
+};
+
+static int remove_fn(void *arg, const char *key)
+{
+    struct removed *r = arg;
+
+    r->calls++;
+    snprintf(r->last, sizeof(r->last), "%s", key);
+    return r->rc;
+}
+
+static void test_blob_pins_release(void **state)
+{
+    struct fixture *f = *state;
+    struct image_rec a, b;
+    struct removed rm = {0, "", OK};
+    struct meta_job j;
+
+    image_make(&a, 7);
+    /* an upload pins the key before writing bytes, inserts, unpins */
+    assert_int_equal(meta_blob_pin(f->ms, a.key, a.bytes), OK);
+    assert_int_equal(refs_of(f->ms, a.key), 0);
+    assert_int_equal(meta_blob_release(f->ms, a.key, remove_fn, &rm), E_EXISTS); /* pinned */
+    assert_int_equal(rm.calls, 0);
+    assert_int_equal(meta_image_insert(f->ms, &a), OK);
+    assert_int_equal(meta_blob_unpin(f->ms, a.key), OK);
+    assert_int_equal(refs_of(f->ms, a.key), 1);
+    drain_jobs(f->ms); /* the variants job; unpin with a reference queued nothing */
+    assert_int_equal(meta_blob_release(f->ms, a.key, remove_fn, &rm), E_EXISTS); /* referenced */
+    assert_int_equal(rm.calls, 0);
+
+    /* delete: count zero, row kept for the release job */
+    assert_int_equal(meta_image_delete(f->ms, a.id, NULL), OK);
+    assert_int_equal(claim(f->ms, 10000, &j), OK);
+    assert_string_equal(j.payload, a.key);
+    /* meanwhile an upload of the same bytes pins it: the release leaves the bytes */
+    image_make(&b, 7);
+    assert_int_equal(meta_blob_pin(f->ms, b.key, b.bytes), OK);
+    assert_int_equal(meta_blob_release(f->ms, j.payload, remove_fn, &rm), E_EXISTS);
+    assert_int_equal(rm.calls, 0);
+    assert_int_equal(meta_job_done(f->ms, &j), OK);
+    /* the upload fails after all: its unpin queues a release, which removes the bytes */
+    assert_int_equal(meta_blob_unpin(f->ms, b.key), OK);
+    assert_int_equal(claim(f->ms, 10000, &j), OK);
+    assert_string_equal(j.kind, META_JOB_RELEASE);
+    rm.rc = E_UNAVAILABLE; /* the blob store is down: the row stays, the job retries */
+    assert_int_equal(meta_blob_release(f->ms, j.payload, remove_fn, &rm), E_UNAVAILABLE);
+    assert_int_equal(rm.calls, 1);
+    rm.rc = OK;
+    assert_int_equal(meta_blob_release(f->ms, j.payload, remove_fn, &rm), OK);
+    assert_int_equal(rm.calls, 2);
+    assert_string_equal(rm.last, b.key);
+    /* idempotent: released already, nothing to do */
+    assert_int_equal(meta_blob_release(f->ms, j.payload, remove_fn, &rm), OK);
+    assert_int_equal(rm.calls, 2);
+    assert_int_equal(meta_job_done(f->ms, &j), OK);
+    assert_int_equal(refs_of(f->ms, b.key), 0);
+    /* after the release, the same bytes may be uploaded again */
+    assert_int_equal(meta_blob_pin(f->ms, b.key, b.bytes), OK);
+    assert_int_equal(meta_image_insert(f->ms, &b), OK);
+    assert_int_equal(meta_blob_unpin(f->ms, b.key), OK);
+    assert_int_equal(refs_of(f->ms, b.key), 1);
+}
+
+/* ---- PostgreSQL only ---- */
+
+static int64_t node_queries(struct meta_store *ms, const char *name)
+{
+    struct meta_node nodes[META_NODES_MAX];
+    size_t n;
+
+    meta_nodes(ms, nodes, META_NODES_MAX, &n);
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(nodes[i].name, name) == 0)
+            return nodes[i].queries;
+    }
+    fail_msg("no node %s", name);
+    return -1;
+}
+
+static void test_pg_replica_reads(void **state)
+{
+    struct fixture *f = *state;
+    struct image_rec img, got;
+    struct meta_node nodes[META_NODES_MAX];
+    size_t n;
+
+    meta_close(f->ms);
+    f->ms = NULL;
+    assert_int_equal(open_store(f, pg_replica_url), OK);
+    meta_nodes(f->ms, nodes, META_NODES_MAX, &n);
+    assert_int_equal(n, 2);
+    assert_string_equal(nodes[0].role, "primary");
+    assert_string_equal(nodes[1].role, "replica");
+    assert_true(nodes[1].reachable);
+    /* read-your-writes: every read right after the write finds it, replica or not */
+    for (unsigned i = 0; i < 50; i++) {
+        image_make(&img, i);
+        assert_int_equal(meta_image_insert(f->ms, &img), OK);
+        assert_int_equal(meta_image_get(f->ms, img.id, &got), OK);
+        assert_string_equal(got.id, img.id);
+    }
+    /* once replayed, reads are served by the replica, not the primary */
+    usleep(300 * 1000);
+    int64_t r0 = node_queries(f->ms, "replica-1");
+    int64_t p0 = node_queries(f->ms, "primary");
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(meta_image_get(f->ms, img.id, &got), OK);
+    assert_true(node_queries(f->ms, "replica-1") - r0 >= 20);
+    assert_true(node_queries(f->ms, "primary") - p0 < 20); /* only the monitor's probes */
+    /* a miss on the replica is asked on the primary, then remembered briefly */
+    char id[IMAGE_ID_LEN + 1];
+    image_id_new(id);
+    assert_int_equal(meta_image_get(f->ms, id, &got), E_NOTFOUND);
+    assert_int_equal(meta_ping(f->ms), OK);
+}
+
+static void test_pg_migrate(void **state)
+{
+    struct fixture *f = *state;
+    char buf[64], want[16];
+    int from = -1, to = -1;
+
+    (void)f;
+    snprintf(want, sizeof(want), "%d", meta_pg_schema_version);
+    pg_sql(pg_url, "SELECT max(version) FROM schema_migrations", buf, sizeof(buf));
+    assert_string_equal(buf, want);
+    assert_int_equal(meta_migrate_pg(pg_url, &from, &to), OK); /* idempotent */
+    assert_int_equal(from, meta_pg_schema_version);
+    assert_int_equal(to, meta_pg_schema_version);
+    log_min_level = LOG_OFF;
+    assert_int_equal(meta_migrate_pg(pg_replica_url, &from, &to), E_INVALID); /* a replica */
+    assert_int_equal(meta_migrate_pg("postgresql://postgres@127.0.0.1:1/postgres", NULL, NULL),
+                     E_UNAVAILABLE);
+    log_min_level = LOG_WARN;
+    /* a database from a newer build is refused, not misread */
+    pg_sql(pg_url, "INSERT INTO schema_migrations (version) VALUES (999)", NULL, 0);
+    meta_close(f->ms);
+    f->ms = NULL;
+    log_min_level = LOG_OFF;
+    assert_int_not_equal(open_store(f, NULL), OK);
+    log_min_level = LOG_WARN;
+    assert_null(f->ms);
+    pg_sql(pg_url, "DELETE FROM schema_migrations WHERE version = 999", NULL, 0);
+    reopen(f);
+}
+
+static void test_pg_list_query_plan(void **state)
+{
+    struct fixture *f = *state;
+    char sql[600], plan[1024];
+
+    (void)f;
+    /* with statistics saying the table is big, the listing walks the partial index */
+    snprintf(sql, sizeof(sql),
+             "SET enable_seqscan = off; PREPARE l AS %s; EXPLAIN EXECUTE l(100, 50)",
+             meta_pg_list_sql);
+    pg_sql(pg_url, sql, plan, sizeof(plan));
+    print_message("list plan: %s\n", plan);
+    assert_non_null(strstr(plan, "images_live"));
+    assert_null(strstr(plan, "Sort"));
+}
+
+/* ---- the PostgreSQL server for the "postgres" group ---- */
+
+static bool port_free(int port)
+{
+    char cmd[96];
+
+    snprintf(cmd, sizeof(cmd), "ss -Htln 'sport = :%d' 2>/dev/null | grep -q .", port);
+    return system(cmd) != 0;
+}
+
+/*
+ * pg_start starts a primary and one replica with deploy/local/pg.sh in a
+ * temporary directory on free ports. Returns false (with why) when it cannot.
+ */
+static bool pg_start(char *why, size_t cap)
+{
+    const char *ext = getenv("TESSERA_TEST_PG_URL");
+    const char *here = __FILE__;
+    const char *cut = strstr(here, "tests/unit/");
+    char cmd[1024];
+    int base = 0;
+
+    if (ext != NULL && ext[0] != '\0') {
+        snprintf(pg_url, sizeof(pg_url), "%s", ext);
+        snprintf(pg_replica_url, sizeof(pg_replica_url), "%s",
+                 getenv("TESSERA_TEST_PG_REPLICA_URL") ? getenv("TESSERA_TEST_PG_REPLICA_URL")
+                                                       : "");
+        return true;
+    }
+    if (cut == NULL) {
+        snprintf(why, cap, "cannot locate deploy/local/pg.sh from %s", here);
+        return false;
+    }
+    snprintf(pg_script, sizeof(pg_script), "%.*sdeploy/local/pg.sh", (int)(cut - here), here);
+    if (access(pg_script, X_OK) != 0 || access("/usr/lib/postgresql/15/bin/postgres", X_OK) != 0) {
+        snprintf(why, cap, "no PostgreSQL 15 server binaries or no %.300s (run scripts/deps.sh)",
+                 pg_script);
+        return false;
+    }
+    srand((unsigned)(getpid() ^ time(NULL)));
+    for (int tries = 0; tries < 50 && base == 0; tries++) {
+        int b = 20000 + rand() % 30000;
+        if (port_free(b) && port_free(b + 1))
+            base = b;
+    }
+    snprintf(pg_dir, sizeof(pg_dir), "/tmp/tessera-test-pg-XXXXXX");
+    if (base == 0 || mkdtemp(pg_dir) == NULL) {
+        snprintf(why, cap, "no free ports or no temporary directory");
+        return false;
+    }
+    snprintf(cmd, sizeof(cmd),
+             "TESSERA_PG_DIR=%s TESSERA_PG_PORT=%d TESSERA_PG_REPLICAS=1 %s up >%s/up.log 2>&1",
+             pg_dir, base, pg_script, pg_dir);
+    pg_ours = true;
+    if (system(cmd) != 0) {
+        snprintf(why, cap, "deploy/local/pg.sh up failed (see %.64s/up.log)", pg_dir);
+        return false;
+    }
+    snprintf(pg_url, sizeof(pg_url), "postgresql://postgres@127.0.0.1:%d/postgres", base);
+    snprintf(pg_replica_url, sizeof(pg_replica_url), "postgresql://postgres@127.0.0.1:%d/postgres",
+             base + 1);
+    return true;
+}
+
+static void pg_stop(void)
+{
+    char cmd[1024];
+
+    if (!pg_ours)
+        return;
+    snprintf(cmd, sizeof(cmd), "TESSERA_PG_DIR=%s TESSERA_PG_REPLICAS=1 %s destroy >/dev/null 2>&1",
+             pg_dir, pg_script);
+    if (system(cmd) != 0)
+        fprintf(stderr, "test_meta: could not remove the PostgreSQL in %s\n", pg_dir);
+}
+
+#define CONTRACT_TESTS(setup)                                                                      \
+    cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),                              \
+        cmocka_unit_test_setup_teardown(test_notfound, setup, teardown),                           \
+        cmocka_unit_test_setup_teardown(test_duplicate_id, setup, teardown),                       \
+        cmocka_unit_test_setup_teardown(test_invalid, setup, teardown),                            \
+        cmocka_unit_test_setup_teardown(test_keyset_pagination, setup, teardown),                  \
+        cmocka_unit_test_setup_teardown(test_refcounts, setup, teardown),                          \
+        cmocka_unit_test_setup_teardown(test_variants, setup, teardown),                           \
+        cmocka_unit_test_setup_teardown(test_variant_cap, setup, teardown),                        \
+        cmocka_unit_test_setup_teardown(test_settings, setup, teardown),                           \
+        cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),                         \
+        cmocka_unit_test_setup_teardown(test_durable_across_close, setup, teardown),               \
+        cmocka_unit_test_setup_teardown(test_jobs_outbox, setup, teardown),                        \
+        cmocka_unit_test_setup_teardown(test_jobs_lease_retry_dead, setup, teardown),              \
+        cmocka_unit_test_setup_teardown(test_jobs_concurrent_claims, setup, teardown),             \
+        cmocka_unit_test_setup_teardown(test_blob_pins_release, setup, teardown)
+
 int main(void)
 {
+    char why[512] = "";
+    int failed;
+
     log_min_level = LOG_WARN;
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_notfound, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_duplicate_id, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_invalid, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_keyset_pagination, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_refcounts, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_variants, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_variant_cap, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_settings, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_migrations_idempotent, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_list_query_plan, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_reads_during_write_lock, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_durable_across_close, setup, teardown),
+    const struct CMUnitTest sqlite_tests[] = {
+        CONTRACT_TESTS(setup_sqlite),
+        cmocka_unit_test_setup_teardown(test_migrations_idempotent, setup_sqlite, teardown),
+        cmocka_unit_test_setup_teardown(test_list_query_plan, setup_sqlite, teardown),
+        cmocka_unit_test_setup_teardown(test_reads_during_write_lock, setup_sqlite, teardown),
+    };
+    const struct CMUnitTest pg_tests[] = {
+        CONTRACT_TESTS(setup_pg),
+        cmocka_unit_test_setup_teardown(test_pg_replica_reads, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_pg_migrate, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_pg_list_query_plan, setup_pg, teardown),
     };
 
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    failed = cmocka_run_group_tests_name("sqlite", sqlite_tests, NULL, NULL);
+    if (!pg_start(why, sizeof(why))) {
+        printf("[  SKIPPED ] postgres: the PostgreSQL half of the suite did not run: %s\n", why);
+        pg_stop();
+        return failed;
+    }
+    failed += cmocka_run_group_tests_name("postgres", pg_tests, NULL, NULL);
+    pg_stop();
+    return failed;
 }
