@@ -597,6 +597,28 @@ static void cfg_env_name(const struct cfg_entry *ce, char *out, size_t cap)
         out[i] = (char)toupper((unsigned char)out[i]);
 }
 
+/* cfg_print_wrapped writes text as "# " comment lines of at most 80 columns. */
+static void cfg_print_wrapped(FILE *f, const char *text)
+{
+    const char *p = text;
+
+    while (*p != '\0') {
+        size_t len = strlen(p);
+        size_t cut = len;
+        if (len > 78) {
+            cut = 78;
+            while (cut > 0 && p[cut] != ' ')
+                cut--;
+            if (cut == 0)
+                cut = 78;
+        }
+        fprintf(f, "# %.*s\n", (int)cut, p);
+        p += cut;
+        while (*p == ' ')
+            p++;
+    }
+}
+
 void config_print_defaults(FILE *f)
 {
     const char *section = "";
@@ -610,13 +632,21 @@ void config_print_defaults(FILE *f)
             section = ce->section;
             fprintf(f, "\n[%s]\n", section);
         }
-        fprintf(f, "\n# %s (%s", ce->help, cfg_type_name(ce->type));
-        if (ce->type == CFG_INT || ce->type == CFG_SIZE || ce->type == CFG_DURATION)
-            fprintf(f, ", %lld..%lld%s", (long long)ce->min, (long long)ce->max,
-                    ce->type == CFG_SIZE       ? " bytes"
-                    : ce->type == CFG_DURATION ? " ms"
-                                               : "");
-        fprintf(f, ")\n%s = %s\n", ce->key, ce->def);
+        char comment[1024];
+        size_t n =
+            (size_t)snprintf(comment, sizeof(comment), "%s (%s", ce->help, cfg_type_name(ce->type));
+        if (n < sizeof(comment) &&
+            (ce->type == CFG_INT || ce->type == CFG_SIZE || ce->type == CFG_DURATION))
+            n += (size_t)snprintf(comment + n, sizeof(comment) - n, ", %lld..%lld%s",
+                                  (long long)ce->min, (long long)ce->max,
+                                  ce->type == CFG_SIZE       ? " bytes"
+                                  : ce->type == CFG_DURATION ? " ms"
+                                                             : "");
+        if (n < sizeof(comment))
+            snprintf(comment + n, sizeof(comment) - n, ")");
+        fputc('\n', f);
+        cfg_print_wrapped(f, comment);
+        fprintf(f, "%s = %s\n", ce->key, ce->def);
     }
 }
 
