@@ -10,6 +10,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/xalloc.h"
+#include "jobs/worker.h"
 #include "services/serve.h"
 
 #include <stdbool.h>
@@ -38,9 +39,9 @@ static const struct cli_cmd cli_cmds[] = {
     {"serve", cmd_serve, "single node: read + write + worker on SQLite and local directories"},
     {"read", cmd_later, "read service: image bytes, variants, metadata, listings"},
     {"write", cmd_later, "write service: uploads and deletes"},
-    {"worker", cmd_later, "job worker: variants, purges, blob release, repair"},
+    {"worker", worker_cmd, "job worker: variants, blob release; --once: until none is due"},
     {"storage", cmd_later, "storage shard node"},
-    {"migrate", cmd_later, "apply the embedded schema migrations"},
+    {"migrate", migrate_cmd, "apply the embedded schema migrations (PostgreSQL primary or SQLite)"},
     {"ring", cmd_later, "show, plan and rebalance the storage ring"},
     {"repair", cmd_later, "restore missing blob replicas, remove strays"},
     {"gc", cmd_later, "collect orphan blobs"},

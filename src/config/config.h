@@ -58,6 +58,21 @@ struct config {
         int64_t repair_grace_ms;
     } storage;
     struct {
+        char *url;      /* "": SQLite (storage.db); else the PostgreSQL primary URL */
+        char *replicas; /* comma-separated URLs of streaming replicas */
+        int64_t max_replica_lag_ms;
+        int64_t statement_timeout_ms;
+        int64_t connect_timeout_ms;
+        int64_t pool;
+    } db;
+    struct {
+        int64_t workers; /* job threads in serve (and worker) */
+        int64_t lease_ms;
+        int64_t max_attempts;
+        int64_t backoff_ms;
+        int64_t poll_ms;
+    } jobs;
+    struct {
         char *upload_keys;
         char *admin_keys;
     } auth;

@@ -2,8 +2,10 @@
  * api.c - the handlers of API.md on the metadata and blob store interfaces.
  *
  * Invariant (nothing lost): an upload's blob is durably stored before its row
- * is committed, under the key's lock; a delete drops rows first and removes a
- * blob only while holding its key's lock and seeing no reference left.
+ * is committed, under a pin on its key (meta_blob_pin) taken before the bytes
+ * are written; a delete drops rows first and queues a release job, which
+ * removes the bytes only under the blob row's lock while no reference and no
+ * pin is left (meta_blob_release), in whichever process runs it.
  */
 #include "services/api.h"
 
@@ -18,7 +20,6 @@
 #include "image/image.h"
 #include "meta/meta.h"
 #include "services/cursor.h"
-#include "services/keylock.h"
 #include "store/blob.h"
 
 #include <errno.h>
@@ -192,7 +193,9 @@ static int upload_store(struct api *a, const char *path, struct image_rec *img)
     hex_encode(digest, SHA256_LEN, img->key);
     img->bytes = (uint64_t)st.st_size;
 
-    keylock_acquire(img->key);
+    rc = meta_blob_pin(a->meta, img->key, img->bytes);
+    if (rc != OK)
+        return rc;
     rc = blob_put_path(a->blobs, img->key, path);
     if (rc == OK) {
         do {
@@ -200,7 +203,8 @@ static int upload_store(struct api *a, const char *path, struct image_rec *img)
             rc = meta_image_insert(a->meta, img);
         } while (rc == E_EXISTS);
     }
-    keylock_release(img->key);
+    if (meta_blob_unpin(a->meta, img->key) != OK)
+        log_warn("api", "blob %.16s stays pinned (gc clears stale pins)", img->key);
     return rc;
 }
 
@@ -364,22 +368,6 @@ out:
 
 /* --- delete --- */
 
-/* release_blobs removes released blobs that still have no reference, each under its lock. */
-static void release_blobs(struct api *a, const struct meta_released *rel)
-{
-    for (size_t i = 0; i < rel->n; i++) {
-        int64_t refs = -1;
-        keylock_acquire(rel->keys[i]);
-        if (meta_blob_refs(a->meta, rel->keys[i], &refs) == OK && refs == 0) {
-            int rc = blob_delete(a->blobs, rel->keys[i]);
-            if (rc != OK)
-                log_warn("api", "blob %.16s not removed (%s): gc will collect it", rel->keys[i],
-                         err_str(rc));
-        }
-        keylock_release(rel->keys[i]);
-    }
-}
-
 static void h_delete(struct http_req *req)
 {
     struct api *a = http_app(req);
@@ -415,8 +403,8 @@ static void h_delete(struct http_req *req)
         http_reply_error(req, E_UNAVAILABLE, "metadata store: %s", err_str(rc));
         return;
     }
-    release_blobs(a, &rel);
-    log_info("api", "deleted %s (%zu blobs released)", img.id, rel.n);
+    /* the bytes go in the release jobs queued by the delete's transaction */
+    log_info("api", "deleted %s (%zu blobs to release)", img.id, rel.n);
     http_reply_empty(req, 204);
 }
 
@@ -603,17 +591,15 @@ static int variant_make(struct api *a, const struct image_rec *img, const struct
     v->width = info.width;
     v->height = info.height;
     v->bytes = (uint64_t)st.st_size;
-    keylock_acquire(v->key);
+    rc = meta_blob_pin(a->meta, v->key, v->bytes);
+    if (rc != OK)
+        goto out;
     rc = blob_put_path(a->blobs, v->key, out_path);
     if (rc == OK)
         rc = meta_variant_put(a->meta, v);
-    if (rc == E_NOTFOUND) {
-        /* the image was deleted meanwhile: drop the blob unless something else uses it */
-        int64_t refs = -1;
-        if (meta_blob_refs(a->meta, v->key, &refs) == OK && refs == 0)
-            blob_delete(a->blobs, v->key);
-    }
-    keylock_release(v->key);
+    /* the image deleted meanwhile: the unpin queues the release of the unused bytes */
+    if (meta_blob_unpin(a->meta, v->key) != OK)
+        log_warn("api", "blob %.16s stays pinned (gc clears stale pins)", v->key);
 out:
     if (fd >= 0)
         close(fd);
@@ -677,3 +663,57 @@ const struct route api_routes[] = {
     {HTTP_GET, "/i/*/*", "variant", h_variant, ROUTE_BLOCKING},
 };
 const size_t api_nroutes = sizeof(api_routes) / sizeof(api_routes[0]);
+
+/* --- jobs --- */
+
+static int api_release_fn(void *arg, const char *key)
+{
+    struct api *a = arg;
+
+    return blob_delete(a->blobs, key);
+}
+
+/* api_job_variants makes every preset variant of an image not made yet (idempotent). */
+static int api_job_variants(struct api *a, const char *id, char *err, size_t cap)
+{
+    struct image_rec img;
+    struct variant_rec v;
+    int rc = meta_image_get(a->meta, id, &img);
+
+    if (rc == E_NOTFOUND)
+        return OK; /* deleted meanwhile: nothing to make */
+    if (rc != OK) {
+        snprintf(err, cap, "image %s: %s", id, err_str(rc));
+        return rc;
+    }
+    for (size_t i = 0; i < a->cfg->n_variants && rc == OK; i++) {
+        const struct variant_preset *vp = &a->cfg->variant[i];
+        rc = meta_variant_get(a->meta, img.id, vp->name, &v);
+        if (rc == E_NOTFOUND)
+            rc = variant_make(a, &img, vp, &v);
+        if (rc == E_NOTFOUND)
+            rc = OK; /* the image went away */
+        if (rc != OK)
+            snprintf(err, cap, "variant %s of %s: %s", vp->name, img.id, err_str(rc));
+    }
+    return rc;
+}
+
+int api_job_run(void *app, const struct meta_job *job, char *err, size_t cap)
+{
+    struct api *a = app;
+    int rc;
+
+    if (strcmp(job->kind, META_JOB_VARIANTS) == 0)
+        return api_job_variants(a, job->payload, err, cap);
+    if (strcmp(job->kind, META_JOB_RELEASE) == 0) {
+        rc = meta_blob_release(a->meta, job->payload, api_release_fn, a);
+        if (rc == E_EXISTS)
+            rc = OK; /* referenced or pinned again: the bytes stay */
+        if (rc != OK)
+            snprintf(err, cap, "release %.16s: %s", job->payload, err_str(rc));
+        return rc;
+    }
+    snprintf(err, cap, "unknown job kind \"%s\"", job->kind);
+    return E_INVALID;
+}

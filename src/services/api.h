@@ -48,6 +48,16 @@ void api_release(struct api *a);
 extern const struct route api_routes[];
 extern const size_t api_nroutes;
 
+struct meta_job;
+
+/*
+ * api_job_run is the job handler (jobs_handler_fn) of every role that runs
+ * jobs: "variants" makes an image's missing preset variants with the code the
+ * variant route uses; "release" removes a blob nothing references (under the
+ * store's release protocol). Idempotent; may block.
+ */
+int api_job_run(void *app, const struct meta_job *job, char *err, size_t cap);
+
 /* api_ready: OK when the metadata store and the blob store can serve (readiness). */
 int api_ready(void *app, char *why, size_t cap);
 

@@ -10,6 +10,7 @@
 #include "core/log.h"
 #include "http/http.h"
 #include "image/image.h"
+#include "jobs/worker.h"
 #include "meta/meta.h"
 #include "services/api.h"
 #include "services/signals.h"
@@ -57,6 +58,8 @@ int serve_run(const struct config *cfg)
     struct meta_store *meta = NULL;
     struct blob_store *blobs = NULL;
     struct http_server *srv = NULL;
+    struct jobs *jobs = NULL;
+    struct jobs_opts jo;
     char tmp_dir[4096], db_path[4096], blob_url[4200];
     bool api_ok = false, img_ok = false;
     int rc;
@@ -91,9 +94,10 @@ int serve_run(const struct config *cfg)
         goto out;
     }
     img_ok = true;
-    rc = meta_open_sqlite(db_path, &meta);
+    rc = db_open(cfg, db_path, true, &meta);
     if (rc != OK) {
-        log_error("serve", "cannot open the database \"%s\": %s", db_path, err_str(rc));
+        log_error("serve", "cannot open the database \"%s\": %s",
+                  cfg->db.url[0] ? "db.url" : db_path, err_str(rc));
         goto out;
     }
     rc = blob_store_open(blob_url, &blobs);
@@ -125,14 +129,21 @@ int serve_run(const struct config *cfg)
     rc = http_server_start(&opts, &srv);
     if (rc != OK)
         goto out;
+    jobs_opts_from(cfg, &jo);
+    rc = jobs_start(meta, &jo, api_job_run, &app, &jobs);
+    if (rc != OK)
+        goto out;
     log_info("serve", "listening on %s (port %u); public URL %s; data in %s", cfg->server.listen,
              http_server_port(srv), app.base_url, cfg->storage.data_dir);
     int sig = signals_wait();
     log_info("serve", "%s: stopping (up to %lld ms for requests in flight)", strsignal(sig),
              (long long)cfg->server.shutdown_timeout_ms);
     http_server_stop(srv, cfg->server.shutdown_timeout_ms);
+    srv = NULL;
     log_info("serve", "stopped");
 out:
+    jobs_stop(jobs);
+    http_server_stop(srv, 0);
     if (api_ok)
         api_release(&app);
     blob_store_free(blobs);
