@@ -27,6 +27,9 @@ struct http_server;
 /* A role's readiness: OK, or an error with the reason written to why. */
 typedef int http_ready_fn(void *app, char *why, size_t cap);
 
+/* Details added to the /readyz answer (a JSON value, stolen), e.g. each database server. */
+typedef json_t *http_ready_detail_fn(void *app);
+
 struct http_server_opts {
     const char *listen; /* "host:port"; port 0 picks a free port */
     int thread_pool;    /* 0: thread per connection; N: epoll pool of N threads */
@@ -41,6 +44,7 @@ struct http_server_opts {
     size_t nroutes;
     void *app;
     http_ready_fn *ready;
+    http_ready_detail_fn *ready_detail; /* may be NULL */
     unsigned workers;          /* threads for ROUTE_BLOCKING handlers when thread_pool > 0 */
     void (*thread_exit)(void); /* run by each worker thread as it exits (library cleanup) */
 };

@@ -33,6 +33,34 @@ static struct route_stats routes[METRICS_MAX_ROUTES + 1]; /* last: unmatched */
 static size_t n_routes;
 static pthread_mutex_t routes_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic int64_t inflight;
+static struct {
+    metrics_renderer_fn *fn;
+    void *arg;
+} renderers[8];
+static pthread_mutex_t renderers_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void metrics_add_renderer(metrics_renderer_fn *fn, void *arg)
+{
+    pthread_mutex_lock(&renderers_lock);
+    for (size_t i = 0; i < sizeof(renderers) / sizeof(renderers[0]); i++) {
+        if (renderers[i].fn == NULL) {
+            renderers[i].fn = fn;
+            renderers[i].arg = arg;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&renderers_lock);
+}
+
+void metrics_remove_renderer(metrics_renderer_fn *fn, void *arg)
+{
+    pthread_mutex_lock(&renderers_lock);
+    for (size_t i = 0; i < sizeof(renderers) / sizeof(renderers[0]); i++) {
+        if (renderers[i].fn == fn && renderers[i].arg == arg)
+            renderers[i].fn = NULL;
+    }
+    pthread_mutex_unlock(&renderers_lock);
+}
 
 void metric_register(struct metric *m)
 {
@@ -138,4 +166,10 @@ void metrics_render(struct strbuf *sb)
         strbuf_addf(sb, "# HELP %s %s\n# TYPE %s %s\n%s %lld\n", m->name, m->help, m->name, m->type,
                     m->name, (long long)atomic_load_explicit(&m->value, memory_order_relaxed));
     }
+    pthread_mutex_lock(&renderers_lock);
+    for (size_t i = 0; i < sizeof(renderers) / sizeof(renderers[0]); i++) {
+        if (renderers[i].fn != NULL)
+            renderers[i].fn(sb, renderers[i].arg);
+    }
+    pthread_mutex_unlock(&renderers_lock);
 }

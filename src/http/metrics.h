@@ -40,6 +40,14 @@ void metrics_request(int rid, int status, int64_t duration_us);
 /* metrics_inflight adjusts the in-flight gauge. */
 void metrics_inflight(int delta);
 
+/* metrics_renderer_fn appends a module's own (labelled) metrics to sb at each scrape. */
+typedef void metrics_renderer_fn(struct strbuf *sb, void *arg);
+
+/* metrics_add_renderer adds fn(arg) to every scrape (at most 8); metrics_remove_renderer drops it.
+ */
+void metrics_add_renderer(metrics_renderer_fn *fn, void *arg);
+void metrics_remove_renderer(metrics_renderer_fn *fn, void *arg);
+
 /* metrics_render appends the exposition text of every metric to sb. */
 void metrics_render(struct strbuf *sb);
 

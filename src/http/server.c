@@ -127,10 +127,14 @@ static void ops_readyz(struct http_req *req)
 
     if (req->srv->opts.ready != NULL)
         rc = req->srv->opts.ready(req->srv->opts.app, why, sizeof(why));
-    if (rc == OK)
-        http_reply_json(req, 200, json_pack("{s:s}", "status", "ready"));
-    else
+    if (rc == OK) {
+        json_t *j = json_pack("{s:s}", "status", "ready");
+        if (req->srv->opts.ready_detail != NULL)
+            json_object_set_new(j, "db", req->srv->opts.ready_detail(req->srv->opts.app));
+        http_reply_json(req, 200, j);
+    } else {
         http_reply_error(req, E_UNAVAILABLE, "not ready: %s", why[0] ? why : err_str(rc));
+    }
 }
 
 static void ops_metrics(struct http_req *req)

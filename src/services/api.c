@@ -14,8 +14,10 @@
 #include "core/err.h"
 #include "core/ident.h"
 #include "core/log.h"
+#include "core/strbuf.h"
 #include "core/xalloc.h"
 #include "http/http.h"
+#include "http/metrics.h"
 #include "http/range.h"
 #include "image/image.h"
 #include "meta/meta.h"
@@ -32,6 +34,8 @@
 #include <unistd.h>
 
 #define API_CSP "default-src 'none'; style-src 'unsafe-inline'; sandbox"
+
+static metrics_renderer_fn api_metrics;
 
 void api_init(struct api *a, const struct config *cfg, struct meta_store *meta,
               struct blob_store *blobs)
@@ -61,10 +65,12 @@ void api_init(struct api *a, const struct config *cfg, struct meta_store *meta,
     pthread_cond_init(&a->flight_done, NULL);
     pthread_mutex_init(&a->work_lock, NULL);
     pthread_cond_init(&a->work_free, NULL);
+    metrics_add_renderer(api_metrics, a);
 }
 
 void api_release(struct api *a)
 {
+    metrics_remove_renderer(api_metrics, a);
     pthread_mutex_destroy(&a->lock);
     pthread_cond_destroy(&a->flight_done);
     pthread_mutex_destroy(&a->work_lock);
@@ -84,6 +90,50 @@ int api_ready(void *app, char *why, size_t cap)
         return E_UNAVAILABLE;
     }
     return OK;
+}
+
+json_t *api_ready_detail(void *app)
+{
+    struct api *a = app;
+    struct meta_node nodes[META_NODES_MAX];
+    json_t *arr = json_array();
+    size_t n;
+
+    meta_nodes(a->meta, nodes, META_NODES_MAX, &n);
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr,
+                              json_pack("{s:s,s:s,s:b,s:b,s:I}", "name", nodes[i].name, "role",
+                                        nodes[i].role, "reachable", nodes[i].reachable, "usable",
+                                        nodes[i].usable, "lag_ms", (json_int_t)nodes[i].lag_ms));
+    return json_pack("{s:s,s:o}", "backend", meta_backend(a->meta), "nodes", arr);
+}
+
+/* api_metrics renders per-server database metrics: which replica served how much. */
+static void api_metrics(struct strbuf *sb, void *arg)
+{
+    struct api *a = arg;
+    struct meta_node nodes[META_NODES_MAX];
+    size_t n;
+    static const char *const names[] = {"tessera_db_queries_total", "tessera_db_errors_total",
+                                        "tessera_db_up", "tessera_db_replica_lag_ms"};
+    static const char *const help[] = {"Statements answered, by database server.",
+                                       "Failed statements and connection attempts, by server.",
+                                       "1 when the server answers now (monitor).",
+                                       "Replay lag of each replica as last measured."};
+    static const char *const type[] = {"counter", "counter", "gauge", "gauge"};
+
+    meta_nodes(a->meta, nodes, META_NODES_MAX, &n);
+    for (size_t m = 0; m < 4; m++) {
+        strbuf_addf(sb, "# HELP %s %s\n# TYPE %s %s\n", names[m], help[m], names[m], type[m]);
+        for (size_t i = 0; i < n; i++) {
+            int64_t v = m == 0   ? nodes[i].queries
+                        : m == 1 ? nodes[i].errors
+                        : m == 2 ? (int64_t)nodes[i].reachable
+                                 : nodes[i].lag_ms;
+            strbuf_addf(sb, "%s{node=\"%s\",role=\"%s\"} %lld\n", names[m], nodes[i].name,
+                        nodes[i].role, (long long)v);
+        }
+    }
 }
 
 /* --- bounded image work --- */

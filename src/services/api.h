@@ -10,6 +10,7 @@
 #include "config/config.h"
 #include "http/router.h"
 
+#include <jansson.h>
 #include <pthread.h>
 #include <stddef.h>
 
@@ -57,6 +58,9 @@ struct meta_job;
  * store's release protocol). Idempotent; may block.
  */
 int api_job_run(void *app, const struct meta_job *job, char *err, size_t cap);
+
+/* api_ready_detail: each database server (reachable, usable, lag) for /readyz. */
+json_t *api_ready_detail(void *app);
 
 /* api_ready: OK when the metadata store and the blob store can serve (readiness). */
 int api_ready(void *app, char *why, size_t cap);

@@ -123,6 +123,7 @@ int serve_run(const struct config *cfg)
         .nroutes = api_nroutes,
         .app = &app,
         .ready = api_ready,
+        .ready_detail = api_ready_detail,
         .workers = (unsigned)cfg->server.workers,
         .thread_exit = img_thread_exit,
     };
