@@ -11,7 +11,9 @@
 #include "core/log.h"
 #include "core/xalloc.h"
 #include "jobs/worker.h"
+#include "services/ring_admin.h"
 #include "services/serve.h"
+#include "services/storage.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -40,10 +42,11 @@ static const struct cli_cmd cli_cmds[] = {
     {"read", cmd_later, "read service: image bytes, variants, metadata, listings"},
     {"write", cmd_later, "write service: uploads and deletes"},
     {"worker", worker_cmd, "job worker: variants, blob release; --once: until none is due"},
-    {"storage", cmd_later, "storage shard node"},
+    {"storage", storage_cmd, "storage shard node: blobs by key on local disk (ring member)"},
     {"migrate", migrate_cmd, "apply the embedded schema migrations (PostgreSQL primary or SQLite)"},
-    {"ring", cmd_later, "show, plan and rebalance the storage ring"},
-    {"repair", cmd_later, "restore missing blob replicas, remove strays"},
+    {"ring", ring_admin_cmd, "show, apply, plan, rebalance and simulate the storage ring"},
+    {"repair", ring_admin_repair_cmd,
+     "restore missing blob replicas, move hinted copies home, remove strays"},
     {"gc", cmd_later, "collect orphan blobs"},
     {"config", cmd_config, "print the configuration: --defaults, --markdown or the effective one"},
     {"version", cmd_version, "print the version"},

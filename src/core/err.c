@@ -33,6 +33,7 @@ static const struct err_info err_table[] = {
     {E_RANGE, 416, "range_not_satisfiable", "range not satisfiable"},
     {E_NOSPACE, 503, "unavailable", "no space left on device"},
     {E_HEADERS, 431, "request_header_fields_too_large", "request headers too large"},
+    {E_FULL, 507, "insufficient_storage", "storage node full"},
 };
 
 static const struct err_info *err_find(int rc)

@@ -13,6 +13,7 @@
 #include "jobs/worker.h"
 #include "meta/meta.h"
 #include "services/api.h"
+#include "services/ring_admin.h"
 #include "services/signals.h"
 #include "store/blob.h"
 
@@ -100,7 +101,7 @@ int serve_run(const struct config *cfg)
                   cfg->db.url[0] ? "db.url" : db_path, err_str(rc));
         goto out;
     }
-    rc = blob_store_open(blob_url, &blobs);
+    rc = ring_admin_open_store(cfg, meta, blob_url, tmp_dir, &blobs);
     if (rc != OK) {
         log_error("serve", "cannot open the blob store \"%s\": %s", blob_url, err_str(rc));
         goto out;

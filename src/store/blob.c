@@ -91,3 +91,16 @@ int blob_store_check(struct blob_store *bs)
 {
     return bs->ops->check(bs->be);
 }
+
+int blob_list(struct blob_store *bs, const char *after, struct blob_entry *out, size_t cap,
+              size_t *n)
+{
+    *n = 0;
+    if (after == NULL)
+        after = "";
+    if (after[0] != '\0' && !key_ok(after))
+        return E_INVALID;
+    if (bs->ops->list == NULL)
+        return E_UNSUPPORTED;
+    return bs->ops->list(bs->be, after, out, cap, n);
+}

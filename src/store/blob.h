@@ -9,6 +9,8 @@
 #ifndef STORE_BLOB_H
 #define STORE_BLOB_H
 
+#include "core/ident.h" /* BLOB_KEY_LEN */
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -55,5 +57,22 @@ int blob_tmp_path(struct blob_store *bs, char *buf, size_t cap);
 
 /* blob_store_check tells whether the store can take writes now (readiness): OK or E_UNAVAILABLE. */
 int blob_store_check(struct blob_store *bs);
+
+/* One blob of a listing. */
+struct blob_entry {
+    char key[BLOB_KEY_LEN + 1];
+    uint64_t size;
+    int64_t mtime; /* seconds since the epoch: when this copy was stored */
+};
+
+/*
+ * blob_list fills out[0..*n) with at most cap blobs whose keys sort after
+ * after ("" or NULL: from the first), in key order; *n < cap means the end.
+ * Cost grows with cap, not with the store. E_INVALID for a bad after,
+ * E_UNSUPPORTED for a store that cannot list (a ring: list each shard),
+ * E_UNAVAILABLE / E_IO otherwise.
+ */
+int blob_list(struct blob_store *bs, const char *after, struct blob_entry *out, size_t cap,
+              size_t *n);
 
 #endif

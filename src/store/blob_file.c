@@ -36,6 +36,11 @@ struct bf {
     char *tmp;  /* root/tmp */
 };
 
+static int bf_cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 /* bf_errno maps an errno of a failed write-side call to a status. */
 static int bf_errno(int e)
 {
@@ -310,6 +315,91 @@ static int bf_check(void *be)
     return access(b->tmp, W_OK) == 0 ? OK : E_UNAVAILABLE;
 }
 
+/* bf_names lists the entries of dir accepted by ok (len-byte names), sorted; *v freed by caller. */
+static int bf_names(const char *dir, size_t len, const char *after, size_t cmp, char ***v,
+                    size_t *n)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    size_t alloc = 0;
+    int rc = OK;
+
+    *v = NULL;
+    *n = 0;
+    if (d == NULL) {
+        if (errno == ENOENT || errno == ENOTDIR)
+            return OK;
+        return bf_fail(errno, "cannot list", dir);
+    }
+    while ((de = readdir(d)) != NULL) {
+        const char *nm = de->d_name;
+        bool hex = strlen(nm) == len;
+        for (size_t i = 0; hex && i < len; i++)
+            hex = (nm[i] >= '0' && nm[i] <= '9') || (nm[i] >= 'a' && nm[i] <= 'f');
+        /* at the level of after's prefix, skip what sorts before it (keys: before or equal) */
+        if (!hex || (cmp > 0 && strncmp(nm, after, cmp) < (len == BLOB_KEY_LEN ? 1 : 0)))
+            continue;
+        if (*n == alloc) {
+            alloc = alloc ? 2 * alloc : 64;
+            *v = xrealloc(*v, alloc * sizeof(**v));
+        }
+        (*v)[(*n)++] = xstrdup(nm);
+    }
+    closedir(d);
+    if (*n > 1)
+        qsort(*v, *n, sizeof(**v), bf_cmp_str);
+    return rc;
+}
+
+static void bf_names_free(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+/*
+ * bf_list walks ROOT/ab/cd/ in order from after's fan-out directories on, so
+ * a page costs the directories it reads, not the whole store.
+ */
+static int bf_list(void *be, const char *after, struct blob_entry *out, size_t cap, size_t *n)
+{
+    struct bf *b = be;
+    char **l1 = NULL, **l2 = NULL, **l3 = NULL;
+    size_t n1 = 0, n2 = 0, n3 = 0;
+    char path[PATH_MAX];
+    bool first1 = after[0] != '\0', first2;
+    int rc = bf_names(b->root, 2, after, first1 ? 2 : 0, &l1, &n1);
+
+    for (size_t i = 0; rc == OK && i < n1 && *n < cap; i++) {
+        first2 = first1 && strncmp(l1[i], after, 2) == 0;
+        snprintf(path, sizeof(path), "%s/%s", b->root, l1[i]);
+        rc = bf_names(path, 2, after + 2, first2 ? 2 : 0, &l2, &n2);
+        for (size_t j = 0; rc == OK && j < n2 && *n < cap; j++) {
+            bool first3 = first2 && strncmp(l2[j], after + 2, 2) == 0;
+            snprintf(path, sizeof(path), "%s/%s/%s", b->root, l1[i], l2[j]);
+            rc = bf_names(path, BLOB_KEY_LEN, after, first3 ? BLOB_KEY_LEN : 0, &l3, &n3);
+            for (size_t k = 0; rc == OK && k < n3 && *n < cap; k++) {
+                struct stat st;
+                char file[PATH_MAX];
+                if (bf_paths(b, l3[k], NULL, NULL, file) != OK || stat(file, &st) != 0 ||
+                    !S_ISREG(st.st_mode))
+                    continue; /* deleted meanwhile */
+                memcpy(out[*n].key, l3[k], BLOB_KEY_LEN + 1);
+                out[*n].size = (uint64_t)st.st_size;
+                out[*n].mtime = (int64_t)st.st_mtime;
+                (*n)++;
+            }
+            bf_names_free(l3, n3);
+            l3 = NULL;
+        }
+        bf_names_free(l2, n2);
+        l2 = NULL;
+    }
+    bf_names_free(l1, n1);
+    return rc;
+}
+
 static void bf_free(void *be)
 {
     struct bf *b = be;
@@ -330,6 +420,7 @@ static const struct blob_ops bf_ops = {
     .del = bf_delete,
     .tmp_path = bf_tmp_path,
     .check = bf_check,
+    .list = bf_list,
 };
 
 /* bf_mkdir_p creates path and its missing parents (path is absolute and writable here). */

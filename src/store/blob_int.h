@@ -21,6 +21,7 @@ struct blob_ops {
     int (*del)(void *be, const char *key);
     int (*tmp_path)(void *be, char *buf, size_t cap);
     int (*check)(void *be);
+    int (*list)(void *be, const char *after, struct blob_entry *out, size_t cap, size_t *n);
 };
 
 struct blob_store {
@@ -37,5 +38,13 @@ struct blob_store *blob_store_new(const struct blob_ops *ops, void *be);
  * crash left in root/tmp. E_INVALID if root is not absolute, E_IO if unusable.
  */
 int blob_file_open(const char *root, struct blob_store **out);
+
+/*
+ * blob_http_open opens a client of the `tessera storage` node at base
+ * ("http://host:port"). Downloads go to unlinked files in tmp_dir (local).
+ * Timeouts in milliseconds: to connect, and of no progress while reading.
+ */
+int blob_http_open(const char *base, const char *tmp_dir, long connect_ms, long read_ms,
+                   struct blob_store **out);
 
 #endif

@@ -380,11 +380,12 @@ char *ring_describe(const struct ring *r)
 
     memcpy(sorted, r->shards, r->n * sizeof(*sorted));
     qsort(sorted, r->n, sizeof(*sorted), ring_cmp_id);
-    len =
-        (size_t)snprintf(text, cap, "replicas=%u write_quorum=%u\n", r->replicas, r->write_quorum);
+    len = (size_t)snprintf(text, cap, "# replicas=%u write_quorum=%u\n", r->replicas,
+                           r->write_quorum);
     for (size_t i = 0; i < r->n; i++)
-        len += (size_t)snprintf(text + len, cap - len, "%s %s zone=%s weight=%.9g\n", sorted[i].id,
-                                sorted[i].url, sorted[i].zone, sorted[i].weight);
+        len += (size_t)snprintf(text + len, cap - len, "%s=%s;weight=%.9g%s%s\n", sorted[i].id,
+                                sorted[i].url, sorted[i].weight, sorted[i].zone[0] ? ";zone=" : "",
+                                sorted[i].zone);
     free(sorted);
     return text;
 }
@@ -517,4 +518,16 @@ out:
         fclose(f);
     free(text);
     return rc;
+}
+
+int ring_parse_described(const char *text, struct ring **out, char *err, size_t cap)
+{
+    struct ring_err e = {err, cap};
+    unsigned r = 0, w = 0;
+
+    *out = NULL;
+    if (text == NULL || sscanf(text, "# replicas=%u write_quorum=%u", &r, &w) != 2)
+        return ring_fail(&e,
+                         "the recorded ring does not start with \"# replicas=R write_quorum=W\"");
+    return ring_parse(text, r, w, out, err, cap);
 }

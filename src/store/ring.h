@@ -79,10 +79,17 @@ size_t ring_lookup_hash(const struct ring *r, uint64_t h, unsigned *out, size_t 
 /* ring_lookup is ring_lookup_hash of ring_key_hash(key). */
 size_t ring_lookup(const struct ring *r, const char *key, unsigned *out, size_t n);
 
+/* ring_parse_described parses the text of ring_describe (R and W from its first line). */
+int ring_parse_described(const char *text, struct ring **out, char *err, size_t cap);
+
 /* ring_find returns the index of the shard with id, or -1. */
 int ring_find(const struct ring *r, const char *id);
 
-/* ring_describe writes the canonical text of the ring (what its epoch hashes) into a new string. */
+/*
+ * ring_describe returns (caller frees) the canonical text of the ring, what
+ * its epoch hashes: "# replicas=R write_quorum=W" then one entry a line,
+ * sorted by id. ring_parse_described reads it back.
+ */
 char *ring_describe(const struct ring *r);
 
 #endif
