@@ -15,6 +15,7 @@
 #include "services/api.h"
 #include "services/ring_admin.h"
 #include "services/signals.h"
+#include "services/web.h"
 #include "store/blob.h"
 
 #include <dirent.h>
@@ -110,6 +111,8 @@ int serve_run(const struct config *cfg)
     api_ok = true;
 
     signals_block();
+    struct route routes[WEB_MAX_ROUTES];
+    web_init(cfg);
     struct http_server_opts opts = {
         .listen = cfg->server.listen,
         .thread_pool = (int)cfg->server.thread_pool,
@@ -120,8 +123,8 @@ int serve_run(const struct config *cfg)
         .max_body_bytes = (uint64_t)cfg->limits.max_upload_bytes,
         .tmp_dir = tmp_dir,
         .access_log = cfg->log.access,
-        .routes = api_routes,
-        .nroutes = api_nroutes,
+        .routes = routes,
+        .nroutes = web_routes_with(api_routes, api_nroutes, routes, WEB_MAX_ROUTES),
         .app = &app,
         .ready = api_ready,
         .ready_detail = api_ready_detail,
