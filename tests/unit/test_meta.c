@@ -1068,7 +1068,7 @@ static bool pg_start(char *why, size_t cap)
     }
     srand((unsigned)(getpid() ^ time(NULL)));
     for (int tries = 0; tries < 50 && base == 0; tries++) {
-        int b = 20000 + rand() % 30000;
+        int b = 20000 + rand() % 12000; /* below the ephemeral port range */
         if (port_free(b) && port_free(b + 1))
             base = b;
     }
