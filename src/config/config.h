@@ -46,8 +46,8 @@ struct config {
     } limits;
     struct {
         char *data_dir;
-        char *blobs; /* blob store URL; "" = file://<data_dir>/blobs */
-        char *db;    /* SQLite path; "" = <data_dir>/meta.db */
+        char *blobs;  /* blob store URL; "" = file://<data_dir>/blobs */
+        char *db;     /* SQLite path; "" = <data_dir>/meta.db */
         char *shards; /* the ring: "ID=URL[;zone=Z][;weight=W], ..." or "@FILE"; "" = blobs */
         int64_t replicas;
         int64_t write_quorum;
