@@ -11,6 +11,8 @@ pkgs=(
     libssl-dev libcurl4-openssl-dev libpq-dev libhiredis-dev
     # tests
     libcmocka-dev curl python3 libimage-exiftool-perl
+    # browser test of the web page (npm tools: scripts/npm-deps.sh)
+    chromium
     # runtime of the image pipeline (BMP loads through ImageMagick's loader in libvips 8.14)
     libvips-tools imagemagick
     # servers of the cluster (started by the tests and the local cluster launcher)
@@ -18,6 +20,8 @@ pkgs=(
     # benchmarks
     wrk
 )
+# node and npm from Debian, unless a node with its own npm is there already
+command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/deps.sh
+./scripts/npm-deps.sh
 
 echo "== sanitizer build: unit tests under ASan + UBSan"
 ./scripts/build.sh build-asan -DTESSERA_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
