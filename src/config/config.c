@@ -452,8 +452,8 @@ static int cfg_parse_variants(struct config *cfg, struct cfg_err *e)
         if (config_variant(cfg, name, strlen(name)) != NULL)
             return cfg_fail(e, "image.variants: \"%s\" is defined twice", name);
         memset(&vp, 0, sizeof(vp));
-        snprintf(vp.name, sizeof(vp.name), "%s", name);
-        snprintf(vp.format, sizeof(vp.format), "%s", fmt);
+        memcpy(vp.name, name, strlen(name)); /* cfg_variant_name_ok: shorter than vp.name */
+        memcpy(vp.format, fmt, strlen(fmt)); /* one of the four names above */
         vp.width = w;
         vp.height = h;
         vp.quality = q;
