@@ -6,6 +6,7 @@
  */
 #include "cli/cli.h"
 
+#include "cli/client.h"
 #include "config/config.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -48,6 +49,10 @@ static const struct cli_cmd cli_cmds[] = {
     {"repair", ring_admin_repair_cmd,
      "restore missing blob replicas, move hinted copies home, remove strays"},
     {"gc", cmd_later, "collect orphan blobs"},
+    {"upload", client_cmd, "upload images to a server (--server URL or TESSERA_URL); --json"},
+    {"ls", client_cmd, "list a server's images, newest first; --limit N, --json"},
+    {"info", client_cmd, "print one image's metadata; --json"},
+    {"rm", client_cmd, "delete an image: --token DELETE_TOKEN or --key ADMIN_KEY"},
     {"config", cmd_config, "print the configuration: --defaults, --markdown or the effective one"},
     {"version", cmd_version, "print the version"},
 };
@@ -170,6 +175,11 @@ int cli_main(int argc, char **argv)
     if (cmd == NULL) {
         fprintf(stderr, "tessera: unknown command \"%s\"\n\n", argv[1]);
         cli_usage(stderr);
+        goto out;
+    }
+    if (cmd->run == client_cmd) {
+        /* the client takes its own flags (--server, --key, ...) and reads no configuration */
+        status = client_cmd(NULL, argc - 1, argv + 1);
         goto out;
     }
     rest[n_rest++] = argv[1];
