@@ -270,3 +270,8 @@ int meta_job_stats(struct meta_store *ms, struct meta_job_stats *st)
     memset(st, 0, sizeof(*st));
     return ms->ops->job_stats(ms->be, st);
 }
+
+bool meta_may_block(const struct meta_store *ms)
+{
+    return strcmp(ms->ops->name, "sqlite") != 0;
+}

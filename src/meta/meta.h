@@ -268,4 +268,10 @@ int meta_job_stats(struct meta_store *ms, struct meta_job_stats *st);
 /* meta_image_count sets *n to the number of live images (for metrics and tests). */
 int meta_image_count(struct meta_store *ms, int64_t *n);
 
+/*
+ * meta_may_block tells whether calls may wait on the network (a database
+ * server): callers then keep them off threads that serve other connections.
+ */
+bool meta_may_block(const struct meta_store *ms);
+
 #endif

@@ -714,6 +714,22 @@ const struct route api_routes[] = {
 };
 const size_t api_nroutes = sizeof(api_routes) / sizeof(api_routes[0]);
 
+size_t api_routes_build(const struct api *a, unsigned methods, struct route *out, size_t cap)
+{
+    bool remote = meta_may_block(a->meta) || blob_store_may_block(a->blobs);
+    size_t n = 0;
+
+    for (size_t i = 0; i < api_nroutes && n < cap; i++) {
+        if (!(api_routes[i].methods & methods))
+            continue;
+        out[n] = api_routes[i];
+        if (remote)
+            out[n].flags |= ROUTE_BLOCKING;
+        n++;
+    }
+    return n;
+}
+
 /* --- jobs --- */
 
 static int api_release_fn(void *arg, const char *key)

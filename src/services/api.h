@@ -49,6 +49,14 @@ void api_release(struct api *a);
 extern const struct route api_routes[];
 extern const size_t api_nroutes;
 
+/*
+ * api_routes_build copies into out (capacity cap) the API routes that admit
+ * one of methods (HTTP_GET | HTTP_POST | ...: a role serves a subset), marking
+ * the read routes ROUTE_BLOCKING when a's stores may wait on the network.
+ * Returns how many were written.
+ */
+size_t api_routes_build(const struct api *a, unsigned methods, struct route *out, size_t cap);
+
 struct meta_job;
 
 /*

@@ -111,7 +111,8 @@ int serve_run(const struct config *cfg)
     api_ok = true;
 
     signals_block();
-    struct route routes[WEB_MAX_ROUTES];
+    struct route routes[WEB_MAX_ROUTES], api_r[WEB_MAX_ROUTES];
+    size_t n_api = api_routes_build(&app, ~0u, api_r, WEB_MAX_ROUTES);
     web_init(cfg);
     struct http_server_opts opts = {
         .listen = cfg->server.listen,
@@ -124,7 +125,7 @@ int serve_run(const struct config *cfg)
         .tmp_dir = tmp_dir,
         .access_log = cfg->log.access,
         .routes = routes,
-        .nroutes = web_routes_with(api_routes, api_nroutes, routes, WEB_MAX_ROUTES),
+        .nroutes = web_routes_with(api_r, n_api, routes, WEB_MAX_ROUTES),
         .app = &app,
         .ready = api_ready,
         .ready_detail = api_ready_detail,

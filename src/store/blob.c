@@ -104,3 +104,8 @@ int blob_list(struct blob_store *bs, const char *after, struct blob_entry *out, 
         return E_UNSUPPORTED;
     return bs->ops->list(bs->be, after, out, cap, n);
 }
+
+bool blob_store_may_block(const struct blob_store *bs)
+{
+    return bs->ops->may_block != NULL && bs->ops->may_block(bs->be);
+}

@@ -75,4 +75,10 @@ struct blob_entry {
 int blob_list(struct blob_store *bs, const char *after, struct blob_entry *out, size_t cap,
               size_t *n);
 
+/*
+ * blob_store_may_block tells whether calls may wait on the network (a remote
+ * shard): callers then keep them off threads that serve other connections.
+ */
+bool blob_store_may_block(const struct blob_store *bs);
+
 #endif

@@ -443,8 +443,15 @@ static void bh_free(void *be)
     free(b);
 }
 
+static bool bh_may_block(void *be)
+{
+    (void)be;
+    return true;
+}
+
 static const struct blob_ops bh_ops = {
     .name = "http",
+    .may_block = bh_may_block,
     .free = bh_free,
     .put_path = bh_put_path,
     .open = bh_open,

@@ -22,6 +22,7 @@ struct blob_ops {
     int (*tmp_path)(void *be, char *buf, size_t cap);
     int (*check)(void *be);
     int (*list)(void *be, const char *after, struct blob_entry *out, size_t cap, size_t *n);
+    bool (*may_block)(void *be); /* NULL: local disk only */
 };
 
 struct blob_store {

@@ -333,8 +333,20 @@ static void br_free(void *be)
     free(b);
 }
 
+static bool br_may_block(void *be)
+{
+    struct br *b = be;
+
+    for (size_t i = 0; i < b->ring->n; i++) {
+        if (blob_store_may_block(b->sh[i].bs))
+            return true;
+    }
+    return false;
+}
+
 static const struct blob_ops br_ops = {
     .name = "ring",
+    .may_block = br_may_block,
     .free = br_free,
     .put_path = br_put_path,
     .open = br_open,

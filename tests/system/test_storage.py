@@ -144,9 +144,9 @@ def run(root, procs):
         n.start()
     serve = Proc(root, "serve", ["serve"])
     procs.append(serve)
-    # thread per connection: blob_open from a remote shard blocks while it downloads
+    # the default epoll model: reads from remote shards run on the worker threads
     serve_args = ["--storage.shards=" + ring_text(nodes), "--storage.replicas=2",
-                  "--storage.write_quorum=2", "--server.thread_pool=0",
+                  "--storage.write_quorum=2",
                   "--storage.connect_timeout=300ms", "--storage.down_backoff=500ms"]
     serve.start(serve_args)
 
