@@ -420,9 +420,11 @@ static int client_ls(struct client *c)
         fflush(stdout);
         next = json_object_get(j, "next_cursor");
         free(cursor);
-        cursor = json_is_string(next) ? xstrdup(json_string_value(next)) : NULL;
+        cursor = json_is_string(next) && json_array_size(items) > 0
+                     ? xstrdup(json_string_value(next))
+                     : NULL;
         json_decref(j);
-        if (cursor == NULL || (c->limit > 0 && shown >= c->limit) || json_array_size(items) == 0)
+        if (cursor == NULL || (c->limit > 0 && shown >= c->limit))
             break;
     }
     free(cursor);
