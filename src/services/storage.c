@@ -286,7 +286,8 @@ int storage_run(const struct config *cfg)
         log_error("storage", "cannot use \"%s\"", cfg->storage.data_dir);
         return E_IO;
     }
-    snprintf(s.root, sizeof(s.root), "%s/blobs", tmp);
+    memcpy(s.root, tmp, strlen(tmp)); /* fits: checked above */
+    memcpy(s.root + strlen(tmp), "/blobs", sizeof("/blobs"));
     snprintf(url, sizeof(url), "file://%s", s.root);
     rc = blob_store_open(url, &s.blobs);
     if (rc != OK)
