@@ -34,14 +34,16 @@ struct cli_cmd {
 };
 
 static int cmd_serve(const struct config *cfg, int argc, char **argv);
+static int cmd_read(const struct config *cfg, int argc, char **argv);
+static int cmd_write(const struct config *cfg, int argc, char **argv);
 static int cmd_config(const struct config *cfg, int argc, char **argv);
 static int cmd_version(const struct config *cfg, int argc, char **argv);
 static int cmd_later(const struct config *cfg, int argc, char **argv);
 
 static const struct cli_cmd cli_cmds[] = {
     {"serve", cmd_serve, "single node: read + write + worker on SQLite and local directories"},
-    {"read", cmd_later, "read service: image bytes, variants, metadata, listings"},
-    {"write", cmd_later, "write service: uploads and deletes"},
+    {"read", cmd_read, "read service: image bytes, variants, metadata, listings"},
+    {"write", cmd_write, "write service: uploads and deletes"},
     {"worker", worker_cmd, "job worker: variants, blob release; --once: until none is due"},
     {"storage", storage_cmd, "storage shard node: blobs by key on local disk (ring member)"},
     {"migrate", migrate_cmd, "apply the embedded schema migrations (PostgreSQL primary or SQLite)"},
@@ -102,6 +104,24 @@ static int cmd_config(const struct config *cfg, int argc, char **argv)
         return 2;
     }
     return 0;
+}
+
+static int cmd_read(const struct config *cfg, int argc, char **argv)
+{
+    if (argc > 1) {
+        fprintf(stderr, "tessera read: unexpected argument \"%s\"\n", argv[1]);
+        return 2;
+    }
+    return service_run(cfg, SERVICE_READ, "read") == OK ? 0 : 1;
+}
+
+static int cmd_write(const struct config *cfg, int argc, char **argv)
+{
+    if (argc > 1) {
+        fprintf(stderr, "tessera write: unexpected argument \"%s\"\n", argv[1]);
+        return 2;
+    }
+    return service_run(cfg, SERVICE_WRITE, "write") == OK ? 0 : 1;
 }
 
 static int cmd_serve(const struct config *cfg, int argc, char **argv)

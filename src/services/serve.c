@@ -56,6 +56,11 @@ static void serve_clean_tmp(const char *dir)
 
 int serve_run(const struct config *cfg)
 {
+    return service_run(cfg, SERVICE_READ | SERVICE_WRITE | SERVICE_JOBS | SERVICE_WEB, "serve");
+}
+
+int service_run(const struct config *cfg, unsigned parts, const char *role)
+{
     struct api app;
     struct meta_store *meta = NULL;
     struct blob_store *blobs = NULL;
@@ -112,8 +117,16 @@ int serve_run(const struct config *cfg)
 
     signals_block();
     struct route routes[WEB_MAX_ROUTES], api_r[WEB_MAX_ROUTES];
-    size_t n_api = api_routes_build(&app, ~0u, api_r, WEB_MAX_ROUTES);
-    web_init(cfg);
+    unsigned methods = ((parts & SERVICE_READ) ? HTTP_GET : 0u) |
+                       ((parts & SERVICE_WRITE) ? (HTTP_POST | HTTP_DELETE) : 0u);
+    size_t n_api = api_routes_build(&app, methods, api_r, WEB_MAX_ROUTES);
+    size_t n_routes = n_api;
+    if (parts & SERVICE_WEB) {
+        web_init(cfg);
+        n_routes = web_routes_with(api_r, n_api, routes, WEB_MAX_ROUTES);
+    } else {
+        memcpy(routes, api_r, n_api * sizeof(routes[0]));
+    }
     struct http_server_opts opts = {
         .listen = cfg->server.listen,
         .thread_pool = (int)cfg->server.thread_pool,
@@ -125,7 +138,7 @@ int serve_run(const struct config *cfg)
         .tmp_dir = tmp_dir,
         .access_log = cfg->log.access,
         .routes = routes,
-        .nroutes = web_routes_with(api_r, n_api, routes, WEB_MAX_ROUTES),
+        .nroutes = n_routes,
         .app = &app,
         .ready = api_ready,
         .ready_detail = api_ready_detail,
@@ -135,18 +148,20 @@ int serve_run(const struct config *cfg)
     rc = http_server_start(&opts, &srv);
     if (rc != OK)
         goto out;
-    jobs_opts_from(cfg, &jo);
-    rc = jobs_start(meta, &jo, api_job_run, &app, &jobs);
-    if (rc != OK)
-        goto out;
-    log_info("serve", "listening on %s (port %u); public URL %s; data in %s", cfg->server.listen,
+    if (parts & SERVICE_JOBS) {
+        jobs_opts_from(cfg, &jo);
+        rc = jobs_start(meta, &jo, api_job_run, &app, &jobs);
+        if (rc != OK)
+            goto out;
+    }
+    log_info(role, "listening on %s (port %u); public URL %s; data in %s", cfg->server.listen,
              http_server_port(srv), app.base_url, cfg->storage.data_dir);
     int sig = signals_wait();
-    log_info("serve", "%s: stopping (up to %lld ms for requests in flight)", strsignal(sig),
+    log_info(role, "%s: stopping (up to %lld ms for requests in flight)", strsignal(sig),
              (long long)cfg->server.shutdown_timeout_ms);
     http_server_stop(srv, cfg->server.shutdown_timeout_ms);
     srv = NULL;
-    log_info("serve", "stopped");
+    log_info(role, "stopped");
 out:
     jobs_stop(jobs);
     http_server_stop(srv, 0);
