@@ -511,6 +511,17 @@ static int client_rm(struct client *c)
 
 /* --- arguments --- */
 
+/*
+ * client_looks_like_id tells an image id that starts with '-' from an option:
+ * every option name is shorter than an id (11+) and an id has no '='.
+ */
+static bool client_looks_like_id(const char *a)
+{
+    size_t n = strlen(a);
+
+    return n >= 11 && n <= 32 && client_id_ok(a);
+}
+
 /* client_opt matches "--name" or "--name=value"; takes the value from the next argument if needed.
  */
 static int client_opt(int argc, char **argv, int *i, const char *name, const char **val)
@@ -543,7 +554,9 @@ static int client_parse(struct client *c, const struct client_cmd_spec *spec, in
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int m;
-        if (flags_done || a[0] != '-' || strcmp(a, "-") == 0) {
+        /* ids may start with '-': one that is no option of ours is an argument */
+        if (flags_done || a[0] != '-' || strcmp(a, "-") == 0 ||
+            (spec->max_args == 1 && client_looks_like_id(a))) {
             if (c->nargs == CLIENT_MAX_ARGS) {
                 fprintf(stderr, "tessera %s: too many arguments\n", c->cmd);
                 return CLIENT_EXIT_USAGE;

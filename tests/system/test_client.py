@@ -140,6 +140,9 @@ def t_info_rm(srv):
     rc, out, err = cli("info", "AAAAAAAAAAAAAAAA", "--server", srv.base)
     C.eq(rc, 1, "info of an unknown id: exit 1")
     C.check("no such image" in err and "not_found" in err, "404 message on stderr", err)
+    for dashed in ("-AAAAAAAAAAAAAAA", "--AAAAAAAAAAAAAA"):
+        rc, out, err = cli("info", dashed, "--server", srv.base)
+        C.eq(rc, 1, "an id starting with '-' is an id, not an option: %s" % dashed, err)
     rc, out, err = cli("info", "../../etc", "--server", srv.base)
     C.eq(rc, 2, "info of a malformed id: exit 2")
     rc, out, err = cli("info", "--server", srv.base)
