@@ -106,8 +106,8 @@ async function main() {
     check(!(victim in left) && keep in left, 'its token is dropped from localStorage, the other kept');
 
     // a fresh gallery (reload) does not show it either
-    await page.goto(base + '/#/');
     await page.goto(base + '/#/gallery');
+    await page.reload();
     await page.waitForFunction(() => document.querySelectorAll('#gallery li').length >= 1);
     const after = await page.locator('#gallery li').evaluateAll((es) => es.map((e) => e.dataset.id));
     check(!after.includes(victim) && after.includes(keep), 'after a reload the gallery has only the kept image', after.join(' '));
@@ -130,6 +130,25 @@ async function main() {
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     check(overflow <= 1, 'no horizontal overflow at 380 px', overflow);
     await page.screenshot({ path: path.join(artDir, 'web-image-narrow.png'), fullPage: true });
+
+    // drag-and-drop and paste: a File made in the page from the kept image's bytes
+    await page.setViewportSize({ width: 1100, height: 900 });
+    await page.goto(base + '/#/');
+    const keptUrl = direct[ids.indexOf(keep)];
+    const before = await page.locator('.result.done').count();
+    await page.evaluate(async (u) => {
+      const blob = await (await fetch(u)).blob();
+      const file = (name) => new File([blob], name, { type: blob.type });
+      const dropped = new DataTransfer();
+      dropped.items.add(file('dropped.jpg'));
+      document.getElementById('drop').dispatchEvent(new DragEvent('drop', { dataTransfer: dropped, bubbles: true, cancelable: true }));
+      const pasted = new DataTransfer();
+      pasted.items.add(file('pasted.jpg'));
+      document.dispatchEvent(new ClipboardEvent('paste', { clipboardData: pasted, bubbles: true, cancelable: true }));
+    }, keptUrl);
+    await page.waitForFunction((n) => document.querySelectorAll('.result.done').length === n + 2, before, { timeout: 30000 });
+    const names = await page.locator('.result.ok .result-name').allTextContents();
+    check(names.includes('dropped.jpg') && names.includes('pasted.jpg'), 'drop and paste upload too', names.join(' '));
 
     const foreign = Array.from(origins).filter((o) => o !== base && o !== 'null');
     check(foreign.length === 0, 'no request leaves the server', foreign.join(' '));
