@@ -1663,14 +1663,19 @@ int meta_open_pg(const struct meta_options *o, struct meta_store **out)
         goto out;
     if (o->migrate) {
         rc = meta_migrate_pg(o->url, NULL, NULL);
-        if (rc == E_UNAVAILABLE && p->nreplicas > 0) {
-            log_warn("meta", "postgres primary unreachable: not migrated, serving from replicas");
+        if (rc == E_UNAVAILABLE) {
+            log_warn("meta", "postgres primary unreachable: not migrated");
             rc = OK;
         }
         if (rc != OK)
             goto out;
     }
     rc = pg_check_schema(p);
+    if (rc == E_UNAVAILABLE) {
+        /* start anyway, not ready: the monitor finds the servers when they come back */
+        log_warn("meta", "postgres: no server reachable at start: serving 503 until one is");
+        rc = OK;
+    }
     if (rc != OK)
         goto out;
     pg_probe_all(p);

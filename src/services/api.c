@@ -490,7 +490,6 @@ static void send_blob(struct api *a, struct http_req *req, const char *id, const
         http_reply_error(req, E_UNAVAILABLE, "the image bytes are unavailable right now");
         return;
     }
-    http_set_header(req, "Content-Type", mime);
     http_set_header(req, "Accept-Ranges", "bytes");
     http_set_header(req, "Content-Security-Policy", API_CSP);
     if (range != NULL && (if_range == NULL || strcmp(if_range, etag) == 0)) {
@@ -509,10 +508,12 @@ static void send_blob(struct api *a, struct http_req *req, const char *id, const
             snprintf(cr, sizeof(cr), "bytes %llu-%llu/%llu", (unsigned long long)first,
                      (unsigned long long)last, (unsigned long long)size);
             http_set_header(req, "Content-Range", cr);
+            http_set_header(req, "Content-Type", mime);
             http_reply_fd(req, 206, fd, first, last - first + 1);
             return;
         }
     }
+    http_set_header(req, "Content-Type", mime);
     http_reply_fd(req, 200, fd, 0, size);
 }
 

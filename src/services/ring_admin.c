@@ -109,6 +109,15 @@ int ring_admin_open_store(const struct config *cfg, struct meta_store *meta,
                   "without moving anything (then run `tessera repair`)",
                   ring->epoch, recorded);
         rc = E_INVALID;
+    } else if (rc == E_UNAVAILABLE) {
+        /*
+         * The database is down: the recorded ring cannot be checked now. Start on the
+         * configured one (the service is not ready until the database answers) rather
+         * than stay down when the database returns.
+         */
+        log_warn("ring", "the recorded ring could not be read: starting on the configured ring "
+                         "(epoch %s) unchecked", ring->epoch);
+        rc = OK;
     }
     if (rc != OK) {
         ring_free(ring);

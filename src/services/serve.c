@@ -56,7 +56,7 @@ static void serve_clean_tmp(const char *dir)
 
 int serve_run(const struct config *cfg)
 {
-    return service_run(cfg, SERVICE_READ | SERVICE_WRITE | SERVICE_JOBS | SERVICE_WEB, "serve");
+    return service_run(cfg, SERVICE_ALL, "serve");
 }
 
 int service_run(const struct config *cfg, unsigned parts, const char *role)
@@ -101,7 +101,8 @@ int service_run(const struct config *cfg, unsigned parts, const char *role)
         goto out;
     }
     img_ok = true;
-    rc = db_open(cfg, db_path, true, &meta);
+    /* serve migrates its own database; a cluster's roles leave that to `tessera migrate` */
+    rc = db_open(cfg, db_path, parts == SERVICE_ALL, &meta);
     if (rc != OK) {
         log_error("serve", "cannot open the database \"%s\": %s",
                   cfg->db.url[0] ? "db.url" : db_path, err_str(rc));

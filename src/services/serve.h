@@ -17,6 +17,7 @@ int serve_run(const struct config *cfg);
 #define SERVICE_WRITE (1u << 1) /* POST/DELETE of the API: uploads and deletes */
 #define SERVICE_JOBS  (1u << 2) /* job threads (variants, blob release) in the process */
 #define SERVICE_WEB   (1u << 3) /* the web page at / */
+#define SERVICE_ALL   (SERVICE_READ | SERVICE_WRITE | SERVICE_JOBS | SERVICE_WEB)
 
 /*
  * service_run serves the given parts of the service (SERVICE_*) until SIGTERM
