@@ -35,9 +35,9 @@
 
 #define HTTP_MAX_RESP_HEADERS 16
 #define HTTP_HDR_ARENA        1536
-#define HTTP_NOBODY_MAX       (64 * 1024)   /* bodies of routes that take none are capped */
-#define HTTP_MULTIPART_SLACK  (64 * 1024)   /* multipart framing around the file part */
-#define HTTP_DISCARD_MAX      (1024 * 1024) /* body bytes read and dropped after an answer */
+#define HTTP_NOBODY_MAX       (64 * 1024)       /* bodies of routes that take none are capped */
+#define HTTP_MULTIPART_SLACK  (64 * 1024)       /* multipart framing around the file part */
+#define HTTP_DISCARD_MAX      (4 * 1024 * 1024) /* body bytes read and dropped after an answer */
 #define HTTP_RID_MAX          64
 
 /* The workers that run ROUTE_BLOCKING handlers off the epoll threads (thread_pool > 0). */
@@ -648,12 +648,14 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         req->state = REQ_BODY;
         if (req_precheck(req, &declared)) {
             /*
-             * Answered from the headers. When a large body is declared the answer
-             * goes at once and the connection closes without reading it; else it
-             * waits for the end of the request so the connection stays alive
-             * (0.9.75 closes a connection whose answer is queued this early).
+             * Answered from the headers. The answer waits for the end of the
+             * request, the body read and dropped, so the connection stays alive
+             * (0.9.75 closes a connection whose answer is queued this early) and
+             * the client, still sending, reads the answer instead of a reset. A
+             * body declared larger than HTTP_DISCARD_MAX is answered at once and
+             * the connection closed unread.
              */
-            if (req->status == 413 || (declared != UINT64_MAX && declared > HTTP_NOBODY_MAX))
+            if (declared != UINT64_MAX && declared > HTTP_DISCARD_MAX)
                 return req_queue(req);
             req->state = REQ_ANSWERED;
             return MHD_YES;
