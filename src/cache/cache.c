@@ -1,0 +1,406 @@
+/*
+ * cache.c - LRU -> Redis Cluster -> metadata store, tombstones and invalidation.
+ *
+ * Invariant: a fill (reader) never overwrites a tombstone: in Redis it is a
+ * SET NX, in the LRU a non-forced put. Only a delete writes over an entry.
+ * So a reader that read the live row just before a delete cannot put it back
+ * after the delete's tombstone landed (docs/internals/cache.md, "Ordering").
+ */
+#include "cache/cache.h"
+
+#include "cache/lru.h"
+#include "cache/rcluster.h"
+#include "core/codec.h"
+#include "core/err.h"
+#include "core/ident.h"
+#include "core/log.h"
+#include "core/strbuf.h"
+#include "core/xalloc.h"
+#include "http/metrics.h"
+#include "meta/meta.h"
+
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CACHE_KEY_PREFIX "tessera:img:"
+
+enum cache_layer_id { CL_LRU, CL_REDIS, CL_DB, CL_N };
+static const char *const cache_layer_name[CL_N] = {"lru", "redis", "db"};
+
+struct cache_layer {
+    _Atomic int64_t hits;   /* a value or a tombstone/negative answer found */
+    _Atomic int64_t misses; /* not there: next layer asked */
+    _Atomic int64_t errors; /* the layer failed: next layer asked */
+    _Atomic int64_t us;     /* time spent in lookups, microseconds */
+    _Atomic int64_t lookups;
+};
+
+struct cache {
+    const struct config *cfg;
+    struct lru *lru;
+    struct rcluster *rc;
+    struct rcluster_sub *sub;
+    bool local_only;
+    _Atomic bool sub_live; /* the subscription is up: the LRU sees every invalidation */
+    struct cache_layer layer[CL_N];
+    _Atomic int64_t invalidations_received;
+    _Atomic int64_t invalidations_published;
+    _Atomic int64_t invalidation_errors;
+    _Atomic int64_t fills_refused; /* fills that met a tombstone */
+};
+
+static metrics_renderer_fn cache_metrics;
+
+static void count(_Atomic int64_t *v, int64_t d)
+{
+    atomic_fetch_add_explicit(v, d, memory_order_relaxed);
+}
+
+static void layer_done(struct cache *c, enum cache_layer_id l, int64_t t0, _Atomic int64_t *what)
+{
+    count(what, 1);
+    count(&c->layer[l].us, time_mono_us() - t0);
+    count(&c->layer[l].lookups, 1);
+}
+
+/* --- values --- */
+
+size_t cache_rec_encode(const struct image_rec *r, char *buf)
+{
+    int n = snprintf(buf, CACHE_VALUE_MAX,
+                     "1|%" PRId64 "|%s|%s|%" PRIu32 "|%" PRIu32 "|%" PRIu32 "|%" PRIu64 "|%" PRId64
+                     "|%s|%s",
+                     r->seq, r->key, r->format, r->width, r->height, r->frames, r->bytes,
+                     r->created_at, r->owner, r->token_hash);
+    return n < 0 ? 0 : (size_t)n;
+}
+
+/* field copies the next '|'-separated field of *p (up to end) into dst (capacity cap). */
+static bool field(const char **p, const char *end, char *dst, size_t cap)
+{
+    const char *bar = memchr(*p, '|', (size_t)(end - *p));
+    const char *stop = bar != NULL ? bar : end;
+    size_t len = (size_t)(stop - *p);
+
+    if (*p > end || len >= cap)
+        return false;
+    memcpy(dst, *p, len);
+    dst[len] = '\0';
+    *p = bar != NULL ? bar + 1 : end + 1;
+    return true;
+}
+
+static bool num(const char **p, const char *end, int64_t lo, int64_t hi, int64_t *out)
+{
+    char tmp[24], *e = NULL;
+
+    if (!field(p, end, tmp, sizeof(tmp)) || tmp[0] == '\0')
+        return false;
+    long long v = strtoll(tmp, &e, 10);
+    if (*e != '\0' || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+int cache_rec_decode(const char *val, size_t len, const char *id, struct image_rec *r)
+{
+    const char *p = val, *end = val + len;
+    int64_t seq, w, h, fr, by, cr;
+
+    if (len == 1 && val[0] == '0')
+        return E_NOTFOUND;
+    if (len < 2 || memcmp(val, "1|", 2) != 0)
+        return E_INVALID;
+    p += 2;
+    memset(r, 0, sizeof(*r));
+    if (!num(&p, end, 0, INT64_MAX, &seq) || !field(&p, end, r->key, sizeof(r->key)) ||
+        strlen(r->key) != SHA256_HEX - 1 || !field(&p, end, r->format, sizeof(r->format)) ||
+        r->format[0] == '\0' || !num(&p, end, 0, UINT32_MAX, &w) ||
+        !num(&p, end, 0, UINT32_MAX, &h) || !num(&p, end, 0, UINT32_MAX, &fr) ||
+        !num(&p, end, 0, INT64_MAX, &by) || !num(&p, end, INT64_MIN + 1, INT64_MAX, &cr) ||
+        !field(&p, end, r->owner, sizeof(r->owner)) ||
+        !field(&p, end, r->token_hash, sizeof(r->token_hash)) || p != end + 1)
+        return E_INVALID;
+    snprintf(r->id, sizeof(r->id), "%s", id);
+    r->seq = seq;
+    r->width = (uint32_t)w;
+    r->height = (uint32_t)h;
+    r->frames = (uint32_t)fr;
+    r->bytes = (uint64_t)by;
+    r->created_at = cr;
+    return OK;
+}
+
+/* --- subscriber --- */
+
+static void cache_on_msg(void *arg, const char *msg, size_t len)
+{
+    struct cache *c = arg;
+    char id[IMAGE_ID_MAX + 1];
+    int64_t now = time_mono_us();
+
+    count(&c->invalidations_received, 1);
+    if (c->lru == NULL || len > IMAGE_ID_MAX)
+        return;
+    memcpy(id, msg, len);
+    id[len] = '\0';
+    lru_put(c->lru, id, NULL, now + c->cfg->cache.tombstone_ttl_ms * 1000, now, true);
+}
+
+static void cache_on_state(void *arg, bool subscribed)
+{
+    struct cache *c = arg;
+
+    /* messages may have been missed while unsubscribed: start from an empty LRU either way */
+    if (!subscribed)
+        atomic_store(&c->sub_live, false);
+    if (c->lru != NULL)
+        lru_clear(c->lru);
+    if (subscribed)
+        atomic_store(&c->sub_live, true);
+}
+
+/* --- lifecycle --- */
+
+int cache_new(const struct config *cfg, bool local_deletes_only, struct cache **out)
+{
+    struct cache *c = xcalloc(1, sizeof(*c));
+    int rc = OK;
+
+    *out = NULL;
+    c->cfg = cfg;
+    c->local_only = local_deletes_only;
+    if (cfg->cache.redis[0] != '\0') {
+        struct rcluster_opts o = {
+            .nodes = cfg->cache.redis,
+            .connect_timeout_ms = cfg->cache.connect_timeout_ms,
+            .timeout_ms = cfg->cache.timeout_ms,
+            .down_backoff_ms = cfg->cache.down_backoff_ms,
+            .pool = (size_t)cfg->cache.pool,
+        };
+        rc = rcluster_new(&o, &c->rc);
+        if (rc != OK) {
+            log_error("cache", "cache.redis \"%s\": not a list of host:port", cfg->cache.redis);
+            goto out;
+        }
+    }
+    if (cfg->cache.lru_entries > 0 && (c->rc != NULL || local_deletes_only))
+        c->lru = lru_new((size_t)cfg->cache.lru_entries, sizeof(struct image_rec));
+    if (c->rc != NULL) {
+        rc =
+            rcluster_subscribe(c->rc, cfg->cache.channel, cache_on_msg, cache_on_state, c, &c->sub);
+        if (rc != OK)
+            goto out;
+    }
+    metrics_add_renderer(cache_metrics, c);
+    log_info("cache", "metadata cache: lru %s, redis %s", c->lru ? "on" : "off",
+             c->rc ? cfg->cache.redis : "off");
+out:
+    if (rc != OK) {
+        cache_free(c);
+        c = NULL;
+    }
+    *out = c;
+    return rc;
+}
+
+void cache_free(struct cache *c)
+{
+    if (c == NULL)
+        return;
+    metrics_remove_renderer(cache_metrics, c);
+    rcluster_unsubscribe(c->sub);
+    rcluster_free(c->rc);
+    lru_free(c->lru);
+    free(c);
+}
+
+const char *cache_state(struct cache *c)
+{
+    if (c == NULL || c->rc == NULL)
+        return "off";
+    return atomic_load(&c->sub_live) ? "subscribed" : "degraded";
+}
+
+/* --- the read path --- */
+
+static bool lru_usable(struct cache *c)
+{
+    return c->lru != NULL && (c->rc == NULL ? c->local_only : atomic_load(&c->sub_live));
+}
+
+static void redis_key(const char *id, char *key, size_t cap)
+{
+    snprintf(key, cap, CACHE_KEY_PREFIX "%s", id);
+}
+
+static void lru_fill(struct cache *c, const char *id, const struct image_rec *rec, int64_t ttl_ms)
+{
+    int64_t now = time_mono_us();
+
+    if (lru_usable(c) && !lru_put(c->lru, id, rec, now + ttl_ms * 1000, now, false))
+        count(&c->fills_refused, 1);
+}
+
+int cache_image_get(struct cache *c, struct meta_store *ms, const char *id, struct image_rec *out)
+{
+    const struct config *cfg;
+    char key[IMAGE_ID_MAX + sizeof(CACHE_KEY_PREFIX) + 1], val[CACHE_VALUE_MAX];
+    size_t len = 0;
+    int64_t t0;
+    int rc;
+
+    if (c == NULL)
+        return meta_image_get(ms, id, out);
+    cfg = c->cfg;
+    if (lru_usable(c)) {
+        t0 = time_mono_us();
+        enum lru_state st = lru_get(c->lru, id, t0, out);
+        layer_done(c, CL_LRU, t0,
+                   st == LRU_MISS ? &c->layer[CL_LRU].misses : &c->layer[CL_LRU].hits);
+        if (st == LRU_VALUE)
+            return OK;
+        if (st == LRU_GONE)
+            return E_NOTFOUND;
+    }
+    redis_key(id, key, sizeof(key));
+    if (c->rc != NULL) {
+        t0 = time_mono_us();
+        rc = rcluster_get(c->rc, key, val, sizeof(val), &len);
+        if (rc == OK)
+            rc = cache_rec_decode(val, len, id, out);
+        if (rc == OK || rc == E_NOTFOUND) {
+            bool gone = rc == E_NOTFOUND && len > 0;
+            if (rc == OK || gone) {
+                layer_done(c, CL_REDIS, t0, &c->layer[CL_REDIS].hits);
+                lru_fill(c, id, gone ? NULL : out,
+                         gone ? cfg->cache.negative_ttl_ms : cfg->cache.lru_ttl_ms);
+                return rc;
+            }
+            layer_done(c, CL_REDIS, t0, &c->layer[CL_REDIS].misses);
+        } else {
+            layer_done(c, CL_REDIS, t0, &c->layer[CL_REDIS].errors);
+        }
+    }
+    t0 = time_mono_us();
+    rc = meta_image_get(ms, id, out);
+    if (rc == OK || rc == E_NOTFOUND) {
+        layer_done(c, CL_DB, t0, rc == OK ? &c->layer[CL_DB].hits : &c->layer[CL_DB].misses);
+    } else {
+        layer_done(c, CL_DB, t0, &c->layer[CL_DB].errors);
+        return rc;
+    }
+    if (c->rc != NULL) {
+        /* NX: a tombstone a delete wrote meanwhile wins over this (possibly old) read */
+        if (rc == OK)
+            len = cache_rec_encode(out, val);
+        else
+            len = (size_t)snprintf(val, sizeof(val), "0");
+        int src = rcluster_set(c->rc, key, val, len,
+                               rc == OK ? cfg->cache.ttl_ms : cfg->cache.negative_ttl_ms, true);
+        if (src == E_EXISTS)
+            count(&c->fills_refused, 1);
+        else if (src != OK)
+            count(&c->layer[CL_REDIS].errors, 1);
+    }
+    lru_fill(c, id, rc == OK ? out : NULL,
+             rc == OK ? cfg->cache.lru_ttl_ms : cfg->cache.negative_ttl_ms);
+    return rc;
+}
+
+void cache_image_deleted(struct cache *c, const char *id)
+{
+    char key[IMAGE_ID_MAX + sizeof(CACHE_KEY_PREFIX) + 1];
+    int64_t now;
+    int rc;
+
+    if (c == NULL)
+        return;
+    now = time_mono_us();
+    if (c->lru != NULL)
+        lru_put(c->lru, id, NULL, now + c->cfg->cache.tombstone_ttl_ms * 1000, now, true);
+    if (c->rc == NULL)
+        return;
+    redis_key(id, key, sizeof(key));
+    rc = rcluster_set(c->rc, key, "0", 1, c->cfg->cache.tombstone_ttl_ms, false);
+    if (rc != OK) {
+        count(&c->invalidation_errors, 1);
+        log_warn("cache", "image %s: tombstone not written: %s", id, err_str(rc));
+    }
+    rc = rcluster_publish(c->rc, c->cfg->cache.channel, id, NULL);
+    if (rc != OK) {
+        count(&c->invalidation_errors, 1);
+        log_warn("cache", "image %s: invalidation not published: %s", id, err_str(rc));
+        return;
+    }
+    count(&c->invalidations_published, 1);
+}
+
+/* --- metrics --- */
+
+static void cache_metrics(struct strbuf *sb, void *arg)
+{
+    struct cache *c = arg;
+    struct rcluster_node_info nodes[RCLUSTER_NODES_MAX];
+    size_t n = c->rc != NULL ? rcluster_nodes(c->rc, nodes, RCLUSTER_NODES_MAX) : 0;
+    static const char *const results[] = {"hit", "miss", "error"};
+
+    strbuf_addf(sb, "# HELP tessera_cache_lookups_total Metadata lookups answered by each cache "
+                    "layer (hit), passed on (miss) or failed (error).\n"
+                    "# TYPE tessera_cache_lookups_total counter\n");
+    for (size_t l = 0; l < CL_N; l++) {
+        const struct cache_layer *cl = &c->layer[l];
+        int64_t v[3] = {atomic_load(&cl->hits), atomic_load(&cl->misses), atomic_load(&cl->errors)};
+        for (size_t k = 0; k < 3; k++)
+            strbuf_addf(sb, "tessera_cache_lookups_total{layer=\"%s\",result=\"%s\"} %lld\n",
+                        cache_layer_name[l], results[k], (long long)v[k]);
+    }
+    strbuf_addf(sb, "# HELP tessera_cache_latency_seconds Time spent in each layer's lookups.\n"
+                    "# TYPE tessera_cache_latency_seconds summary\n");
+    for (size_t l = 0; l < CL_N; l++) {
+        strbuf_addf(sb, "tessera_cache_latency_seconds_sum{layer=\"%s\"} %.6f\n",
+                    cache_layer_name[l], (double)atomic_load(&c->layer[l].us) / 1e6);
+        strbuf_addf(sb, "tessera_cache_latency_seconds_count{layer=\"%s\"} %lld\n",
+                    cache_layer_name[l], (long long)atomic_load(&c->layer[l].lookups));
+    }
+    strbuf_addf(sb,
+                "# HELP tessera_cache_invalidations_total Invalidations published (deletes "
+                "here), received (from any process) and failed.\n"
+                "# TYPE tessera_cache_invalidations_total counter\n"
+                "tessera_cache_invalidations_total{event=\"published\"} %lld\n"
+                "tessera_cache_invalidations_total{event=\"received\"} %lld\n"
+                "tessera_cache_invalidations_total{event=\"error\"} %lld\n"
+                "# HELP tessera_cache_fills_refused_total Fills that met a tombstone (a delete "
+                "raced the read).\n# TYPE tessera_cache_fills_refused_total counter\n"
+                "tessera_cache_fills_refused_total %lld\n"
+                "# HELP tessera_cache_lru_entries Entries in the in-process LRU.\n"
+                "# TYPE tessera_cache_lru_entries gauge\ntessera_cache_lru_entries %zu\n"
+                "# HELP tessera_cache_subscribed 1 while the invalidation subscription is live.\n"
+                "# TYPE tessera_cache_subscribed gauge\ntessera_cache_subscribed %d\n",
+                (long long)atomic_load(&c->invalidations_published),
+                (long long)atomic_load(&c->invalidations_received),
+                (long long)atomic_load(&c->invalidation_errors),
+                (long long)atomic_load(&c->fills_refused), c->lru ? lru_count(c->lru) : 0,
+                atomic_load(&c->sub_live) ? 1 : 0);
+    if (n == 0)
+        return;
+    strbuf_addf(sb, "# HELP tessera_cache_redis_up 1 when the node is not marked down.\n"
+                    "# TYPE tessera_cache_redis_up gauge\n");
+    for (size_t i = 0; i < n; i++)
+        strbuf_addf(sb, "tessera_cache_redis_up{node=\"%s\"} %d\n", nodes[i].addr,
+                    nodes[i].up ? 1 : 0);
+    strbuf_addf(sb, "# HELP tessera_cache_redis_commands_total Commands sent, by node.\n"
+                    "# TYPE tessera_cache_redis_commands_total counter\n");
+    for (size_t i = 0; i < n; i++)
+        strbuf_addf(sb, "tessera_cache_redis_commands_total{node=\"%s\"} %lld\n", nodes[i].addr,
+                    (long long)nodes[i].commands);
+    strbuf_addf(sb, "# HELP tessera_cache_redis_errors_total Failed connections and commands, "
+                    "by node.\n# TYPE tessera_cache_redis_errors_total counter\n");
+    for (size_t i = 0; i < n; i++)
+        strbuf_addf(sb, "tessera_cache_redis_errors_total{node=\"%s\"} %lld\n", nodes[i].addr,
+                    (long long)nodes[i].errors);
+}

@@ -1,0 +1,68 @@
+/*
+ * cache.h - the image metadata cache of the read path: in-process LRU, then
+ * Redis Cluster, then the metadata store, filling both on the way back.
+ *
+ * Redis is an accelerator, never the truth: every cache failure falls through
+ * to the store, and the answer is the store's. Invariant: after
+ * cache_image_deleted returned, no process serves the image from its LRU or
+ * from Redis (a tombstone replaces the entry; readers never overwrite one;
+ * each LRU is used only while its invalidation subscription is live).
+ * Only metadata is cached, never bytes. See docs/internals/cache.md.
+ */
+#ifndef CACHE_CACHE_H
+#define CACHE_CACHE_H
+
+#include "config/config.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct cache;
+struct meta_store;
+struct image_rec;
+
+/*
+ * cache_new makes the cache of cfg->cache: an LRU unless cache.lru_entries is
+ * 0, a Redis Cluster client and its invalidation subscriber unless
+ * cache.redis is "". Without Redis, a process learns of no other process's
+ * deletes, so its LRU is used only when local_deletes_only (it is the sole
+ * deleter, e.g. tessera serve on SQLite). Never connects synchronously: Redis
+ * may be down. E_INVALID for a malformed cache.redis.
+ */
+int cache_new(const struct config *cfg, bool local_deletes_only, struct cache **out);
+
+/* cache_free stops the subscriber and frees c; NULL is fine. */
+void cache_free(struct cache *c);
+
+/*
+ * cache_image_get fills *out for a live image: LRU, Redis, then
+ * meta_image_get(ms) (whose answer then fills both). E_NOTFOUND for an unknown
+ * or deleted id (cached as such for cache.negative_ttl), the store's error
+ * otherwise. c may be NULL (straight to the store). Thread-safe; may block
+ * (Redis: at most a few cache.timeout; the store: its own timeouts).
+ */
+int cache_image_get(struct cache *c, struct meta_store *ms, const char *id, struct image_rec *out);
+
+/*
+ * cache_image_deleted is called after the image's row was deleted: writes a
+ * tombstone over its Redis entry, publishes the id on the invalidation
+ * channel and tombstones it in this process's LRU. Redis failures are logged
+ * and counted, never returned (the TTLs bound what a lost message costs).
+ * c may be NULL. Thread-safe; may block like cache_image_get.
+ */
+void cache_image_deleted(struct cache *c, const char *id);
+
+/* cache_ready_detail: a short state for /readyz ("off", "subscribed", "degraded"); never blocks. */
+const char *cache_state(struct cache *c);
+
+/* --- the Redis value of an entry; exported for the unit tests --- */
+
+#define CACHE_VALUE_MAX 512
+
+/* cache_rec_encode writes rec as a Redis value into buf (capacity CACHE_VALUE_MAX); its length. */
+size_t cache_rec_encode(const struct image_rec *rec, char *buf);
+
+/* cache_rec_decode parses a value: OK (rec filled), E_NOTFOUND (a tombstone), E_INVALID. */
+int cache_rec_decode(const char *val, size_t len, const char *id, struct image_rec *rec);
+
+#endif
