@@ -135,6 +135,32 @@ static const struct cfg_entry config_table[] = {
     {"cdn", "base_url", CFG_STR, "", 0, 0, F(cdn.base_url),
      "Base URL of the CDN in front; when set, image URLs in answers use it."},
 
+    {"cache", "redis", CFG_STR, "", 0, 0, F(cache.redis),
+     "Redis Cluster seed nodes, comma-separated host:port (the slot map is read from them); "
+     "empty: no Redis (metadata reads go to the database, the LRU only in a sole deleter)."},
+    {"cache", "channel", CFG_STR, "tessera:invalidate", 0, 0, F(cache.channel),
+     "Redis pub/sub channel on which deletes publish the ids every read service drops."},
+    {"cache", "ttl", CFG_DURATION, "1h", 1000, 7 * 24 * 3600000LL, F(cache.ttl_ms),
+     "Lifetime of an image's metadata entry in Redis."},
+    {"cache", "negative_ttl", CFG_DURATION, "5s", 100, 3600000, F(cache.negative_ttl_ms),
+     "Lifetime of an \"unknown id\" entry (Redis and LRU)."},
+    {"cache", "tombstone_ttl", CFG_DURATION, "60s", 1000, 3600000, F(cache.tombstone_ttl_ms),
+     "Lifetime of the tombstone a delete writes; keep it above the slowest metadata read "
+     "(db.statement_timeout) so a read that began before the delete cannot re-fill the entry."},
+    {"cache", "lru_entries", CFG_INT, "100000", 0, 100000000, F(cache.lru_entries),
+     "Entries of the in-process LRU (about 400 bytes each); 0: no in-process cache."},
+    {"cache", "lru_ttl", CFG_DURATION, "30s", 100, 3600000, F(cache.lru_ttl_ms),
+     "Lifetime of an entry in the in-process LRU (bounds staleness if an invalidation is lost)."},
+    {"cache", "connect_timeout", CFG_DURATION, "100ms", 1, 10000, F(cache.connect_timeout_ms),
+     "Longest a connection attempt to one Redis node may take."},
+    {"cache", "timeout", CFG_DURATION, "100ms", 1, 10000, F(cache.timeout_ms),
+     "Longest a Redis command may take before the node counts as failed."},
+    {"cache", "down_backoff", CFG_DURATION, "1s", 10, 600000, F(cache.down_backoff_ms),
+     "A Redis node that failed is skipped this long (doubling while it stays down, up to 16 "
+     "times this), then one request probes it."},
+    {"cache", "pool", CFG_INT, "8", 1, 16, F(cache.pool),
+     "Idle keep-alive connections kept per Redis node."},
+
     {"image", "concurrency", CFG_INT, "1", 1, 64, F(image.concurrency),
      "libvips worker threads per image operation."},
     {"image", "max_parallel", CFG_INT, "2", 1, 256, F(image.max_parallel),

@@ -80,6 +80,19 @@ struct config {
         char *base_url;
     } cdn;
     struct {
+        char *redis;   /* Redis Cluster seed nodes "host:port,..."; "" = no Redis */
+        char *channel; /* pub/sub channel of invalidations */
+        int64_t ttl_ms;
+        int64_t negative_ttl_ms;
+        int64_t tombstone_ttl_ms;
+        int64_t lru_entries; /* 0 = no in-process cache */
+        int64_t lru_ttl_ms;
+        int64_t connect_timeout_ms;
+        int64_t timeout_ms;
+        int64_t down_backoff_ms;
+        int64_t pool;
+    } cache;
+    struct {
         int64_t concurrency;
         int64_t max_parallel;
         int64_t cache_bytes;

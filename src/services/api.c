@@ -9,6 +9,7 @@
  */
 #include "services/api.h"
 
+#include "cache/cache.h"
 #include "core/codec.h"
 #include "core/crypto.h"
 #include "core/err.h"
@@ -348,7 +349,7 @@ static bool lookup(struct api *a, struct http_req *req, struct str s, struct ima
     }
     memcpy(id, s.p, s.len);
     id[s.len] = '\0';
-    rc = meta_image_get(a->meta, id, img);
+    rc = cache_image_get(a->cache, a->meta, id, img);
     if (rc == E_NOTFOUND) {
         http_reply_error(req, E_NOTFOUND, "no such image");
         return false;
@@ -453,6 +454,8 @@ static void h_delete(struct http_req *req)
         http_reply_error(req, E_UNAVAILABLE, "metadata store: %s", err_str(rc));
         return;
     }
+    /* row first, then the caches: a reader can no longer re-fill them from the store */
+    cache_image_deleted(a->cache, img.id);
     /* the bytes go in the release jobs queued by the delete's transaction */
     log_info("api", "deleted %s (%zu blobs to release)", img.id, rel.n);
     http_reply_empty(req, 204);

@@ -16,6 +16,7 @@
 
 struct meta_store;
 struct blob_store;
+struct cache;
 
 #define API_VARIANT_FLIGHTS 64
 
@@ -31,6 +32,7 @@ struct api {
     const struct config *cfg;
     struct meta_store *meta;
     struct blob_store *blobs;
+    struct cache *cache; /* metadata cache (LRU, Redis); NULL: none; owned by the runner */
     char base_url[512]; /* public URLs: cdn.base_url, server.public_url or http://listen */
     pthread_mutex_t lock;
     pthread_cond_t flight_done;

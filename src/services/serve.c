@@ -6,6 +6,7 @@
  */
 #include "services/serve.h"
 
+#include "cache/cache.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "http/http.h"
@@ -66,6 +67,7 @@ int service_run(const struct config *cfg, unsigned parts, const char *role)
     struct blob_store *blobs = NULL;
     struct http_server *srv = NULL;
     struct jobs *jobs = NULL;
+    struct cache *cache = NULL;
     struct jobs_opts jo;
     char tmp_dir[4096], db_path[4096], blob_url[4200];
     bool api_ok = false, img_ok = false;
@@ -115,6 +117,11 @@ int service_run(const struct config *cfg, unsigned parts, const char *role)
     }
     api_init(&app, cfg, meta, blobs);
     api_ok = true;
+    /* without Redis the LRU is safe only where every delete happens: one process on SQLite */
+    rc = cache_new(cfg, (parts & SERVICE_WRITE) && cfg->db.url[0] == '\0', &cache);
+    if (rc != OK)
+        goto out;
+    app.cache = cache;
 
     signals_block();
     struct route routes[WEB_MAX_ROUTES], api_r[WEB_MAX_ROUTES];
@@ -168,6 +175,7 @@ out:
     http_server_stop(srv, 0);
     if (api_ok)
         api_release(&app);
+    cache_free(cache);
     blob_store_free(blobs);
     meta_close(meta);
     if (img_ok)
