@@ -94,7 +94,8 @@ int rcluster_parse_addr(const char *s, size_t len, char *host, size_t hostcap, i
     const char *colon = memrchr(s, ':', len);
     long p = 0;
 
-    if (colon == NULL || colon == s || (size_t)(colon - s) >= hostcap)
+    if (colon == NULL || colon == s || (size_t)(colon - s) >= hostcap ||
+        memchr(s, ' ', (size_t)(colon - s)) != NULL)
         return E_INVALID;
     const char *d = colon + 1;
     if (d == s + len || (size_t)(s + len - d) > 5)

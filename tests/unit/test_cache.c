@@ -1,0 +1,317 @@
+/*
+ * test_cache.c - the cache module without servers: CRC16 and hash slots (the
+ * Redis Cluster spec's vectors and hash-tag rules), MOVED/ASK and address
+ * parsing, LRU eviction, TTL and tombstones, and the Redis value encoding.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+// cmocka needs the above first
+#include "cache/cache.h"
+#include "cache/lru.h"
+#include "cache/rcluster.h"
+#include "core/err.h"
+#include "meta/meta.h"
+
+#include <cmocka.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+static unsigned slot_of(const char *k)
+{
+    return rcluster_key_slot(k, strlen(k));
+}
+
+static void test_crc16_vector(void **state)
+{
+    (void)state;
+    assert_int_equal(rcluster_crc16("123456789", 9), 0x31C3);
+    assert_int_equal(slot_of("123456789"), 12739);
+    assert_int_equal(rcluster_crc16("", 0), 0);
+    /* values redis-cli CLUSTER KEYSLOT gives */
+    assert_int_equal(slot_of("foo"), 12182);
+    assert_int_equal(slot_of("bar"), 5061);
+}
+
+static void test_hash_tags(void **state)
+{
+    (void)state;
+    /* the spec's examples */
+    assert_int_equal(slot_of("{user1000}.following"), slot_of("{user1000}.followers"));
+    assert_int_equal(slot_of("{user1000}.following"), slot_of("user1000"));
+    assert_int_equal(slot_of("foo{}{bar}"), rcluster_crc16("foo{}{bar}", 10) & 16383);
+    assert_int_equal(slot_of("foo{{bar}}zap"), slot_of("{bar"));
+    assert_int_equal(slot_of("foo{bar}{zap}"), slot_of("bar"));
+    assert_int_equal(slot_of("no{close"), rcluster_crc16("no{close", 8) & 16383);
+    for (int i = 0; i < 1000; i++) {
+        char k[32];
+        snprintf(k, sizeof(k), "tessera:img:%d", i);
+        assert_true(slot_of(k) < RCLUSTER_SLOTS);
+    }
+}
+
+static void test_redirects(void **state)
+{
+    struct rcluster_redirect r;
+    const char *moved = "MOVED 3999 127.0.0.1:6381";
+    const char *ask = "ASK 12739 10.0.0.7:7002";
+    const char *v6 = "MOVED 1 ::1:7003";
+    (void)state;
+
+    assert_int_equal(rcluster_parse_redirect(moved, strlen(moved), &r), OK);
+    assert_false(r.ask);
+    assert_int_equal(r.slot, 3999);
+    assert_string_equal(r.host, "127.0.0.1");
+    assert_int_equal(r.port, 6381);
+    assert_int_equal(rcluster_parse_redirect(ask, strlen(ask), &r), OK);
+    assert_true(r.ask);
+    assert_int_equal(r.slot, 12739);
+    assert_string_equal(r.host, "10.0.0.7");
+    assert_int_equal(r.port, 7002);
+    assert_int_equal(rcluster_parse_redirect(v6, strlen(v6), &r), OK);
+    assert_string_equal(r.host, "::1");
+    assert_int_equal(r.port, 7003);
+
+    static const char *const bad[] = {
+        "ERR unknown command",
+        "MOVED",
+        "MOVED ",
+        "MOVED 3999",
+        "MOVED 3999 ",
+        "MOVED 16384 h:1",
+        "MOVED x h:1",
+        "MOVED 1 h",
+        "MOVED 1 h:",
+        "MOVED 1 :7000",
+        "MOVED 1 h:0",
+        "MOVED 1 h:65536",
+        "MOVED 1 h:70a",
+        "MOVED 1  h:1",
+        "ASK 1",
+        "CLUSTERDOWN The cluster is down",
+        "TRYAGAIN Multiple keys request during rehashing of slot",
+        "moved 1 h:1",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(rcluster_parse_redirect(bad[i], strlen(bad[i]), &r), E_INVALID);
+    /* not NUL-terminated: only len counts */
+    assert_int_equal(rcluster_parse_redirect("MOVED 5 h:12345", 12, &r), OK);
+    assert_int_equal(r.port, 12);
+}
+
+static void test_seed_list(void **state)
+{
+    struct rcluster_opts o = {"127.0.0.1:7001, 127.0.0.1:7002,127.0.0.1:7003", 100, 100, 1000, 4};
+    struct rcluster *rc = NULL;
+    struct rcluster_node_info ni[4];
+    (void)state;
+
+    assert_int_equal(rcluster_new(&o, &rc), OK);
+    assert_int_equal(rcluster_nodes(rc, ni, 4), 3);
+    assert_string_equal(ni[1].addr, "127.0.0.1:7002");
+    assert_true(ni[0].up);
+    rcluster_free(rc);
+    static const char *const bad[] = {"", " , ", "localhost", "h:99999", "h:1,nope"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        o.nodes = bad[i];
+        assert_int_equal(rcluster_new(&o, &rc), E_INVALID);
+        assert_null(rc);
+    }
+}
+
+/* A dead node costs one refused connection, then fails fast while marked down. */
+static void test_down_node_fails_fast(void **state)
+{
+    struct rcluster_opts o = {"127.0.0.1:1", 100, 100, 60000, 4};
+    struct rcluster *rc = NULL;
+    struct rcluster_node_info ni[1];
+    char buf[16];
+    size_t len;
+    (void)state;
+
+    assert_int_equal(rcluster_new(&o, &rc), OK);
+    assert_int_equal(rcluster_get(rc, "k", buf, sizeof(buf), &len), E_UNAVAILABLE);
+    assert_int_equal(rcluster_nodes(rc, ni, 1), 1);
+    assert_false(ni[0].up);
+    int64_t errors = ni[0].errors;
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(rcluster_get(rc, "k", buf, sizeof(buf), &len), E_UNAVAILABLE);
+    rcluster_nodes(rc, ni, 1);
+    assert_int_equal(ni[0].errors, errors); /* no new attempt during the back-off */
+    assert_int_equal(rcluster_publish(rc, "c", "m", NULL), E_UNAVAILABLE);
+    rcluster_free(rc);
+}
+
+static void test_lru_basic_ttl(void **state)
+{
+    struct lru *l = lru_new(4, sizeof(int));
+    int v = 7, out = 0;
+    (void)state;
+
+    assert_int_equal(lru_get(l, "a", 0, &out), LRU_MISS);
+    assert_true(lru_put(l, "a", &v, 100, 0, false));
+    assert_int_equal(lru_get(l, "a", 50, &out), LRU_VALUE);
+    assert_int_equal(out, 7);
+    assert_int_equal(lru_get(l, "a", 100, &out), LRU_MISS); /* expired at 100 */
+    assert_int_equal(lru_count(l), 0);
+    char longkey[LRU_KEY_MAX + 1];
+    memset(longkey, 'k', LRU_KEY_MAX);
+    longkey[LRU_KEY_MAX] = '\0';
+    assert_false(lru_put(l, longkey, &v, 100, 0, false));
+    lru_free(l);
+    lru_free(NULL);
+}
+
+static void test_lru_eviction(void **state)
+{
+    struct lru *l = lru_new(3, sizeof(int));
+    int out = 0;
+    (void)state;
+
+    for (int i = 0; i < 3; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "k%d", i);
+        lru_put(l, k, &i, 1000, 0, false);
+    }
+    assert_int_equal(lru_get(l, "k0", 1, &out), LRU_VALUE); /* k0 now most recent */
+    int four = 4;
+    lru_put(l, "k3", &four, 1000, 1, false); /* evicts k1, the least recent */
+    assert_int_equal(lru_count(l), 3);
+    assert_int_equal(lru_get(l, "k1", 2, &out), LRU_MISS);
+    assert_int_equal(lru_get(l, "k0", 2, &out), LRU_VALUE);
+    assert_int_equal(lru_get(l, "k2", 2, &out), LRU_VALUE);
+    assert_int_equal(lru_get(l, "k3", 2, &out), LRU_VALUE);
+    assert_int_equal(out, 4);
+    lru_del(l, "k3");
+    assert_int_equal(lru_get(l, "k3", 2, &out), LRU_MISS);
+    lru_clear(l);
+    assert_int_equal(lru_count(l), 0);
+    lru_free(l);
+
+    /* a large LRU (striped) stays within its bound */
+    l = lru_new(2048, sizeof(int));
+    for (int i = 0; i < 10000; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "id%d", i);
+        lru_put(l, k, &i, 1000, 0, false);
+    }
+    assert_true(lru_count(l) <= 2048);
+    assert_true(lru_count(l) >= 2000);
+    assert_int_equal(lru_get(l, "id9999", 1, &out), LRU_VALUE);
+    lru_free(l);
+}
+
+static void test_lru_tombstone(void **state)
+{
+    struct lru *l = lru_new(8, sizeof(int));
+    int v = 1, out = 0;
+    (void)state;
+
+    lru_put(l, "x", &v, 1000, 0, false);
+    assert_true(lru_put(l, "x", NULL, 500, 0, true)); /* the invalidation */
+    assert_int_equal(lru_get(l, "x", 1, &out), LRU_GONE);
+    assert_false(lru_put(l, "x", &v, 1000, 1, false)); /* a late fill is refused */
+    assert_int_equal(lru_get(l, "x", 2, &out), LRU_GONE);
+    assert_true(lru_put(l, "x", &v, 1000, 600, false)); /* after the tombstone expired */
+    assert_int_equal(lru_get(l, "x", 601, &out), LRU_VALUE);
+    lru_free(l);
+}
+
+struct hammer {
+    struct lru *l;
+    int seed;
+};
+
+static void *hammer_main(void *arg)
+{
+    struct hammer *h = arg;
+    int out;
+
+    for (int i = 0; i < 20000; i++) {
+        char k[16];
+        int v = (i * 7 + h->seed) % 3000;
+        snprintf(k, sizeof(k), "h%d", v);
+        if (lru_get(h->l, k, 1, &out) == LRU_VALUE)
+            assert_int_equal(out, v);
+        else
+            lru_put(h->l, k, &v, 1000, 1, false);
+        if (i % 1000 == 0)
+            lru_put(h->l, k, NULL, 1000, 1, true);
+    }
+    return NULL;
+}
+
+static void test_lru_threads(void **state)
+{
+    struct hammer h[4];
+    pthread_t t[4];
+    (void)state;
+
+    struct lru *l = lru_new(1024, sizeof(int));
+    for (int i = 0; i < 4; i++) {
+        h[i] = (struct hammer){l, i};
+        pthread_create(&t[i], NULL, hammer_main, &h[i]);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    assert_true(lru_count(l) <= 1024);
+    lru_free(l);
+}
+
+static void test_value_codec(void **state)
+{
+    struct image_rec r, back;
+    char buf[CACHE_VALUE_MAX];
+    (void)state;
+
+    memset(&r, 0, sizeof(r));
+    snprintf(r.id, sizeof(r.id), "abcDEF0123456789");
+    r.seq = 42;
+    memset(r.key, 'a', SHA256_HEX - 1);
+    snprintf(r.format, sizeof(r.format), "jpeg");
+    r.width = 4000;
+    r.height = 3000;
+    r.frames = 1;
+    r.bytes = 5000000000ULL;
+    r.created_at = 1700000000;
+    memset(r.token_hash, 'f', SHA256_HEX - 1);
+    size_t n = cache_rec_encode(&r, buf);
+    assert_true(n > 0 && n < sizeof(buf));
+    assert_int_equal(cache_rec_decode(buf, n, r.id, &back), OK);
+    assert_memory_equal(&r, &back, sizeof(r));
+    snprintf(r.owner, sizeof(r.owner), "0123456789abcdef");
+    n = cache_rec_encode(&r, buf);
+    assert_int_equal(cache_rec_decode(buf, n, r.id, &back), OK);
+    assert_string_equal(back.owner, r.owner);
+
+    assert_int_equal(cache_rec_decode("0", 1, "x", &back), E_NOTFOUND);
+    static const char *const bad[] = {"",  "1", "2|1", "1|", "1|x|k", "1|1|short|jpeg|1|1|1|1|1||h",
+                                      "00"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(cache_rec_decode(bad[i], strlen(bad[i]), "x", &back), E_INVALID);
+    /* truncated or extended good values */
+    n = cache_rec_encode(&r, buf);
+    assert_int_equal(cache_rec_decode(buf, n - 1 - (SHA256_HEX - 1), "x", &back), E_INVALID);
+    buf[n] = '|';
+    buf[n + 1] = 'x';
+    assert_int_equal(cache_rec_decode(buf, n + 2, "x", &back), E_INVALID);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_crc16_vector),
+        cmocka_unit_test(test_hash_tags),
+        cmocka_unit_test(test_redirects),
+        cmocka_unit_test(test_seed_list),
+        cmocka_unit_test(test_down_node_fails_fast),
+        cmocka_unit_test(test_lru_basic_ttl),
+        cmocka_unit_test(test_lru_eviction),
+        cmocka_unit_test(test_lru_tombstone),
+        cmocka_unit_test(test_lru_threads),
+        cmocka_unit_test(test_value_codec),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
