@@ -55,10 +55,11 @@ start_node() {
         --cluster-require-full-coverage no --cluster-allow-reads-when-down yes \
         --dir "$d" --save '' --appendonly no --daemonize yes --pidfile "$d/redis.pid" \
         --logfile "$d/redis.log" --protected-mode no >/dev/null
-    for ((i = 0; i < 100; i++)); do
+    for ((i = 0; i < 300; i++)); do
         cli "$n" ping 2>/dev/null | grep -q PONG && return 0
         sleep 0.05
     done
+    tail -5 "$d/redis.log" >&2 || true
     die "$n did not start on port $p (see $d/redis.log)"
 }
 

@@ -11,6 +11,7 @@
 #include "cache/lru.h"
 #include "cache/rcluster.h"
 #include "core/codec.h"
+#include "core/crypto.h"
 #include "core/err.h"
 #include "core/ident.h"
 #include "core/log.h"
@@ -20,12 +21,21 @@
 #include "meta/meta.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define CACHE_KEY_PREFIX "tessera:img:"
+#define CACHE_WAITS_MAX  64 /* deletes waiting for acknowledgements at once */
+
+/* A delete waiting until every subscriber applied its invalidation. */
+struct cache_wait {
+    uint64_t nonce; /* 0: free slot */
+    long long acks;
+};
 
 enum cache_layer_id { CL_LRU, CL_REDIS, CL_DB, CL_N };
 static const char *const cache_layer_name[CL_N] = {"lru", "redis", "db"};
@@ -50,6 +60,10 @@ struct cache {
     _Atomic int64_t invalidations_published;
     _Atomic int64_t invalidation_errors;
     _Atomic int64_t fills_refused; /* fills that met a tombstone */
+    _Atomic int64_t ack_timeouts;  /* deletes answered before every subscriber acknowledged */
+    pthread_mutex_t wait_lock;
+    pthread_cond_t wait_cond;
+    struct cache_wait waits[CACHE_WAITS_MAX];
 };
 
 static metrics_renderer_fn cache_metrics;
@@ -137,18 +151,43 @@ int cache_rec_decode(const char *val, size_t len, const char *id, struct image_r
 
 /* --- subscriber --- */
 
+/*
+ * Messages: "i ID NONCE" (an invalidation: apply, then publish "a ID NONCE"),
+ * "a ID NONCE" (an acknowledgement, counted by the deleter waiting on NONCE).
+ */
 static void cache_on_msg(void *arg, const char *msg, size_t len)
 {
     struct cache *c = arg;
-    char id[IMAGE_ID_MAX + 1];
+    char text[IMAGE_ID_MAX + 32], id[IMAGE_ID_MAX + 1], kind = 0;
+    unsigned long long nonce = 0;
     int64_t now = time_mono_us();
 
-    count(&c->invalidations_received, 1);
-    if (c->lru == NULL || len > IMAGE_ID_MAX)
+    if (len >= sizeof(text))
         return;
-    memcpy(id, msg, len);
-    id[len] = '\0';
-    lru_put(c->lru, id, NULL, now + c->cfg->cache.tombstone_ttl_ms * 1000, now, true);
+    memcpy(text, msg, len);
+    text[len] = '\0';
+    if (sscanf(text, "%c %32s %llu", &kind, id, &nonce) != 3 || nonce == 0)
+        return;
+    if (kind == 'a') {
+        pthread_mutex_lock(&c->wait_lock);
+        for (size_t i = 0; i < CACHE_WAITS_MAX; i++) {
+            if (c->waits[i].nonce == nonce) {
+                c->waits[i].acks++;
+                pthread_cond_broadcast(&c->wait_cond);
+            }
+        }
+        pthread_mutex_unlock(&c->wait_lock);
+        return;
+    }
+    if (kind != 'i')
+        return;
+    count(&c->invalidations_received, 1);
+    log_debug("cache", "invalidation of %s received", id);
+    if (c->lru != NULL)
+        lru_put(c->lru, id, NULL, now + c->cfg->cache.tombstone_ttl_ms * 1000, now, true);
+    text[0] = 'a';
+    if (rcluster_publish(c->rc, c->cfg->cache.channel, text, NULL) != OK)
+        count(&c->invalidation_errors, 1);
 }
 
 static void cache_on_state(void *arg, bool subscribed)
@@ -174,6 +213,8 @@ int cache_new(const struct config *cfg, bool local_deletes_only, struct cache **
     *out = NULL;
     c->cfg = cfg;
     c->local_only = local_deletes_only;
+    pthread_mutex_init(&c->wait_lock, NULL);
+    pthread_cond_init(&c->wait_cond, NULL);
     if (cfg->cache.redis[0] != '\0') {
         struct rcluster_opts o = {
             .nodes = cfg->cache.redis,
@@ -216,6 +257,8 @@ void cache_free(struct cache *c)
     rcluster_unsubscribe(c->sub);
     rcluster_free(c->rc);
     lru_free(c->lru);
+    pthread_mutex_destroy(&c->wait_lock);
+    pthread_cond_destroy(&c->wait_cond);
     free(c);
 }
 
@@ -312,9 +355,28 @@ int cache_image_get(struct cache *c, struct meta_store *ms, const char *id, stru
     return rc;
 }
 
+/* wait_slot claims a wait slot for nonce; NULL when all are taken (the delete then does not wait).
+ */
+static struct cache_wait *wait_slot(struct cache *c, uint64_t nonce)
+{
+    struct cache_wait *w = NULL;
+
+    pthread_mutex_lock(&c->wait_lock);
+    for (size_t i = 0; i < CACHE_WAITS_MAX && w == NULL; i++)
+        if (c->waits[i].nonce == 0)
+            w = &c->waits[i];
+    if (w != NULL)
+        *w = (struct cache_wait){nonce, 0};
+    pthread_mutex_unlock(&c->wait_lock);
+    return w;
+}
+
 void cache_image_deleted(struct cache *c, const char *id)
 {
-    char key[IMAGE_ID_MAX + sizeof(CACHE_KEY_PREFIX) + 1];
+    char key[IMAGE_ID_MAX + sizeof(CACHE_KEY_PREFIX) + 1], msg[IMAGE_ID_MAX + 32];
+    struct cache_wait *w = NULL;
+    long long receivers = 0;
+    uint64_t nonce = 0;
     int64_t now;
     int rc;
 
@@ -331,13 +393,44 @@ void cache_image_deleted(struct cache *c, const char *id)
         count(&c->invalidation_errors, 1);
         log_warn("cache", "image %s: tombstone not written: %s", id, err_str(rc));
     }
-    rc = rcluster_publish(c->rc, c->cfg->cache.channel, id, NULL);
+    while (nonce == 0)
+        random_bytes(&nonce, sizeof(nonce));
+    nonce &= 0x7fffffffffffffffULL;
+    nonce |= 1;
+    snprintf(msg, sizeof(msg), "i %s %llu", id, (unsigned long long)nonce);
+    w = wait_slot(c, nonce); /* before publishing: acknowledgements may be quick */
+    rc = rcluster_publish(c->rc, c->cfg->cache.channel, msg, &receivers);
     if (rc != OK) {
         count(&c->invalidation_errors, 1);
         log_warn("cache", "image %s: invalidation not published: %s", id, err_str(rc));
-        return;
+        goto out;
     }
     count(&c->invalidations_published, 1);
+    if (w == NULL)
+        goto out;
+    /* every subscriber (this process's too) acknowledges once its LRU dropped the id */
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    int64_t ns = until.tv_nsec + c->cfg->cache.ack_timeout_ms * 1000000;
+    until.tv_sec += ns / 1000000000;
+    until.tv_nsec = ns % 1000000000;
+    pthread_mutex_lock(&c->wait_lock);
+    while (w->acks < receivers)
+        if (pthread_cond_timedwait(&c->wait_cond, &c->wait_lock, &until) != 0)
+            break;
+    bool all = w->acks >= receivers;
+    pthread_mutex_unlock(&c->wait_lock);
+    if (!all) {
+        count(&c->ack_timeouts, 1);
+        log_warn("cache", "image %s: %lld of %lld subscribers acknowledged the invalidation", id,
+                 w->acks, receivers);
+    }
+out:
+    if (w != NULL) {
+        pthread_mutex_lock(&c->wait_lock);
+        w->nonce = 0;
+        pthread_mutex_unlock(&c->wait_lock);
+    }
 }
 
 /* --- metrics --- */
@@ -377,6 +470,10 @@ static void cache_metrics(struct strbuf *sb, void *arg)
                 "# HELP tessera_cache_fills_refused_total Fills that met a tombstone (a delete "
                 "raced the read).\n# TYPE tessera_cache_fills_refused_total counter\n"
                 "tessera_cache_fills_refused_total %lld\n"
+                "# HELP tessera_cache_ack_timeouts_total Deletes answered before every "
+                "subscriber acknowledged the invalidation.\n"
+                "# TYPE tessera_cache_ack_timeouts_total counter\n"
+                "tessera_cache_ack_timeouts_total %lld\n"
                 "# HELP tessera_cache_lru_entries Entries in the in-process LRU.\n"
                 "# TYPE tessera_cache_lru_entries gauge\ntessera_cache_lru_entries %zu\n"
                 "# HELP tessera_cache_subscribed 1 while the invalidation subscription is live.\n"
@@ -384,8 +481,8 @@ static void cache_metrics(struct strbuf *sb, void *arg)
                 (long long)atomic_load(&c->invalidations_published),
                 (long long)atomic_load(&c->invalidations_received),
                 (long long)atomic_load(&c->invalidation_errors),
-                (long long)atomic_load(&c->fills_refused), c->lru ? lru_count(c->lru) : 0,
-                atomic_load(&c->sub_live) ? 1 : 0);
+                (long long)atomic_load(&c->fills_refused), (long long)atomic_load(&c->ack_timeouts),
+                c->lru ? lru_count(c->lru) : 0, atomic_load(&c->sub_live) ? 1 : 0);
     if (n == 0)
         return;
     strbuf_addf(sb, "# HELP tessera_cache_redis_up 1 when the node is not marked down.\n"

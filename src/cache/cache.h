@@ -44,10 +44,12 @@ void cache_free(struct cache *c);
 int cache_image_get(struct cache *c, struct meta_store *ms, const char *id, struct image_rec *out);
 
 /*
- * cache_image_deleted is called after the image's row was deleted: writes a
- * tombstone over its Redis entry, publishes the id on the invalidation
- * channel and tombstones it in this process's LRU. Redis failures are logged
- * and counted, never returned (the TTLs bound what a lost message costs).
+ * cache_image_deleted is called after the image's row was deleted: tombstones
+ * it in this process's LRU, writes a tombstone over its Redis entry,
+ * publishes the id on the invalidation channel and waits (at most
+ * cache.ack_timeout) until every subscribed process acknowledged that its LRU
+ * dropped it. Redis failures are logged and counted, never returned: a
+ * process that is not subscribed does not use its LRU.
  * c may be NULL. Thread-safe; may block like cache_image_get.
  */
 void cache_image_deleted(struct cache *c, const char *id);

@@ -535,28 +535,18 @@ int rcluster_del(struct rcluster *rc, const char *key)
 int rcluster_publish(struct rcluster *rc, const char *channel, const char *msg,
                      long long *receivers)
 {
-    const char *argv[] = {"PUBLISH", channel, msg};
-    const size_t argvlen[] = {7, strlen(channel), strlen(msg)};
-    size_t n;
-    unsigned start = atomic_fetch_add(&rc->rr, 1);
-    int rc_ = E_UNAVAILABLE;
+    /* sharded pub/sub: the channel's slot owner delivers to its subscribers directly, no bus hop */
+    const char *argv[] = {"SPUBLISH", channel, msg};
+    const size_t argvlen[] = {8, strlen(channel), strlen(msg)};
+    redisReply *r = NULL;
+    int rc_;
 
-    pthread_rwlock_rdlock(&rc->map_lock);
-    n = rc->n_nodes;
-    pthread_rwlock_unlock(&rc->map_lock);
-    /* PUBLISH has no key: any node takes it, so try each until one answers */
-    for (size_t i = 0; i < n; i++) {
-        redisReply *r = NULL;
-        rc_ = rcl_call(rc, rcl_node_at(rc, (int)((start + i) % n)), false, 3, argv, argvlen, &r);
-        if (rc_ == OK && r->type == REDIS_REPLY_INTEGER) {
-            if (receivers != NULL)
-                *receivers = r->integer;
-            freeReplyObject(r);
-            return OK;
-        }
-        freeReplyObject(r);
+    rc_ = rcl_exec(rc, channel, 3, argv, argvlen, &r);
+    if (rc_ == OK && r->type != REDIS_REPLY_INTEGER)
         rc_ = E_UNAVAILABLE;
-    }
+    if (rc_ == OK && receivers != NULL)
+        *receivers = r->integer;
+    freeReplyObject(r);
     return rc_;
 }
 
@@ -661,7 +651,7 @@ static void rcl_sub_session(struct rcluster_sub *s, struct rcl_node *n)
         goto out;
     redisSetTimeout(c, rcl_tv(rc->o.timeout_ms > 1000 ? rc->o.timeout_ms : 1000));
     redisEnableKeepAlive(c);
-    r = redisCommand(c, "SUBSCRIBE %s", s->channel);
+    r = redisCommand(c, "SSUBSCRIBE %s", s->channel);
     if (r == NULL || r->type != REDIS_REPLY_ARRAY)
         goto out;
     freeReplyObject(r);
@@ -685,9 +675,13 @@ static void rcl_sub_session(struct rcluster_sub *s, struct rcl_node *n)
         }
         r = rp;
         if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
-            r->element[0]->type == REDIS_REPLY_STRING &&
-            strcmp(r->element[0]->str, "message") == 0 && r->element[2]->type == REDIS_REPLY_STRING)
-            s->on_msg(s->arg, r->element[2]->str, r->element[2]->len);
+            r->element[0]->type == REDIS_REPLY_STRING) {
+            const char *kind = r->element[0]->str;
+            if (strcmp(kind, "smessage") == 0 && r->element[2]->type == REDIS_REPLY_STRING)
+                s->on_msg(s->arg, r->element[2]->str, r->element[2]->len);
+            else if (strcmp(kind, "sunsubscribe") == 0)
+                goto out; /* the channel's slot moved away: follow it */
+        }
         freeReplyObject(r);
         r = NULL;
     }
@@ -706,17 +700,17 @@ out:
 static void *rcl_sub_main(void *arg)
 {
     struct rcluster_sub *s = arg;
-    unsigned i = 0;
+    struct rcluster *rc = s->rc;
+    unsigned slot = rcluster_key_slot(s->channel, strlen(s->channel));
 
     while (!atomic_load(&s->stop)) {
-        size_t n;
-        pthread_rwlock_rdlock(&s->rc->map_lock);
-        n = s->rc->n_nodes;
-        pthread_rwlock_unlock(&s->rc->map_lock);
-        /* each node in turn: a dead one costs one refused connection per round */
-        for (size_t k = 0; k < n && !atomic_load(&s->stop); k++)
-            rcl_sub_session(s, rcl_node_at(s->rc, (int)(i++ % n)));
-        rcl_sleep_ms(s, s->rc->o.down_backoff_ms < 500 ? s->rc->o.down_backoff_ms : 500);
+        /* sharded channels live on their slot's owner: (re)read the map, then subscribe there */
+        atomic_store(&rc->map_stale, true);
+        rcl_refresh(rc);
+        int idx = rcl_slot_owner(rc, slot);
+        if (idx >= 0)
+            rcl_sub_session(s, rcl_node_at(rc, idx));
+        rcl_sleep_ms(s, rc->o.down_backoff_ms < 250 ? rc->o.down_backoff_ms : 250);
     }
     return NULL;
 }

@@ -68,9 +68,10 @@ int rcluster_set(struct rcluster *rc, const char *key, const char *val, size_t l
 int rcluster_del(struct rcluster *rc, const char *key);
 
 /*
- * rcluster_publish publishes msg on channel through any node that is up (the
- * cluster bus forwards it to every node's subscribers); *receivers (may be
- * NULL) gets the count of subscribers of the node it went through.
+ * rcluster_publish publishes msg on the sharded channel (SPUBLISH, routed by
+ * the channel's slot like a key: its owner writes the message to every
+ * subscriber before it answers, with no cluster-bus hop); *receivers (may be
+ * NULL) gets the count of subscribers. E_UNAVAILABLE when the owner is down.
  */
 int rcluster_publish(struct rcluster *rc, const char *channel, const char *msg,
                      long long *receivers);
@@ -83,11 +84,11 @@ typedef void rcluster_msg_fn(void *arg, const char *msg, size_t len);
 typedef void rcluster_state_fn(void *arg, bool subscribed);
 
 /*
- * rcluster_subscribe starts a thread that keeps one connection SUBSCRIBEd to
- * channel on some node that is up, calling on_msg for each message and
+ * rcluster_subscribe starts a thread that keeps one connection SSUBSCRIBEd to
+ * the sharded channel on its slot's owner, calling on_msg for each message and
  * on_state(true) once subscribed, on_state(false) when the connection was lost
- * (messages may have been missed until the next on_state(true)). It moves to
- * another node and resubscribes by itself. OK, or E_INTERNAL if no thread.
+ * (messages may have been missed until the next on_state(true)). It follows
+ * the slot when it moves and resubscribes by itself. OK, or E_INTERNAL if no thread.
  */
 int rcluster_subscribe(struct rcluster *rc, const char *channel, rcluster_msg_fn *on_msg,
                        rcluster_state_fn *on_state, void *arg, struct rcluster_sub **out);
