@@ -147,6 +147,9 @@ static const struct cfg_entry config_table[] = {
     {"cache", "tombstone_ttl", CFG_DURATION, "60s", 1000, 3600000, F(cache.tombstone_ttl_ms),
      "Lifetime of the tombstone a delete writes; keep it above the slowest metadata read "
      "(db.statement_timeout) so a read that began before the delete cannot re-fill the entry."},
+    {"cache", "ack_timeout", CFG_DURATION, "100ms", 0, 10000, F(cache.ack_timeout_ms),
+     "A delete waits this long at most for every subscribed service to acknowledge that it "
+     "dropped the image from its LRU before answering 204; 0: do not wait."},
     {"cache", "lru_entries", CFG_INT, "100000", 0, 100000000, F(cache.lru_entries),
      "Entries of the in-process LRU (about 400 bytes each); 0: no in-process cache."},
     {"cache", "lru_ttl", CFG_DURATION, "30s", 100, 3600000, F(cache.lru_ttl_ms),

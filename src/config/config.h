@@ -85,6 +85,7 @@ struct config {
         int64_t ttl_ms;
         int64_t negative_ttl_ms;
         int64_t tombstone_ttl_ms;
+        int64_t ack_timeout_ms;
         int64_t lru_entries; /* 0 = no in-process cache */
         int64_t lru_ttl_ms;
         int64_t connect_timeout_ms;
