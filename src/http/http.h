@@ -45,6 +45,12 @@ struct http_server_opts {
     void *app;
     http_ready_fn *ready;
     http_ready_detail_fn *ready_detail; /* may be NULL */
+    /*
+     * gate, when set, is polled every 500 ms on a thread of its own; while it
+     * fails, every request but the operational endpoints answers 503 (so a
+     * balancer with passive health checks takes this instance out).
+     */
+    http_ready_fn *gate;
     unsigned workers;          /* threads for ROUTE_BLOCKING handlers when thread_pool > 0 */
     void (*thread_exit)(void); /* run by each worker thread as it exits (library cleanup) */
 };

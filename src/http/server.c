@@ -54,6 +54,12 @@ struct http_workers {
 
 struct http_server {
     struct MHD_Daemon *mhd;
+    pthread_t gate_thread;
+    bool gate_running;
+    atomic_bool gate_stop;
+    atomic_int gate_rc; /* OK while the gate passes */
+    char gate_why[256]; /* guarded by gate_lock */
+    pthread_mutex_t gate_lock;
     struct http_workers workers;
     struct http_server_opts opts;
     unsigned port;
@@ -421,6 +427,42 @@ static void body_finish(struct http_req *req)
     }
 }
 
+/* --- the readiness gate --- */
+
+#define HTTP_GATE_PERIOD_US 500000
+
+static void *gate_main(void *arg)
+{
+    struct http_server *srv = arg;
+
+    while (!atomic_load(&srv->gate_stop)) {
+        char why[256] = "";
+        int rc = srv->opts.gate(srv->opts.app, why, sizeof(why));
+        if (rc != atomic_load(&srv->gate_rc))
+            log_warn("http", "%s%s%s",
+                     rc == OK ? "ready again" : "not ready: ", rc == OK ? "" : why,
+                     rc == OK ? "" : " (answering 503)");
+        pthread_mutex_lock(&srv->gate_lock);
+        snprintf(srv->gate_why, sizeof(srv->gate_why), "%s", why);
+        pthread_mutex_unlock(&srv->gate_lock);
+        atomic_store(&srv->gate_rc, rc);
+        for (int i = 0; i < 10 && !atomic_load(&srv->gate_stop); i++) {
+            struct timespec ts = {0, HTTP_GATE_PERIOD_US / 10 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    return NULL;
+}
+
+static void gate_stop(struct http_server *srv)
+{
+    if (!srv->gate_running)
+        return;
+    atomic_store(&srv->gate_stop, true);
+    pthread_join(srv->gate_thread, NULL);
+    srv->gate_running = false;
+}
+
 /* --- workers for blocking handlers --- */
 
 static void workers_push(struct http_workers *w, struct http_req *req)
@@ -560,6 +602,11 @@ static enum MHD_Result header_size_add(void *cls, enum MHD_ValueKind kind, const
     return MHD_YES;
 }
 
+static bool req_is_ops(const struct http_req *req)
+{
+    return req->match.route >= ops_routes && req->match.route < ops_routes + OPS_N;
+}
+
 /* req_body_cap is the most body bytes the request may send before it is refused. */
 static uint64_t req_body_cap(const struct http_req *req)
 {
@@ -595,6 +642,14 @@ static bool req_precheck(struct http_req *req, uint64_t *declared)
     if (header_bytes > o->max_header_bytes) {
         http_reply_error(req, E_HEADERS, "request headers are larger than %zu bytes",
                          o->max_header_bytes);
+        return true;
+    }
+    if (req->match.route != NULL && !req_is_ops(req) && atomic_load(&req->srv->gate_rc) != OK) {
+        char why[256];
+        pthread_mutex_lock(&req->srv->gate_lock);
+        snprintf(why, sizeof(why), "%s", req->srv->gate_why);
+        pthread_mutex_unlock(&req->srv->gate_lock);
+        http_reply_error(req, E_UNAVAILABLE, "not ready: %s", why[0] ? why : "dependencies down");
         return true;
     }
     if (req->match.route == NULL) {
@@ -793,6 +848,7 @@ int http_server_start(const struct http_server_opts *opts, struct http_server **
     int rc = OK;
 
     srv->opts = *opts;
+    pthread_mutex_init(&srv->gate_lock, NULL);
     rc = parse_listen(opts->listen, &sa);
     if (rc != OK) {
         log_error("http", "bad listen address \"%s\" (expected IPv4:port)", opts->listen);
@@ -825,11 +881,26 @@ int http_server_start(const struct http_server_opts *opts, struct http_server **
         rc = E_IO;
         goto out;
     }
+    if (opts->gate != NULL) {
+        char why[256] = "";
+        atomic_store(&srv->gate_rc, opts->gate(opts->app, why, sizeof(why)));
+        snprintf(srv->gate_why, sizeof(srv->gate_why), "%s", why);
+        if (pthread_create(&srv->gate_thread, NULL, gate_main, srv) != 0) {
+            log_error("http", "cannot start the readiness thread");
+            rc = E_INTERNAL;
+            goto out;
+        }
+        srv->gate_running = true;
+    }
     info = MHD_get_daemon_info(srv->mhd, MHD_DAEMON_INFO_BIND_PORT);
     srv->port = info ? info->port : ntohs(sa.sin_port);
 out:
     if (rc != OK) {
+        gate_stop(srv);
         workers_stop(&srv->workers);
+        if (srv->mhd != NULL)
+            MHD_stop_daemon(srv->mhd);
+        pthread_mutex_destroy(&srv->gate_lock);
         free(srv);
         srv = NULL;
     }
@@ -860,7 +931,9 @@ void http_server_stop(struct http_server *srv, int64_t grace_ms)
     if (atomic_load(&srv->inflight) > 0)
         log_warn("http", "%d requests still in flight after %lld ms: closing them",
                  atomic_load(&srv->inflight), (long long)grace_ms);
+    gate_stop(srv);
     workers_stop(&srv->workers);
     MHD_stop_daemon(srv->mhd);
+    pthread_mutex_destroy(&srv->gate_lock);
     free(srv);
 }

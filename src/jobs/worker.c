@@ -12,6 +12,7 @@
 #include "image/image.h"
 #include "meta/meta.h"
 #include "services/api.h"
+#include "services/ring_admin.h"
 #include "services/signals.h"
 #include "store/blob.h"
 
@@ -92,7 +93,7 @@ int worker_cmd(const struct config *cfg, int argc, char **argv)
     struct blob_store *blobs = NULL;
     struct jobs *jobs = NULL;
     struct jobs_opts jo;
-    char path[4096], blob_url[4200], tmp[4200];
+    char path[4096], blob_url[4200], tmp[4200], tmp_abs[4096];
     bool once = argc > 1 && strcmp(argv[1], "--once") == 0;
     bool api_ok = false, img_ok = false;
     int rc;
@@ -127,7 +128,13 @@ int worker_cmd(const struct config *cfg, int argc, char **argv)
         log_error("worker", "cannot open the metadata store: %s", err_str(rc));
         goto out;
     }
-    rc = blob_store_open(blob_url, &blobs);
+    if (realpath(tmp, tmp_abs) == NULL) {
+        log_error("worker", "cannot resolve \"%s\": %s", tmp, strerror(errno));
+        rc = E_IO;
+        goto out;
+    }
+    /* the same store the services use: the ring when storage.shards is set */
+    rc = ring_admin_open_store(cfg, meta, blob_url, tmp_abs, &blobs);
     if (rc != OK) {
         log_error("worker", "cannot open the blob store \"%s\": %s", blob_url, err_str(rc));
         goto out;

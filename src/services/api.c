@@ -93,6 +93,17 @@ int api_ready(void *app, char *why, size_t cap)
     return OK;
 }
 
+int api_gate(void *app, char *why, size_t cap)
+{
+    struct api *a = app;
+
+    if (meta_ping(a->meta) != OK) {
+        snprintf(why, cap, "metadata store unreachable");
+        return E_UNAVAILABLE;
+    }
+    return OK;
+}
+
 json_t *api_ready_detail(void *app)
 {
     struct api *a = app;
@@ -617,6 +628,11 @@ static int variant_make(struct api *a, const struct image_rec *img, const struct
     int rc;
 
     rc = blob_open(a->blobs, img->key, &fd, &size);
+    if (rc == E_NOTFOUND) {
+        /* a live image whose bytes no shard has: not "gone", a fault to retry and repair */
+        log_error("api", "image %s: blob %.16s not found on any shard", img->id, img->key);
+        rc = E_UNAVAILABLE;
+    }
     if (rc != OK)
         goto out;
     rc = blob_tmp_path(a->blobs, out_path, sizeof(out_path));
@@ -720,7 +736,8 @@ const size_t api_nroutes = sizeof(api_routes) / sizeof(api_routes[0]);
 
 size_t api_routes_build(const struct api *a, unsigned methods, struct route *out, size_t cap)
 {
-    bool remote = meta_may_block(a->meta) || blob_store_may_block(a->blobs);
+    bool remote =
+        meta_may_block(a->meta) || blob_store_may_block(a->blobs) || a->cfg->cache.redis[0] != '\0';
     size_t n = 0;
 
     for (size_t i = 0; i < api_nroutes && n < cap; i++) {

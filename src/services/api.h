@@ -33,7 +33,7 @@ struct api {
     struct meta_store *meta;
     struct blob_store *blobs;
     struct cache *cache; /* metadata cache (LRU, Redis); NULL: none; owned by the runner */
-    char base_url[512]; /* public URLs: cdn.base_url, server.public_url or http://listen */
+    char base_url[512];  /* public URLs: cdn.base_url, server.public_url or http://listen */
     pthread_mutex_t lock;
     pthread_cond_t flight_done;
     struct api_flight flights[API_VARIANT_FLIGHTS];
@@ -71,6 +71,13 @@ int api_job_run(void *app, const struct meta_job *job, char *err, size_t cap);
 
 /* api_ready_detail: each database server (reachable, usable, lag) for /readyz. */
 json_t *api_ready_detail(void *app);
+
+/*
+ * api_gate: OK while the metadata store answers; while it does not, the
+ * service answers 503 to its traffic so the balancer takes it out (storage
+ * shards are not part of it: reads fail over between replicas per request).
+ */
+int api_gate(void *app, char *why, size_t cap);
 
 /* api_ready: OK when the metadata store and the blob store can serve (readiness). */
 int api_ready(void *app, char *why, size_t cap);

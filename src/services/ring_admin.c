@@ -115,8 +115,10 @@ int ring_admin_open_store(const struct config *cfg, struct meta_store *meta,
          * configured one (the service is not ready until the database answers) rather
          * than stay down when the database returns.
          */
-        log_warn("ring", "the recorded ring could not be read: starting on the configured ring "
-                         "(epoch %s) unchecked", ring->epoch);
+        log_warn("ring",
+                 "the recorded ring could not be read: starting on the configured ring "
+                 "(epoch %s) unchecked",
+                 ring->epoch);
         rc = OK;
     }
     if (rc != OK) {

@@ -150,6 +150,7 @@ int service_run(const struct config *cfg, unsigned parts, const char *role)
         .app = &app,
         .ready = api_ready,
         .ready_detail = api_ready_detail,
+        .gate = api_gate,
         .workers = (unsigned)cfg->server.workers,
         .thread_exit = img_thread_exit,
     };
