@@ -2,7 +2,8 @@
 """The local cluster (deploy/local/cluster) end to end, through the nginx balancer.
 
 Brings the whole topology up from nothing in a temporary run directory (on the
-fixed ports of API.md: the balancer on 127.0.0.1:8080), then: the corpus round
+ports of API.md moved by TESSERA_TEST_PORT_OFFSET, default 20, so a cluster on
+the default ports may stay up), then: the corpus round
 trip; requests spread over the three read services; a read service stopped
 during a GET loop (zero failed requests) and started again; a read service
 whose database is unreachable (not ready, no traffic served by it); the write
@@ -25,8 +26,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CLUSTER = os.path.join(ROOT, "deploy", "local", "cluster")
 BIN = os.environ.get("TESSERA_BIN", os.path.join(ROOT, "build", "tessera"))
 DATA = os.environ.get("TESSERA_TESTDATA", os.path.join(ROOT, "..", "shared", "testdata", "images"))
-LB = 8080
-READS = {"read-1": 8101, "read-2": 8102, "read-3": 8103}
+# A port offset of its own, so the test runs beside a developer's cluster on the default ports.
+OFF = int(os.environ.get("TESSERA_TEST_PORT_OFFSET", "20"))
+LB = 8080 + OFF
+READS = {"read-1": 8101 + OFF, "read-2": 8102 + OFF, "read-3": 8103 + OFF}
+WRITE, STORAGE1, PG = 8201 + OFF, 9101 + OFF, 54320 + OFF
 
 failures = []
 
@@ -39,7 +43,8 @@ def check(ok, what):
 
 
 def cluster(*args, env_extra=None, check_rc=True, timeout=300):
-    env = dict(os.environ, TESSERA_RUN=RUN, TESSERA_BIN=BIN, TESSERA_NO_BUILD="1")
+    env = dict(os.environ, TESSERA_RUN=RUN, TESSERA_BIN=BIN, TESSERA_NO_BUILD="1",
+               TESSERA_PORT_OFFSET=str(OFF))
     env.update(env_extra or {})
     p = subprocess.run([CLUSTER, *args], env=env, capture_output=True, text=True, timeout=timeout)
     if check_rc and p.returncode != 0:
@@ -133,12 +138,12 @@ def port_free(port):
 
 
 def psql(sql):
-    return subprocess.run(["psql", "-h", "127.0.0.1", "-p", "54320", "-U", "postgres", "-At",
+    return subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(PG), "-U", "postgres", "-At",
                            "-c", sql], capture_output=True, text=True, timeout=20).stdout.strip()
 
 
 def main():
-    for p in [LB, 8201, 9101, 54320, *READS.values()]:
+    for p in [LB, WRITE, STORAGE1, PG, *READS.values()]:
         if not port_free(p):
             print("FAIL port %d is in use: is another cluster running? (deploy/local/cluster down)"
                   % p)
@@ -257,7 +262,7 @@ def main():
     print("---- down")
     cluster("down")
     time.sleep(0.5)
-    busy = [p for p in [LB, 8201, 9101, 54320, *READS.values()] if not port_free(p)]
+    busy = [p for p in [LB, WRITE, STORAGE1, PG, *READS.values()] if not port_free(p)]
     check(not busy, "down leaves nothing listening (%s)" % busy)
     return 0
 
@@ -271,7 +276,8 @@ if __name__ == "__main__":
     except Exception as e:  # noqa: BLE001 - report, then tear down
         check(False, "raised %r" % e)
     finally:
-        subprocess.run([CLUSTER, "destroy"], env=dict(os.environ, TESSERA_RUN=RUN, TESSERA_BIN=BIN),
+        subprocess.run([CLUSTER, "destroy"], env=dict(os.environ, TESSERA_RUN=RUN, TESSERA_BIN=BIN,
+                                                      TESSERA_PORT_OFFSET=str(OFF)),
                        capture_output=True, timeout=120)
         subprocess.run(["rm", "-rf", RUN])
     if failures:
