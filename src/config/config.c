@@ -98,6 +98,9 @@ static const struct cfg_entry config_table[] = {
      "up to 16 times this), then tried again."},
     {"storage", "min_free", CFG_SIZE, "64M", 0, 1024 * GiB, F(storage.min_free),
      "tessera storage: /readyz answers 503 when the disk has less free space than this."},
+    {"storage", "cache_bytes", CFG_SIZE, "1G", 0, 1024 * GiB, F(storage.cache_bytes),
+     "Local disk cache of blobs read from remote storage nodes (read services): most bytes "
+     "kept in <data_dir>/blobcache; 0 turns it off."},
     {"storage", "repair_grace", CFG_DURATION, "24h", 0, 3650LL * 24 * 3600000,
      F(storage.repair_grace_ms),
      "tessera repair removes copies no image references only when older than this."},
@@ -134,6 +137,27 @@ static const struct cfg_entry config_table[] = {
 
     {"cdn", "base_url", CFG_STR, "", 0, 0, F(cdn.base_url),
      "Base URL of the CDN in front; when set, image URLs in answers use it."},
+    {"cdn", "purger", CFG_STR, "", 0, 0, F(cdn.purger),
+     "What a delete purges (a retried job): varnish (xkey purge of img-{id}, else PURGE per "
+     "URL), cloudflare, fastly, http (PURGE per URL to each of cdn.purge_urls); empty: none."},
+    {"cdn", "purge_urls", CFG_STR, "", 0, 0, F(cdn.purge_urls),
+     "Comma-separated base URLs of the caches the varnish and http purgers send PURGE to."},
+    {"cdn", "purge_timeout", CFG_DURATION, "5s", 100, 600000, F(cdn.purge_timeout_ms),
+     "Longest one purge request may take; a timeout fails the job, which is retried."},
+    {"cdn", "cloudflare_api", CFG_STR, "https://api.cloudflare.com/client/v4", 0, 0,
+     F(cdn.cloudflare_api), "Base URL of the Cloudflare API (a stub in tests)."},
+    {"cdn", "cloudflare_zone", CFG_STR, "", 0, 0, F(cdn.cloudflare_zone),
+     "Cloudflare zone id whose cache the cloudflare purger purges."},
+    {"cdn", "cloudflare_token", CFG_STR, "", 0, 0, F(cdn.cloudflare_token),
+     "Cloudflare API token (Cache Purge permission); empty: $CLOUDFLARE_API_TOKEN."},
+    {"cdn", "cloudflare_tags", CFG_BOOL, "false", 0, 1, F(cdn.cloudflare_tags),
+     "Also purge by Cache-Tag img-{id} (Enterprise zones); URLs are always purged."},
+    {"cdn", "fastly_api", CFG_STR, "https://api.fastly.com", 0, 0, F(cdn.fastly_api),
+     "Base URL of the Fastly API (a stub in tests)."},
+    {"cdn", "fastly_service", CFG_STR, "", 0, 0, F(cdn.fastly_service),
+     "Fastly service id the fastly purger purges img-{id} (a surrogate key) in."},
+    {"cdn", "fastly_key", CFG_STR, "", 0, 0, F(cdn.fastly_key),
+     "Fastly API token (Fastly-Key); empty: $FASTLY_API_KEY."},
 
     {"cache", "redis", CFG_STR, "", 0, 0, F(cache.redis),
      "Redis Cluster seed nodes, comma-separated host:port (the slot map is read from them); "
@@ -520,6 +544,19 @@ static int cfg_validate(struct config *cfg, struct cfg_err *e)
             return cfg_fail(e, "%s", why);
         ring_free(ring);
     }
+    if (cfg->cdn.purger[0] != '\0' && strcmp(cfg->cdn.purger, "varnish") != 0 &&
+        strcmp(cfg->cdn.purger, "cloudflare") != 0 && strcmp(cfg->cdn.purger, "fastly") != 0 &&
+        strcmp(cfg->cdn.purger, "http") != 0)
+        return cfg_fail(e, "cdn.purger: \"%s\" is not varnish, cloudflare, fastly, http or empty",
+                        cfg->cdn.purger);
+    if ((strcmp(cfg->cdn.purger, "varnish") == 0 || strcmp(cfg->cdn.purger, "http") == 0) &&
+        cfg->cdn.purge_urls[0] == '\0')
+        return cfg_fail(e, "cdn.purge_urls: the %s purger needs the caches' base URLs",
+                        cfg->cdn.purger);
+    if (strcmp(cfg->cdn.purger, "cloudflare") == 0 && cfg->cdn.cloudflare_zone[0] == '\0')
+        return cfg_fail(e, "cdn.cloudflare_zone: the cloudflare purger needs the zone id");
+    if (strcmp(cfg->cdn.purger, "fastly") == 0 && cfg->cdn.fastly_service[0] == '\0')
+        return cfg_fail(e, "cdn.fastly_service: the fastly purger needs the service id");
     rc = cfg_parse_variants(cfg, e);
     if (rc != OK)
         return rc;

@@ -56,6 +56,7 @@ struct config {
         int64_t down_backoff_ms;
         int64_t min_free;
         int64_t repair_grace_ms;
+        int64_t cache_bytes;
     } storage;
     struct {
         char *url;      /* "": SQLite (storage.db); else the PostgreSQL primary URL */
@@ -78,6 +79,16 @@ struct config {
     } auth;
     struct {
         char *base_url;
+        char *purger;     /* "", "varnish", "cloudflare", "fastly", "http" */
+        char *purge_urls; /* comma-separated base URLs of caches (varnish, http) */
+        int64_t purge_timeout_ms;
+        char *cloudflare_api;
+        char *cloudflare_zone;
+        char *cloudflare_token; /* "": $CLOUDFLARE_API_TOKEN */
+        bool cloudflare_tags;
+        char *fastly_api;
+        char *fastly_service;
+        char *fastly_key; /* "": $FASTLY_API_KEY */
     } cdn;
     struct {
         char *redis;   /* Redis Cluster seed nodes "host:port,..."; "" = no Redis */

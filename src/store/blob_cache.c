@@ -1,0 +1,343 @@
+/*
+ * blob_cache.c - a bounded local disk cache in front of a remote blob store.
+ *
+ * Blobs are immutable and named by their SHA-256, so a copy kept on a read
+ * service's own disk never goes stale: a hit is a local file sent with
+ * sendfile instead of a download from a storage node. A deleted image stops
+ * being served by its metadata lookup, not by this cache; a blob released
+ * through this store is dropped from it too. Invariant: used <= cap after
+ * every insertion (least recently used copies are removed first); the cache
+ * directory is emptied at start, so a crash leaves nothing to trust.
+ */
+#include "store/blob_cache.h"
+
+#include "core/crypto.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/xalloc.h"
+#include "http/metrics.h"
+#include "store/blob_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define BC_BUCKETS 65536
+
+struct bc_entry {
+    char key[SHA256_HEX];
+    uint64_t size;
+    struct bc_entry *hnext;       /* bucket chain */
+    struct bc_entry *prev, *next; /* LRU list: head is the most recently used */
+};
+
+struct bc {
+    struct blob_store *inner;
+    char *root;
+    uint64_t cap;
+    uint64_t used;
+    pthread_mutex_t lock;
+    struct bc_entry *bucket[BC_BUCKETS];
+    struct bc_entry *head, *tail;
+};
+
+static struct metric m_hits = {"tessera_blob_cache_hits_total",
+                               "Blob reads served from the local blob cache.", "counter", 0};
+static struct metric m_misses = {"tessera_blob_cache_misses_total",
+                                 "Blob reads fetched from the storage shards.", "counter", 0};
+static struct metric m_bytes = {"tessera_blob_cache_bytes", "Bytes held by the local blob cache.",
+                                "gauge", 0};
+static struct metric m_evictions = {"tessera_blob_cache_evictions_total",
+                                    "Blobs removed from the local cache to stay under its size.",
+                                    "counter", 0};
+
+static unsigned bc_hash(const char *key)
+{
+    /* the key is uniform hex: its first four digits are a fine bucket index */
+    unsigned h = 0;
+
+    for (int i = 0; i < 4; i++)
+        h = h << 4 | (unsigned)(key[i] <= '9' ? key[i] - '0' : key[i] - 'a' + 10);
+    return h % BC_BUCKETS;
+}
+
+static void bc_path(const struct bc *c, const char *key, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s/%.2s/%s", c->root, key, key);
+}
+
+static struct bc_entry *bc_find(struct bc *c, const char *key)
+{
+    for (struct bc_entry *e = c->bucket[bc_hash(key)]; e != NULL; e = e->hnext) {
+        if (memcmp(e->key, key, SHA256_HEX - 1) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+static void bc_lru_unlink(struct bc *c, struct bc_entry *e)
+{
+    if (e->prev != NULL)
+        e->prev->next = e->next;
+    else
+        c->head = e->next;
+    if (e->next != NULL)
+        e->next->prev = e->prev;
+    else
+        c->tail = e->prev;
+    e->prev = e->next = NULL;
+}
+
+static void bc_lru_push(struct bc *c, struct bc_entry *e)
+{
+    e->prev = NULL;
+    e->next = c->head;
+    if (c->head != NULL)
+        c->head->prev = e;
+    c->head = e;
+    if (c->tail == NULL)
+        c->tail = e;
+}
+
+/* bc_remove drops e from the index and the LRU and removes its file; lock held. */
+static void bc_remove(struct bc *c, struct bc_entry *e)
+{
+    struct bc_entry **pp = &c->bucket[bc_hash(e->key)];
+    char path[4200];
+
+    while (*pp != e)
+        pp = &(*pp)->hnext;
+    *pp = e->hnext;
+    bc_lru_unlink(c, e);
+    c->used -= e->size;
+    bc_path(c, e->key, path, sizeof(path));
+    unlink(path);
+    free(e);
+}
+
+/* bc_copy copies size bytes of fd (from offset 0, fd's offset untouched) to a cache file. */
+static int bc_copy(struct bc *c, const char *key, int fd, uint64_t size)
+{
+    char tmp[4200], dir[4200], path[4200];
+    uint8_t rnd[8];
+    loff_t in_off = 0;
+    uint64_t left = size;
+    int out = -1;
+    int rc = OK;
+
+    random_bytes(rnd, sizeof(rnd));
+    snprintf(tmp, sizeof(tmp), "%s/tmp/%02x%02x%02x%02x%02x%02x%02x%02x", c->root, rnd[0], rnd[1],
+             rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+    out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (out < 0) {
+        rc = E_IO;
+        goto out;
+    }
+    while (left > 0) {
+        ssize_t n = copy_file_range(fd, &in_off, out, NULL, left, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            rc = E_IO;
+            goto out;
+        }
+        left -= (uint64_t)n;
+    }
+    snprintf(dir, sizeof(dir), "%s/%.2s", c->root, key);
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        rc = E_IO;
+        goto out;
+    }
+    bc_path(c, key, path, sizeof(path));
+    if (rename(tmp, path) != 0)
+        rc = E_IO;
+out:
+    if (out >= 0)
+        close(out);
+    if (rc != OK)
+        unlink(tmp);
+    return rc;
+}
+
+static int bc_open(void *be, const char *key, int *fd, uint64_t *size)
+{
+    struct bc *c = be;
+    char path[4200];
+    struct stat st;
+    struct bc_entry *e;
+    bool cached;
+    int rc;
+
+    pthread_mutex_lock(&c->lock);
+    e = bc_find(c, key);
+    cached = e != NULL;
+    if (cached) {
+        bc_lru_unlink(c, e);
+        bc_lru_push(c, e);
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (cached) {
+        bc_path(c, key, path, sizeof(path));
+        *fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (*fd >= 0 && fstat(*fd, &st) == 0) {
+            *size = (uint64_t)st.st_size;
+            metric_add(&m_hits, 1);
+            return OK;
+        }
+        if (*fd >= 0)
+            close(*fd);
+        *fd = -1; /* evicted meanwhile: fetch it */
+    }
+    metric_add(&m_misses, 1);
+    rc = blob_open(c->inner, key, fd, size);
+    if (rc != OK || *size > c->cap / 8)
+        return rc;
+    if (bc_copy(c, key, *fd, *size) != OK)
+        return OK; /* the read itself succeeded: serve it uncached */
+    pthread_mutex_lock(&c->lock);
+    if (bc_find(c, key) == NULL) {
+        e = xcalloc(1, sizeof(*e));
+        memcpy(e->key, key, SHA256_HEX);
+        e->size = *size;
+        e->hnext = c->bucket[bc_hash(key)];
+        c->bucket[bc_hash(key)] = e;
+        bc_lru_push(c, e);
+        c->used += e->size;
+        while (c->used > c->cap && c->tail != NULL && c->tail != e) {
+            bc_remove(c, c->tail);
+            metric_add(&m_evictions, 1);
+        }
+    }
+    atomic_store(&m_bytes.value, (int64_t)c->used);
+    pthread_mutex_unlock(&c->lock);
+    return OK;
+}
+
+static void bc_forget(struct bc *c, const char *key)
+{
+    struct bc_entry *e;
+
+    pthread_mutex_lock(&c->lock);
+    e = bc_find(c, key);
+    if (e != NULL)
+        bc_remove(c, e);
+    atomic_store(&m_bytes.value, (int64_t)c->used);
+    pthread_mutex_unlock(&c->lock);
+}
+
+static int bc_del(void *be, const char *key)
+{
+    struct bc *c = be;
+
+    bc_forget(c, key);
+    return blob_delete(c->inner, key);
+}
+
+static int bc_put_path(void *be, const char *key, const char *src_path)
+{
+    return blob_put_path(((struct bc *)be)->inner, key, src_path);
+}
+
+static int bc_exists(void *be, const char *key, bool *exists)
+{
+    return blob_exists(((struct bc *)be)->inner, key, exists);
+}
+
+static int bc_tmp_path(void *be, char *buf, size_t cap)
+{
+    return blob_tmp_path(((struct bc *)be)->inner, buf, cap);
+}
+
+static int bc_check(void *be)
+{
+    return blob_store_check(((struct bc *)be)->inner);
+}
+
+static int bc_list(void *be, const char *after, struct blob_entry *out, size_t cap, size_t *n)
+{
+    return blob_list(((struct bc *)be)->inner, after, out, cap, n);
+}
+
+static bool bc_may_block(void *be)
+{
+    return blob_store_may_block(((struct bc *)be)->inner);
+}
+
+static void bc_free(void *be)
+{
+    struct bc *c = be;
+
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i < BC_BUCKETS; i++) {
+        struct bc_entry *e = c->bucket[i];
+        while (e != NULL) {
+            struct bc_entry *next = e->hnext;
+            free(e);
+            e = next;
+        }
+    }
+    blob_store_free(c->inner);
+    pthread_mutex_destroy(&c->lock);
+    free(c->root);
+    free(c);
+}
+
+static const struct blob_ops bc_ops = {
+    .name = "cache",
+    .free = bc_free,
+    .put_path = bc_put_path,
+    .open = bc_open,
+    .exists = bc_exists,
+    .del = bc_del,
+    .tmp_path = bc_tmp_path,
+    .check = bc_check,
+    .list = bc_list,
+    .may_block = bc_may_block,
+};
+
+static int bc_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    if (ftw->level > 0)
+        remove(path);
+    return 0;
+}
+
+int blob_cache_open(struct blob_store *inner, const char *dir, uint64_t cap,
+                    struct blob_store **out)
+{
+    struct bc *c;
+    char tmp[4200];
+
+    *out = NULL;
+    if (dir == NULL || dir[0] != '/' || cap == 0)
+        return E_INVALID;
+    /* a previous run's copies are not indexed: start empty */
+    nftw(dir, bc_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    snprintf(tmp, sizeof(tmp), "%s/tmp", dir);
+    if ((mkdir(dir, 0755) != 0 && errno != EEXIST) || (mkdir(tmp, 0755) != 0 && errno != EEXIST)) {
+        log_error("store", "cannot create the blob cache \"%s\": %s", dir, strerror(errno));
+        return E_IO;
+    }
+    c = xcalloc(1, sizeof(*c));
+    c->inner = inner;
+    c->root = xstrdup(dir);
+    c->cap = cap;
+    pthread_mutex_init(&c->lock, NULL);
+    metric_register(&m_hits);
+    metric_register(&m_misses);
+    metric_register(&m_bytes);
+    metric_register(&m_evictions);
+    *out = blob_store_new(&bc_ops, c);
+    log_info("store", "local blob cache: %s, up to %llu MiB", dir, (unsigned long long)(cap >> 20));
+    return OK;
+}
