@@ -531,8 +531,7 @@ static void send_blob(struct api *a, struct http_req *req, const char *id, const
     http_reply_fd(req, 200, fd, 0, size);
 }
 
-/* split_ext splits "name.ext" at its last dot; ext is empty when there is none. */
-static void split_ext(struct str s, struct str *name, struct str *ext)
+void api_split_ext(struct str s, struct str *name, struct str *ext)
 {
     const char *dot = memrchr(s.p, '.', s.len);
 
@@ -551,7 +550,7 @@ static void h_bytes(struct http_req *req)
     struct str id, ext;
     struct image_rec img;
 
-    split_ext(http_param(req, 0), &id, &ext);
+    api_split_ext(http_param(req, 0), &id, &ext);
     if (!lookup(a, req, id, &img))
         return;
     enum img_format f = img_format_from_name(str_from(img.format));
@@ -692,7 +691,7 @@ static void h_variant(struct http_req *req)
 
     if (!lookup(a, req, http_param(req, 0), &img))
         return;
-    split_ext(http_param(req, 1), &name, &ext);
+    api_split_ext(http_param(req, 1), &name, &ext);
     vp = config_variant(a->cfg, name.p, name.len);
     if (vp == NULL || img_format_from_ext(ext) != img_format_from_name(str_from(vp->format))) {
         http_reply_error(req, E_NOTFOUND, "no such variant");

@@ -47,6 +47,9 @@ void api_init(struct api *a, const struct config *cfg, struct meta_store *meta,
               struct blob_store *blobs);
 void api_release(struct api *a);
 
+/* api_split_ext splits "name.ext" at its last dot; ext is empty when there is none. */
+void api_split_ext(struct str s, struct str *name, struct str *ext);
+
 /* The routes of the API; each handler expects http_app() to be a struct api. */
 extern const struct route api_routes[];
 extern const size_t api_nroutes;

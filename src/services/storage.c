@@ -175,6 +175,30 @@ static void h_delete(struct http_req *req)
     http_reply_empty(req, 204);
 }
 
+int storage_list_args(const char *after, const char *limit, size_t *out, const char **why)
+{
+    if (after != NULL && after[0] != '\0' && !blob_key_valid(after, strlen(after))) {
+        *why = "after must be a blob key";
+        return E_INVALID;
+    }
+    *out = STORAGE_LIST_DEFAULT;
+    if (limit != NULL) {
+        char *end = NULL;
+        unsigned long v;
+        if (limit[0] < '0' || limit[0] > '9') {
+            *why = "limit must be 1 to 10000";
+            return E_INVALID;
+        }
+        v = strtoul(limit, &end, 10);
+        if (end == limit || *end != '\0' || v < 1 || v > STORAGE_LIST_MAX) {
+            *why = "limit must be 1 to 10000";
+            return E_INVALID;
+        }
+        *out = v;
+    }
+    return OK;
+}
+
 static void h_list(struct http_req *req)
 {
     struct storage *s = http_app(req);
@@ -182,26 +206,17 @@ static void h_list(struct http_req *req)
     const char *lim = http_query(req, "limit");
     struct blob_entry *ents = NULL;
     size_t limit = STORAGE_LIST_DEFAULT, n = 0;
+    const char *why = "";
     json_t *arr;
     int rc;
 
-    if (after == NULL)
-        after = "";
-    if (after[0] != '\0' && !blob_key_valid(after, strlen(after))) {
-        http_reply_error(req, E_INVALID, "after must be a blob key");
+    rc = storage_list_args(after, lim, &limit, &why);
+    if (rc != OK) {
+        http_reply_error(req, rc, "%s", why);
         return;
     }
-    if (lim != NULL) {
-        char *end = NULL;
-        unsigned long v = strtoul(lim, &end, 10);
-        if (end == lim || *end != '\0' || v < 1 || v > STORAGE_LIST_MAX) {
-            http_reply_error(req, E_INVALID, "limit must be 1 to %d", STORAGE_LIST_MAX);
-            return;
-        }
-        limit = v;
-    }
     ents = xmalloc(limit * sizeof(*ents));
-    rc = blob_list(s->blobs, after, ents, limit, &n);
+    rc = blob_list(s->blobs, after != NULL ? after : "", ents, limit, &n);
     if (rc != OK) {
         metric_add(&m_errors, 1);
         http_reply_error(req, rc, "cannot list: %s", err_str(rc));

@@ -16,4 +16,11 @@ int storage_run(const struct config *cfg);
 /* storage_cmd is `tessera storage` (no arguments but settings); returns the exit code. */
 int storage_cmd(const struct config *cfg, int argc, char **argv);
 
+/*
+ * storage_list_args checks the query of GET /blobs: after (NULL or "": from
+ * the start, else a blob key) and limit (NULL: 1000, else 1 to 10000 in
+ * decimal digits). OK with *limit set, or E_INVALID with *why a static sentence.
+ */
+int storage_list_args(const char *after, const char *limit, size_t *out, const char **why);
+
 #endif
