@@ -11,6 +11,8 @@ pkgs=(
     libssl-dev libcurl4-openssl-dev libpq-dev libhiredis-dev
     # tests
     libcmocka-dev curl python3 libimage-exiftool-perl
+    # fuzzing (tests/fuzz, -DTESSERA_FUZZ=ON): clang 14 with libFuzzer and the sanitizers
+    clang libclang-rt-14-dev
     # browser test of the web page (npm tools: scripts/npm-deps.sh)
     chromium
     # runtime of the image pipeline (BMP loads through ImageMagick's loader in libvips 8.14)
