@@ -65,6 +65,7 @@ struct meta_store;
 /* Job kinds enqueued by the store itself (transactional outbox). */
 #define META_JOB_VARIANTS "variants" /* payload: image id; make its preset variants */
 #define META_JOB_RELEASE  "release"  /* payload: blob key; remove the bytes if unreferenced */
+#define META_JOB_PURGE    "purge"    /* payload: "id:format" of a deleted image; purge the CDN */
 
 /* A claimed job: valid until its lease runs out; lease is the fencing token. */
 struct meta_job {
@@ -181,7 +182,9 @@ int meta_image_list(struct meta_store *ms, int64_t before, size_t limit, struct 
  * drops its variants and one reference from each blob it and its variants
  * named; keys whose count reached zero are reported in *rel (rel may be
  * NULL; rel->n is 0 on failure) and a "release" job is enqueued for each in
- * the same transaction. E_NOTFOUND if unknown or already deleted.
+ * the same transaction, after one "purge" job (payload "id:format") that
+ * evicts the image and its variants from the CDN. E_NOTFOUND if unknown or
+ * already deleted.
  */
 int meta_image_delete(struct meta_store *ms, const char *id, struct meta_released *rel);
 

@@ -153,7 +153,7 @@ static const char *const pg_sql[PS_COUNT] = {
     [PS_JOB_INSERT] = "INSERT INTO jobs (kind, payload, run_after, created_at)"
                       " VALUES ($1, $2, $3::bigint, $4::bigint)",
     [PS_IMAGE_MARK_DELETED] = "UPDATE images SET deleted_at = $2::bigint"
-                              " WHERE id = $1 AND deleted_at IS NULL RETURNING key",
+                              " WHERE id = $1 AND deleted_at IS NULL RETURNING key, format",
     [PS_VARIANTS_DROP] = "DELETE FROM variants WHERE image_id = $1 RETURNING key",
     [PS_BLOB_UNREF] = "UPDATE blobs SET refs = refs - 1 WHERE key = $1 RETURNING refs, pins",
     /* FOR SHARE: a delete of the image waits for this transaction, or this one sees it. */
@@ -760,6 +760,7 @@ static int pg_delete_fn(struct pg_node *n, struct pg_conn *c, void *arg)
     char now[24];
     const char *v[] = {d->id, now};
     char(*keys)[SHA256_HEX] = NULL;
+    char purge[META_JOB_PAYLOAD_MAX], format[META_FORMAT_MAX];
     PGresult *r = NULL, *vr = NULL;
     size_t nkeys = 0;
     int rc;
@@ -783,6 +784,10 @@ static int pg_delete_fn(struct pg_node *n, struct pg_conn *c, void *arg)
         pg_text(vr, i, 0, keys[nkeys++], SHA256_HEX);
     /* one order for every transaction locking blob rows: no deadlock between deletes */
     qsort(keys, nkeys, sizeof(*keys), key_cmp);
+    /* the CDN purge first: it is what stands between the delete and a 404 at the edge */
+    pg_text(r, 0, 1, format, sizeof(format));
+    snprintf(purge, sizeof(purge), "%s:%s", d->id, format);
+    rc = pg_job_insert(n, c, META_JOB_PURGE, purge, 0);
     for (size_t i = 0; i < nkeys && rc == OK; i++)
         rc = pg_unref(n, c, keys[i], &d->got);
 out:

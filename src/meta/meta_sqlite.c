@@ -153,7 +153,7 @@ static const struct {
                      " ON CONFLICT (key) DO UPDATE SET refs = refs + 1",
                      false},
     [ST_IMAGE_MARK_DELETED] = {"UPDATE images SET deleted_at = ?2"
-                               " WHERE id = ?1 AND deleted_at IS NULL RETURNING key",
+                               " WHERE id = ?1 AND deleted_at IS NULL RETURNING key, format",
                                false},
     [ST_VARIANTS_DROP] = {"DELETE FROM variants WHERE image_id = ?1 RETURNING key", false},
     [ST_BLOB_UNREF] = {"UPDATE blobs SET refs = refs - 1 WHERE key = ?1 RETURNING refs, pins",
@@ -635,6 +635,7 @@ static int sq_image_delete(void *be, const char *id, struct meta_released *rel)
     struct sq_conn *w = &s->writer;
     struct meta_released got = {.n = 0};
     char(*keys)[SHA256_HEX] = NULL; /* the image's key, then each variant's */
+    char purge[META_JOB_PAYLOAD_MAX], format[META_FORMAT_MAX] = "";
     size_t nkeys = 0;
     size_t cap = 0;
     sqlite3_stmt *st = w->st[ST_IMAGE_MARK_DELETED];
@@ -655,6 +656,7 @@ static int sq_image_delete(void *be, const char *id, struct meta_released *rel)
             keys = xrealloc(keys, cap * sizeof(*keys));
         }
         sq_col_text(st, 0, keys[nkeys++], SHA256_HEX);
+        sq_col_text(st, 1, format, sizeof(format));
     }
     sq_reset(st);
     if (src != SQLITE_DONE) {
@@ -682,6 +684,9 @@ static int sq_image_delete(void *be, const char *id, struct meta_released *rel)
         rc = sq_fail(w->db, src, "variants delete");
         goto out;
     }
+    /* the CDN purge first: it is what stands between the delete and a 404 at the edge */
+    snprintf(purge, sizeof(purge), "%s:%s", id, format);
+    rc = sq_job_insert(w, META_JOB_PURGE, purge, 0);
     for (size_t i = 0; i < nkeys && rc == OK; i++)
         rc = sq_blob_unref(w, keys[i], &got);
 out:

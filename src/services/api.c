@@ -10,6 +10,7 @@
 #include "services/api.h"
 
 #include "cache/cache.h"
+#include "cdn/cdn.h"
 #include "core/codec.h"
 #include "core/crypto.h"
 #include "core/err.h"
@@ -67,11 +68,14 @@ void api_init(struct api *a, const struct config *cfg, struct meta_store *meta,
     pthread_mutex_init(&a->work_lock, NULL);
     pthread_cond_init(&a->work_free, NULL);
     metrics_add_renderer(api_metrics, a);
+    if (cdn_new(cfg, a->base_url, &a->cdn) != OK)
+        log_warn("api", "no CDN purger: deletes leave the CDN's copies to expire");
 }
 
 void api_release(struct api *a)
 {
     metrics_remove_renderer(api_metrics, a);
+    cdn_free(a->cdn);
     pthread_mutex_destroy(&a->lock);
     pthread_cond_destroy(&a->flight_done);
     pthread_mutex_destroy(&a->work_lock);
@@ -800,6 +804,8 @@ int api_job_run(void *app, const struct meta_job *job, char *err, size_t cap)
             snprintf(err, cap, "release %.16s: %s", job->payload, err_str(rc));
         return rc;
     }
+    if (strcmp(job->kind, META_JOB_PURGE) == 0)
+        return cdn_purge(a->cdn, job->payload, err, cap); /* idempotent; OK without a purger */
     snprintf(err, cap, "unknown job kind \"%s\"", job->kind);
     return E_INVALID;
 }
