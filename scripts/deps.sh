@@ -18,7 +18,7 @@ pkgs=(
     # runtime of the image pipeline (BMP loads through ImageMagick's loader in libvips 8.14)
     libvips-tools imagemagick
     # servers of the cluster (started by the tests and the local cluster launcher)
-    postgresql postgresql-client redis-server redis-tools nginx varnish
+    postgresql postgresql-client redis-server redis-tools nginx varnish varnish-modules
     # benchmarks
     wrk
 )
