@@ -18,7 +18,6 @@
 #include "meta/meta.h"
 #include "services/ring_sim.h"
 #include "store/blob.h"
-#include "store/blob_cache.h"
 #include "store/blob_ring.h"
 #include "store/ring.h"
 
@@ -128,16 +127,7 @@ int ring_admin_open_store(const struct config *cfg, struct meta_store *meta,
     }
     log_info("ring", "ring epoch %s: %zu shards, %u replicas, write quorum %u", ring->epoch,
              ring->n, ring->replicas, ring->write_quorum);
-    rc = ra_open_ring_store(cfg, ring, tmp_dir, out);
-    if (rc == OK && cfg->storage.cache_bytes > 0 && blob_store_may_block(*out)) {
-        /* remote shards: keep local copies of what this service reads */
-        char dir[4200];
-        struct blob_store *cached = NULL;
-        snprintf(dir, sizeof(dir), "%s/../blobcache", tmp_dir);
-        if (blob_cache_open(*out, dir, (uint64_t)cfg->storage.cache_bytes, &cached) == OK)
-            *out = cached;
-    }
-    return rc;
+    return ra_open_ring_store(cfg, ring, tmp_dir, out);
 }
 
 /* --- the tools' context: metadata, the ring store, a temporary directory --- */

@@ -18,6 +18,7 @@
 #include "services/signals.h"
 #include "services/web.h"
 #include "store/blob.h"
+#include "store/blob_cache.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -114,6 +115,17 @@ int service_run(const struct config *cfg, unsigned parts, const char *role)
     if (rc != OK) {
         log_error("serve", "cannot open the blob store \"%s\": %s", blob_url, err_str(rc));
         goto out;
+    }
+    if (cfg->storage.cache_bytes > 0 && blob_store_may_block(blobs)) {
+        /* remote shards: keep local copies of what this service reads */
+        char dir[4200];
+        struct blob_store *cached = NULL;
+        if (realpath(cfg->storage.data_dir, dir) != NULL &&
+            strlen(dir) + sizeof("/blobcache") <= sizeof(dir)) {
+            strcat(dir, "/blobcache");
+            if (blob_cache_open(blobs, dir, (uint64_t)cfg->storage.cache_bytes, &cached) == OK)
+                blobs = cached;
+        }
     }
     api_init(&app, cfg, meta, blobs);
     api_ok = true;
