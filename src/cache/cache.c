@@ -95,11 +95,15 @@ size_t cache_rec_encode(const struct image_rec *r, char *buf)
 /* field copies the next '|'-separated field of *p (up to end) into dst (capacity cap). */
 static bool field(const char **p, const char *end, char *dst, size_t cap)
 {
-    const char *bar = memchr(*p, '|', (size_t)(end - *p));
-    const char *stop = bar != NULL ? bar : end;
-    size_t len = (size_t)(stop - *p);
+    const char *bar, *stop;
+    size_t len;
 
-    if (*p > end || len >= cap)
+    if (*p > end) /* every field was consumed already */
+        return false;
+    bar = memchr(*p, '|', (size_t)(end - *p));
+    stop = bar != NULL ? bar : end;
+    len = (size_t)(stop - *p);
+    if (len >= cap)
         return false;
     memcpy(dst, *p, len);
     dst[len] = '\0';
