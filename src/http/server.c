@@ -80,6 +80,7 @@ struct http_req {
     enum req_state state;
     int64_t start_us;
     size_t uri_len;
+    bool uri_nul; /* the request target holds %00: MHD's decoded C strings would cut it short */
     unsigned method;
     const char *method_name;
     struct str path;
@@ -275,6 +276,46 @@ void http_reply_json(struct http_req *req, int status, json_t *j)
                 len);
 }
 
+/*
+ * utf8_scrub replaces, in place, every byte of s that is not part of a valid
+ * UTF-8 sequence (and every control character) with '?': error messages quote
+ * request bytes, and JSON (jansson) refuses invalid UTF-8.
+ */
+static void utf8_scrub(char *s)
+{
+    unsigned char *p = (unsigned char *)s;
+
+    while (*p != '\0') {
+        size_t n = 0;
+        if (*p < 0x20 || *p == 0x7f) {
+            *p++ = '?';
+            continue;
+        }
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+        if (*p >= 0xc2 && *p <= 0xdf)
+            n = 1;
+        else if (*p >= 0xe0 && *p <= 0xef)
+            n = 2;
+        else if (*p >= 0xf0 && *p <= 0xf4)
+            n = 3;
+        bool ok = n > 0;
+        for (size_t i = 1; ok && i <= n; i++)
+            ok = (p[i] & 0xc0) == 0x80;
+        /* overlong forms, surrogates and code points past U+10FFFF */
+        if (ok && ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] > 0x9f) ||
+                   (p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] > 0x8f)))
+            ok = false;
+        if (!ok) {
+            *p++ = '?';
+            continue;
+        }
+        p += n + 1;
+    }
+}
+
 void http_reply_error(struct http_req *req, int rc, const char *fmt, ...)
 {
     char msg[512];
@@ -284,6 +325,7 @@ void http_reply_error(struct http_req *req, int rc, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    utf8_scrub(msg);
     if (status == 503 || status == 429)
         http_set_header(req, "Retry-After", "1");
     if (rc == E_METHOD) {
@@ -558,6 +600,7 @@ static void *uri_logger(void *cls, const char *uri, struct MHD_Connection *conn)
     req->conn = conn;
     req->start_us = time_mono_us();
     req->uri_len = strlen(uri);
+    req->uri_nul = strstr(uri, "%00") != NULL;
     req->body_fd = -1;
     req->metric_id = -1;
     atomic_fetch_add(&srv->inflight, 1);
@@ -637,6 +680,10 @@ static bool req_precheck(struct http_req *req, uint64_t *declared)
     if (req->uri_len > o->max_url_bytes) {
         http_reply_error(req, E_URITOOLONG, "request target is longer than %zu bytes",
                          o->max_url_bytes);
+        return true;
+    }
+    if (req->uri_nul) {
+        http_reply_error(req, E_INVALID, "NUL byte in the request target");
         return true;
     }
     if (header_bytes > o->max_header_bytes) {

@@ -400,7 +400,8 @@ static void h_list(struct http_req *req)
         char *end = NULL;
         errno = 0;
         long long v = strtoll(ls, &end, 10);
-        if (errno != 0 || end == ls || *end != '\0' || v < 1 || v > a->cfg->limits.max_list) {
+        if (ls[0] < '0' || ls[0] > '9' || errno != 0 || end == ls || *end != '\0' || v < 1 ||
+            v > a->cfg->limits.max_list) {
             http_reply_error(req, E_INVALID, "limit must be an integer from 1 to %lld",
                              (long long)a->cfg->limits.max_list);
             return;
