@@ -63,6 +63,9 @@ static const struct cfg_entry config_table[] = {
      "Longest request target; longer answers 414. Keep it well under max_header_bytes."},
     {"server", "shutdown_timeout", CFG_DURATION, "10s", 0, 600000, F(server.shutdown_timeout_ms),
      "On SIGTERM/SIGINT, time given to requests in flight before the process exits."},
+    {"server", "trusted_proxies", CFG_STR, "", 0, 0, F(server.trusted_proxies),
+     "Comma-separated proxy addresses (e.g. the balancer's) whose X-Forwarded-For names the "
+     "client for rate limits; from any other peer the header is ignored."},
 
     {"limits", "max_upload_bytes", CFG_SIZE, "50M", 1, 4 * GiB, F(limits.max_upload_bytes),
      "Largest upload body; larger answers 413 and nothing is kept."},
@@ -74,6 +77,11 @@ static const struct cfg_entry config_table[] = {
      F(limits.max_animation_pixels), "Most pixels over all frames of an animation."},
     {"limits", "max_list", CFG_INT, "1000", 1, 10000, F(limits.max_list),
      "Largest page size a listing may ask for."},
+    {"limits", "upload_rate", CFG_INT, "0", 0, 1000000, F(limits.upload_rate),
+     "Uploads a minute per API key (or per client address without a key); more answers 429 "
+     "with Retry-After. 0: no limit."},
+    {"limits", "upload_burst", CFG_INT, "10", 1, 100000, F(limits.upload_burst),
+     "Uploads a key or address may make at once before limits.upload_rate applies."},
 
     {"storage", "data_dir", CFG_STR, "./tessera-data", 0, 0, F(storage.data_dir),
      "Directory for the embedded store (tessera serve): database, blobs, temporaries."},

@@ -36,6 +36,7 @@ struct config {
         int64_t max_header_bytes;
         int64_t max_url_bytes;
         int64_t shutdown_timeout_ms;
+        char *trusted_proxies; /* addresses whose X-Forwarded-For is believed; "" = none */
     } server;
     struct {
         int64_t max_upload_bytes;
@@ -43,6 +44,8 @@ struct config {
         int64_t max_frames;
         int64_t max_animation_pixels;
         int64_t max_list;
+        int64_t upload_rate;  /* uploads a minute per API key or client address; 0 = no limit */
+        int64_t upload_burst; /* uploads allowed at once before the rate applies */
     } limits;
     struct {
         char *data_dir;

@@ -86,6 +86,8 @@ const char *http_header(const struct http_req *req, const char *name);
 /* http_query returns a decoded query argument or NULL. */
 const char *http_query(const struct http_req *req, const char *name);
 const char *http_request_id(const struct http_req *req);
+/* http_client_addr writes the connecting peer's address as text ("?" if unknown). */
+void http_client_addr(const struct http_req *req, char *out, size_t cap);
 /* http_body_path is the file holding the upload body (ROUTE_BODY_UPLOAD), its length in bytes. */
 const char *http_body_path(const struct http_req *req);
 uint64_t http_body_len(const struct http_req *req);

@@ -189,6 +189,22 @@ const char *http_query(const struct http_req *req, const char *name)
     return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
+void http_client_addr(const struct http_req *req, char *out, size_t cap)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+
+    snprintf(out, cap, "?");
+    if (ci == NULL || ci->client_addr == NULL)
+        return;
+    if (ci->client_addr->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)ci->client_addr)->sin_addr, out,
+                  (socklen_t)cap);
+    else if (ci->client_addr->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ci->client_addr)->sin6_addr, out,
+                  (socklen_t)cap);
+}
+
 const char *http_request_id(const struct http_req *req)
 {
     return req->rid;
@@ -326,8 +342,13 @@ void http_reply_error(struct http_req *req, int rc, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     utf8_scrub(msg);
-    if (status == 503 || status == 429)
-        http_set_header(req, "Retry-After", "1");
+    if (status == 503 || status == 429) {
+        bool has = false;
+        for (size_t i = 0; i < req->nhdr; i++)
+            has |= strcasecmp(req->hdr_name[i], "Retry-After") == 0;
+        if (!has)
+            http_set_header(req, "Retry-After", "1");
+    }
     if (rc == E_METHOD) {
         char allow[128];
         http_allow_format(req->match.allow, allow, sizeof(allow));

@@ -21,6 +21,7 @@
 #include "http/http.h"
 #include "http/metrics.h"
 #include "http/range.h"
+#include "http/ratelimit.h"
 #include "image/image.h"
 #include "meta/meta.h"
 #include "services/cursor.h"
@@ -68,6 +69,8 @@ void api_init(struct api *a, const struct config *cfg, struct meta_store *meta,
     pthread_mutex_init(&a->work_lock, NULL);
     pthread_cond_init(&a->work_free, NULL);
     metrics_add_renderer(api_metrics, a);
+    a->upload_rl =
+        ratelimit_new((uint64_t)cfg->limits.upload_rate, (uint64_t)cfg->limits.upload_burst);
     if (cdn_new(cfg, a->base_url, &a->cdn) != OK)
         log_warn("api", "no CDN purger: deletes leave the CDN's copies to expire");
 }
@@ -75,6 +78,7 @@ void api_init(struct api *a, const struct config *cfg, struct meta_store *meta,
 void api_release(struct api *a)
 {
     metrics_remove_renderer(api_metrics, a);
+    ratelimit_free(a->upload_rl);
     cdn_free(a->cdn);
     pthread_mutex_destroy(&a->lock);
     pthread_cond_destroy(&a->flight_done);
@@ -274,6 +278,36 @@ static int upload_store(struct api *a, const char *path, struct image_rec *img)
     return rc;
 }
 
+/*
+ * upload_admitted takes a token from the upload bucket of the request's API
+ * key (owner, when it authenticated with one) or else of its client address;
+ * answers 429 with Retry-After and returns false when the bucket is empty.
+ */
+static bool upload_admitted(struct api *a, struct http_req *req, const char *owner)
+{
+    char id[80], peer[64];
+    unsigned retry = 1;
+
+    if (a->upload_rl == NULL)
+        return true;
+    if (owner[0] != '\0') {
+        snprintf(id, sizeof(id), "k:%s", owner);
+    } else {
+        char addr[64];
+        http_client_addr(req, peer, sizeof(peer));
+        ratelimit_client_addr(peer, http_header(req, "X-Forwarded-For"),
+                              a->cfg->server.trusted_proxies, addr, sizeof(addr));
+        snprintf(id, sizeof(id), "a:%s", addr);
+    }
+    if (ratelimit_take(a->upload_rl, id, strlen(id), time_mono_us(), &retry))
+        return true;
+    char ra[16];
+    snprintf(ra, sizeof(ra), "%u", retry);
+    http_set_header(req, "Retry-After", ra);
+    http_reply_error(req, E_RATELIMITED, "too many uploads: try again in %u s", retry);
+    return false;
+}
+
 static void h_upload(struct http_req *req)
 {
     struct api *a = http_app(req);
@@ -307,6 +341,8 @@ static void h_upload(struct http_req *req)
         sha256_buf(key, strlen(key), d);
         hex_encode(d, 8, img.owner);
     }
+    if (!upload_admitted(a, req, img.owner))
+        goto out;
     if (http_body_len(req) == 0) {
         http_reply_error(req, E_UNSUPPORTED, "the upload is empty");
         goto out;

@@ -17,6 +17,7 @@
 struct meta_store;
 struct blob_store;
 struct cache;
+struct ratelimit;
 struct cdn;
 
 #define API_VARIANT_FLIGHTS 64
@@ -34,6 +35,7 @@ struct api {
     struct meta_store *meta;
     struct blob_store *blobs;
     struct cache *cache; /* metadata cache (LRU, Redis); NULL: none; owned by the runner */
+    struct ratelimit *upload_rl; /* limits.upload_rate; NULL: no limit */
     char base_url[512];  /* public URLs: cdn.base_url, server.public_url or http://listen */
     struct cdn *cdn;     /* the purger of cdn.purger; NULL: none (purge jobs do nothing) */
     pthread_mutex_t lock;

@@ -43,11 +43,12 @@ MHD_OWN = (400, 431)
 class Role:
     """One tessera process (serve or storage) on a free loopback port."""
 
-    def __init__(self, root, role, extra=()):
+    def __init__(self, root, name, extra=(), role=None):
+        role = role or name
         self.role = role
         self.port = free_port()
-        self.data = os.path.join(root, role)
-        self.log = os.path.join(root, role + ".log")
+        self.data = os.path.join(root, name)
+        self.log = os.path.join(root, name + ".log")
         logf = open(self.log, "wb")
         self.p = subprocess.Popen(
             [tessera_bin(), role, "--listen", "127.0.0.1:%d" % self.port, "--data-dir", self.data,
@@ -466,11 +467,43 @@ def attack_storage(root):
         r.stop()
 
 
+def upload_rate(root):
+    """limits.upload_rate: 429 + Retry-After per client address; X-Forwarded-For only from a
+    trusted proxy (here 127.0.0.1 is trusted, so each forwarded address has its own bucket)."""
+    png = open(os.path.join(testdata_dir(), "accept_png_tiny_1x1.png"), "rb").read()
+    r = Role(root, "serve-rl", ["--limits.upload_rate=6", "--limits.upload_burst=2"], role="serve")
+    try:
+        def up(extra=()):
+            return exchange(r.port, req("POST", "/api/v1/images",
+                                        ["Content-Type: image/png"] + list(extra), png))
+        C.eq([up()[0] for _ in range(2)], [201, 201], "rate: the burst of 2 uploads passes")
+        st, hdrs, body, _ = up(["X-Forwarded-For: 9.9.9.9"])
+        clean("rate: third upload (X-Forwarded-For from an untrusted peer ignored)",
+              (st, hdrs, body, False), allow_close=False, statuses={429})
+        ra = hdrs.get("retry-after", "")
+        C.check(ra.isdigit() and 1 <= int(ra) <= 10, "rate: Retry-After %r (1..10 s)" % ra)
+        C.check(healthz(r.port), "rate: reads are not limited")
+    finally:
+        r.stop()
+    r = Role(root, "serve-rl2", ["--limits.upload_rate=6", "--limits.upload_burst=1",
+                                 "--server.trusted_proxies=127.0.0.1"], role="serve")
+    try:
+        def up2(xff):
+            return exchange(r.port, req("POST", "/api/v1/images",
+                                        ["Content-Type: image/png", "X-Forwarded-For: " + xff],
+                                        png))[0]
+        C.eq([up2("1.1.1.1"), up2("6.6.6.6, 2.2.2.2"), up2("1.1.1.1")], [201, 201, 429],
+             "rate: behind a trusted proxy each client address has its own bucket")
+    finally:
+        r.stop()
+
+
 def main():
     root = tempfile.mkdtemp(prefix="tessera-hostile-")
     try:
         attack_serve(root)
         attack_storage(root)
+        C.run(upload_rate, root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     C.finish()
