@@ -34,10 +34,10 @@ struct api {
     const struct config *cfg;
     struct meta_store *meta;
     struct blob_store *blobs;
-    struct cache *cache; /* metadata cache (LRU, Redis); NULL: none; owned by the runner */
+    struct cache *cache;         /* metadata cache (LRU, Redis); NULL: none; owned by the runner */
     struct ratelimit *upload_rl; /* limits.upload_rate; NULL: no limit */
-    char base_url[512];  /* public URLs: cdn.base_url, server.public_url or http://listen */
-    struct cdn *cdn;     /* the purger of cdn.purger; NULL: none (purge jobs do nothing) */
+    char base_url[512];          /* public URLs: cdn.base_url, server.public_url or http://listen */
+    struct cdn *cdn;             /* the purger of cdn.purger; NULL: none (purge jobs do nothing) */
     pthread_mutex_t lock;
     pthread_cond_t flight_done;
     struct api_flight flights[API_VARIANT_FLIGHTS];
