@@ -201,8 +201,17 @@ static void rcl_node_ok(struct rcl_node *n)
 }
 
 /*
+ * rcl_urgent, set by the calling thread around a command, makes it try a node
+ * even while the node is marked down. Deletes need it: a node that came back
+ * before its back-off ended already has subscribers using their LRUs again, so
+ * a tombstone or an invalidation skipped for the mark would leave them stale.
+ */
+static _Thread_local bool rcl_urgent;
+
+/*
  * rcl_conn_get hands out a connection to n: pooled (*reused true) or new.
- * E_UNAVAILABLE at once while n is down or another caller is probing it.
+ * E_UNAVAILABLE at once while n is down or another caller is probing it
+ * (unless rcl_urgent).
  */
 static int rcl_conn_get(struct rcluster *rc, struct rcl_node *n, redisContext **out, bool *reused)
 {
@@ -212,7 +221,7 @@ static int rcl_conn_get(struct rcluster *rc, struct rcl_node *n, redisContext **
     *out = NULL;
     *reused = false;
     pthread_mutex_lock(&n->lock);
-    if (n->down_until_us != 0 && (now < n->down_until_us || n->probing)) {
+    if (!rcl_urgent && n->down_until_us != 0 && (now < n->down_until_us || n->probing)) {
         pthread_mutex_unlock(&n->lock);
         return E_UNAVAILABLE;
     }
@@ -506,7 +515,9 @@ int rcluster_set(struct rcluster *rc, const char *key, const char *val, size_t l
     int rc_;
 
     argvlen[4] = (size_t)snprintf(ttl, sizeof(ttl), "%lld", (long long)ttl_ms);
+    rcl_urgent = !nx; /* an overwrite is a delete's tombstone */
     rc_ = rcl_exec(rc, key, nx ? 6 : 5, argv, argvlen, &r);
+    rcl_urgent = false;
     if (rc_ != OK)
         goto out;
     if (r->type == REDIS_REPLY_NIL)
@@ -541,7 +552,9 @@ int rcluster_publish(struct rcluster *rc, const char *channel, const char *msg,
     redisReply *r = NULL;
     int rc_;
 
+    rcl_urgent = true;
     rc_ = rcl_exec(rc, channel, 3, argv, argvlen, &r);
+    rcl_urgent = false;
     if (rc_ == OK && r->type != REDIS_REPLY_INTEGER)
         rc_ = E_UNAVAILABLE;
     if (rc_ == OK && receivers != NULL)

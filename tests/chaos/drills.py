@@ -1,0 +1,415 @@
+#!/usr/bin/python3
+"""Fault drills: a bounded mixed load on the local cluster, one fault at a time, a ledger.
+
+Brings the local cluster up in a temporary run directory (ports moved by
+TESSERA_CHAOS_PORT_OFFSET, default 60), then for each drill runs a mixed load
+through the balancer (uploads of corpus images, GETs of uploaded ones,
+listings, deletes) at a bounded rate, injects the fault, recovers, and prints:
+requests by outcome, errors during the fault window, time to recover. At the
+end the ledger is checked: every upload that got 201 and was not deleted reads
+back byte-exact; every delete that got 204 is 404 everywhere (the balancer and
+each read service directly); no 5xx other than the 503s the design allows
+during a fault.
+
+Usage: drills.py [DRILL ...]   (default: all; --list prints them)
+Environment: TESSERA_BIN, TESSERA_TESTDATA, TESSERA_CHAOS_SECONDS (load per drill, default 12),
+TESSERA_CHAOS_RATE (requests/s, default 150).
+"""
+import hashlib
+import http.client
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CLUSTER = os.path.join(ROOT, "deploy", "local", "cluster")
+BIN = os.environ.get("TESSERA_BIN", os.path.join(ROOT, "build", "tessera"))
+DATA = os.environ.get("TESSERA_TESTDATA", os.path.join(ROOT, "..", "shared", "testdata", "images"))
+OFF = int(os.environ.get("TESSERA_CHAOS_PORT_OFFSET", "60"))
+SECONDS = float(os.environ.get("TESSERA_CHAOS_SECONDS", "12"))
+RATE = float(os.environ.get("TESSERA_CHAOS_RATE", "150"))
+LB = 8080 + OFF
+PG = 25432 + OFF  # below the ephemeral port range
+READS = [8101 + OFF, 8102 + OFF, 8103 + OFF]
+RUN = None
+
+
+def cluster(*args, check=True, timeout=300, env_extra=None):
+    env = dict(os.environ, TESSERA_RUN=RUN, TESSERA_BIN=BIN, TESSERA_NO_BUILD="1",
+               TESSERA_PORT_OFFSET=str(OFF), TESSERA_CLUSTER_PG_PORT=str(PG))
+    env.update(env_extra or {})
+    p = subprocess.run([CLUSTER, *args], env=env, capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise RuntimeError("cluster %s: %s" % (" ".join(args), (p.stdout + p.stderr)[-800:]))
+    return p
+
+
+def request(method, path, body=None, headers=None, port=LB, timeout=15):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+class Ledger:
+    """What the clients were told: the truth the cluster must keep."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.live = {}      # id -> (sha256, delete_token): got 201, no 204 yet
+        self.deleted = set()  # got 204
+        self.unknown = set()  # a delete whose answer was lost: either state is fine
+
+    def add(self, id_, sha, token):
+        with self.lock:
+            self.live[id_] = (sha, token)
+
+    def pick(self):
+        with self.lock:
+            if not self.live:
+                return None
+            return random.choice(list(self.live.items()))
+
+
+class Load:
+    """A mixed load at a bounded rate from a few threads, counting outcomes per window."""
+
+    def __init__(self, ledger, images):
+        self.ledger = ledger
+        self.images = images
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.window = "before"
+        self.counts = {}  # (window, op, outcome) -> n
+        self.bad = []     # unexpected answers: (window, op, status)
+        self.sample503 = []  # (window, op) of 503 answers
+
+    def count(self, op, outcome):
+        with self.lock:
+            k = (self.window, op, outcome)
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def one(self):
+        r = random.random()
+        try:
+            if r < 0.25:
+                name, data = random.choice(self.images)
+                st, body = request("POST", "/api/v1/images", body=data)
+                if st == 201:
+                    j = json.loads(body)
+                    self.ledger.add(j["id"], j["sha256"], j["delete_token"])
+                op = "upload"
+            elif r < 0.80:
+                item = self.ledger.pick()
+                if item is None:
+                    return
+                id_, (sha, _) = item
+                st, body = request("GET", "/i/" + id_)
+                op = "get"
+                if st == 200 and hashlib.sha256(body).hexdigest() != sha:
+                    with self.lock:
+                        self.bad.append((self.window, "get", "wrong bytes for " + id_))
+                if st == 404:
+                    with self.ledger.lock:
+                        gone = id_ not in self.ledger.live
+                    if gone:
+                        st = 200  # deleted by another thread meanwhile: fine
+            elif r < 0.92:
+                st, _ = request("GET", "/api/v1/images?limit=20")
+                op = "list"
+            else:
+                item = self.ledger.pick()
+                if item is None:
+                    return
+                id_, (sha, token) = item
+                with self.ledger.lock:
+                    if id_ not in self.ledger.live:
+                        return
+                    del self.ledger.live[id_]
+                    self.ledger.unknown.add(id_)
+                st, _ = request("DELETE", "/api/v1/images/" + id_,
+                                headers={"X-Delete-Token": token})
+                with self.ledger.lock:
+                    self.ledger.unknown.discard(id_)
+                    if st == 204:
+                        self.ledger.deleted.add(id_)
+                    elif st != 404:
+                        self.ledger.live[id_] = (sha, token)  # not deleted: still live
+                op = "delete"
+        except (OSError, http.client.HTTPException):
+            self.count("any", "connection error")
+            return
+        outcome = "%dxx" % (st // 100) if st not in (503,) else "503"
+        self.count(op, outcome)
+        if st == 503 and len(self.sample503) < 400:
+            with self.lock:
+                self.sample503.append((self.window, op))
+        if st >= 500 and st != 503:
+            with self.lock:
+                self.bad.append((self.window, op, st))
+
+    def run(self, threads=4):
+        def worker():
+            gap = threads / RATE
+            while not self.stop.is_set():
+                t = time.monotonic()
+                self.one()
+                left = gap - (time.monotonic() - t)
+                if left > 0:
+                    self.stop.wait(left)
+        self.threads = [threading.Thread(target=worker) for _ in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join()
+
+
+def wait_ok(path="/api/v1/images?limit=1", method="GET", body=None, timeout=60):
+    """Seconds until the balancer answers 2xx again (a write when method is POST)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            st, _ = request(method, path, body=body, timeout=5)
+            if 200 <= st < 300:
+                return time.monotonic() - t0
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return None
+
+
+def tiny_png():
+    return open(os.path.join(DATA, "accept_png_tiny_1x1.png"), "rb").read()
+
+
+# --- the drills: each returns the time to recover (s) or None when it did not ---
+
+
+def drill_kill_read(load):
+    cluster("kill", "read-1")
+    time.sleep(SECONDS / 3)
+    cluster("start", "read-1")
+    return 0.0
+
+
+def drill_kill_write(load):
+    cluster("kill", "write")
+    time.sleep(SECONDS / 4)
+    t0 = time.monotonic()
+    cluster("start", "write")
+    rec = wait_ok("/api/v1/images", "POST", tiny_png())
+    return None if rec is None else time.monotonic() - t0
+
+
+def drill_kill_worker(load):
+    cluster("kill", "worker-1")
+    time.sleep(SECONDS / 4)
+    cluster("start", "worker-1")
+    return 0.0
+
+
+def drill_storage_wipe(load):
+    cluster("stop", "storage-2")
+    time.sleep(SECONDS / 4)
+    shutil.rmtree(os.path.join(RUN, "storage-2"), ignore_errors=True)
+    cluster("start", "storage-2")
+    t0 = time.monotonic()
+    p = subprocess.run([BIN, "repair", "--config", os.path.join(RUN, "cluster.ini"),
+                        "--storage.data_dir", os.path.join(RUN, "repair")],
+                       capture_output=True, text=True, timeout=600)
+    print("   repair: " + (p.stdout.strip().splitlines() or ["(no output)"])[-1])
+    return time.monotonic() - t0 if p.returncode == 0 else None
+
+
+def drill_stop_replica(load):
+    cluster("stop", "pg-replica-1")
+    time.sleep(SECONDS / 3)
+    cluster("start", "pg-replica-1")
+    return 0.0
+
+
+def drill_promote(load):
+    cluster("stop", "pg-primary")
+    time.sleep(SECONDS / 6)
+    t0 = time.monotonic()
+    env = dict(os.environ, TESSERA_PG_DIR=os.path.join(RUN, "pg"), TESSERA_PG_PORT=str(PG))
+    subprocess.run([os.path.join(ROOT, "deploy", "local", "pg.sh"), "promote", "pg-replica-1"],
+                   env=env, capture_output=True, timeout=120, check=True)
+    rec = wait_ok("/api/v1/images", "POST", tiny_png())
+    took = None if rec is None else time.monotonic() - t0
+    # the old primary comes back as a standby of the new one
+    subprocess.run([os.path.join(ROOT, "deploy", "local", "pg.sh"), "start", "pg-primary"],
+                   env=env, capture_output=True, timeout=120)
+    return took
+
+
+def drill_stop_redis(load):
+    cluster("stop", "redis-2")
+    time.sleep(SECONDS / 3)
+    cluster("start", "redis-2")
+    return 0.0
+
+
+def drill_stop_all_redis(load):
+    for n in ("redis-1", "redis-2", "redis-3"):
+        cluster("stop", n)
+    time.sleep(SECONDS / 3)
+    for n in ("redis-1", "redis-2", "redis-3"):
+        cluster("start", n)
+    return 0.0
+
+
+def drill_disk_full(load):
+    """storage-3's data directory on a 4 MiB tmpfs: it fills, answers 507, writes go elsewhere."""
+    d = os.path.join(RUN, "storage-3")
+    cluster("stop", "storage-3")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", d]).returncode != 0:
+        print("   (cannot mount a tmpfs here: drill skipped)")
+        cluster("start", "storage-3")
+        return 0.0
+    try:
+        # min_free 0: ready on a file system smaller than the default free-space floor
+        cluster("start", "storage-3", env_extra={"TESSERA_STORAGE_MIN_FREE": "0"})
+        big = open(os.path.join(DATA, "accept_jpeg_large_seeding_4000x3000.jpg"), "rb").read()
+        for _ in range(3):  # 2 MB each: the node fills
+            request("POST", "/api/v1/images", body=big, timeout=60)
+        time.sleep(SECONDS / 3)
+        cluster("stop", "storage-3")
+    finally:
+        subprocess.run(["umount", "-l", d])
+    cluster("start", "storage-3")
+    t0 = time.monotonic()
+    p = subprocess.run([BIN, "repair", "--config", os.path.join(RUN, "cluster.ini"),
+                        "--storage.data_dir", os.path.join(RUN, "repair")],
+                       capture_output=True, text=True, timeout=600)
+    print("   repair: " + (p.stdout.strip().splitlines() or ["(no output)"])[-1])
+    return time.monotonic() - t0 if p.returncode == 0 else None
+
+
+DRILLS = [
+    ("kill-read", drill_kill_read, "kill -9 read-1, start it again"),
+    ("kill-write", drill_kill_write, "kill -9 the write service, start it again"),
+    ("kill-worker", drill_kill_worker, "kill -9 worker-1 (holding jobs), start it again"),
+    ("storage-wipe", drill_storage_wipe, "stop storage-2, wipe its data, start it empty, repair"),
+    ("stop-replica", drill_stop_replica, "stop pg-replica-1, start it again"),
+    ("promote", drill_promote, "stop pg-primary, promote pg-replica-1"),
+    ("stop-redis", drill_stop_redis, "stop redis-2, start it again"),
+    ("stop-all-redis", drill_stop_all_redis, "stop every Redis node, start them again"),
+    ("disk-full", drill_disk_full, "storage-3 on a 4 MiB file system: it fills"),
+]
+# The 503s a fault may cause, by drill (uploads and deletes while no writer or primary).
+ALLOWED_503 = {"kill-write", "promote"}
+
+
+def check_ledger(ledger):
+    problems = []
+    for id_, (sha, _) in list(ledger.live.items()):
+        st, body = request("GET", "/i/" + id_)
+        if st != 200 or hashlib.sha256(body).hexdigest() != sha:
+            problems.append("upload %s (201) now answers %d" % (id_, st))
+    for id_ in ledger.deleted:
+        for port in [LB] + READS:
+            st, _ = request("GET", "/i/" + id_, port=port)
+            if st != 404:
+                problems.append("delete %s (204) answers %d on port %d" % (id_, st, port))
+    return problems
+
+
+def main(names):
+    global RUN
+    manifest = [l.rstrip("\n").split("\t") for l in open(os.path.join(DATA, "manifest.tsv"))]
+    images = [(r[0], open(os.path.join(DATA, r[0]), "rb").read()) for r in manifest[1:]
+              if r[5] == "accept" and os.path.getsize(os.path.join(DATA, r[0])) < 200000]
+    RUN = tempfile.mkdtemp(prefix="tessera-chaos-")
+    os.chmod(RUN, 0o755)
+    results = []
+    failed = False
+    try:
+        t0 = time.monotonic()
+        cluster("up")
+        print("cluster up in %.1f s (port offset %d)" % (time.monotonic() - t0, OFF), flush=True)
+        for name, fn, what in DRILLS:
+            if names and name not in names:
+                continue
+            print("---- drill %s: %s" % (name, what), flush=True)
+            ledger = Ledger()
+            load = Load(ledger, images)
+            load.run()
+            time.sleep(SECONDS / 3)
+            load.window = "fault"  # from the first moment of the fault
+            try:
+                rec = fn(load)
+            except Exception as e:  # noqa: BLE001 - the drill failed to run: report it
+                rec = None
+                print("   the drill raised %r" % e)
+            load.window = "after"
+            time.sleep(SECONDS / 3)
+            load.finish()
+            # let jobs settle (releases, variants), then the ledger
+            time.sleep(1.0)
+            problems = check_ledger(ledger)
+            bad = [b for b in load.bad]
+            not_allowed_503 = sum(n for (w, op, o), n in load.counts.items()
+                                  if o == "503" and (name not in ALLOWED_503 or w != "fault"))
+            errs_fault = sum(n for (w, op, o), n in load.counts.items()
+                             if w == "fault" and o not in ("2xx", "4xx"))
+            total = sum(load.counts.values())
+            by = {}
+            for (w, op, o), n in load.counts.items():
+                by[o] = by.get(o, 0) + n
+            ok = not problems and not bad and not_allowed_503 == 0 and rec is not None
+            failed |= not ok
+            results.append((name, total, by, errs_fault, rec, len(ledger.live),
+                            len(ledger.deleted), problems, ok))
+            print("   requests %d by outcome %s; errors in the fault window %d; "
+                  "recovery %s; ledger: %d live, %d deleted, %d problems%s -> %s" %
+                  (total, json.dumps(by, sort_keys=True), errs_fault,
+                   "%.1f s" % rec if rec is not None else "FAILED", len(ledger.live),
+                   len(ledger.deleted), len(problems), "; unexpected: %s" % bad[:3] if bad else "",
+                   "ok" if ok else "FAIL"), flush=True)
+            for p in problems[:5]:
+                print("   problem: " + p)
+            if not_allowed_503:
+                seen = {}
+                for w, op in load.sample503:
+                    seen[(w, op)] = seen.get((w, op), 0) + 1
+                print("   %d 503s outside the allowed window: %s" % (not_allowed_503, seen))
+    finally:
+        if os.environ.get("TESSERA_CHAOS_KEEP") == "1":
+            cluster("down", check=False)
+            print("run directory kept: " + RUN)
+        else:
+            cluster("destroy", check=False)
+            shutil.rmtree(RUN, ignore_errors=True)
+    print("\n| drill | requests | outcomes | errors in fault window | recovery | live / deleted "
+          "checked | lost |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: |")
+    for name, total, by, ef, rec, live, dele, problems, ok in results:
+        print("| %s | %d | %s | %d | %s | %d / %d | %d |" %
+              (name, total, ", ".join("%s %d" % kv for kv in sorted(by.items())), ef,
+               "%.1f s" % rec if rec is not None else "-", live, dele, len(problems)))
+    print("%d passed, %d failed" % (sum(r[-1] for r in results), sum(not r[-1] for r in results)))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if args == ["--list"]:
+        for n, _, w in DRILLS:
+            print("%-16s %s" % (n, w))
+        sys.exit(0)
+    sys.exit(main(set(args)))
