@@ -272,7 +272,9 @@ static void plan_cloudflare(const struct cdn *c, const char *id, char **paths, s
         }
         req_header(r, xasprintf("Authorization: Bearer %s", c->token));
         req_header(r, xstrdup("Content-Type: application/json"));
-        r->body = json_dumps(json_pack("{s:o}", "files", files), JSON_COMPACT | JSON_SORT_KEYS);
+        json_t *j = json_pack("{s:o}", "files", files); /* takes files */
+        r->body = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+        json_decref(j);
     }
     if (cfg->cdn.cloudflare_tags) {
         struct cdn_req *r = plan_add(
