@@ -30,7 +30,7 @@ DATA = os.environ.get("TESSERA_TESTDATA", os.path.join(ROOT, "..", "shared", "te
 OFF = int(os.environ.get("TESSERA_TEST_PORT_OFFSET", "20"))
 LB = 8080 + OFF
 READS = {"read-1": 8101 + OFF, "read-2": 8102 + OFF, "read-3": 8103 + OFF}
-WRITE, STORAGE1, PG = 8201 + OFF, 9101 + OFF, 54320 + OFF
+WRITE, STORAGE1, PG = 8201 + OFF, 9101 + OFF, 25432 + OFF  # PG below the ephemeral ports
 
 failures = []
 
@@ -44,7 +44,7 @@ def check(ok, what):
 
 def cluster(*args, env_extra=None, check_rc=True, timeout=300):
     env = dict(os.environ, TESSERA_RUN=RUN, TESSERA_BIN=BIN, TESSERA_NO_BUILD="1",
-               TESSERA_PORT_OFFSET=str(OFF))
+               TESSERA_PORT_OFFSET=str(OFF), TESSERA_CLUSTER_PG_PORT=str(PG))
     env.update(env_extra or {})
     p = subprocess.run([CLUSTER, *args], env=env, capture_output=True, text=True, timeout=timeout)
     if check_rc and p.returncode != 0:
@@ -277,7 +277,8 @@ if __name__ == "__main__":
         check(False, "raised %r" % e)
     finally:
         subprocess.run([CLUSTER, "destroy"], env=dict(os.environ, TESSERA_RUN=RUN, TESSERA_BIN=BIN,
-                                                      TESSERA_PORT_OFFSET=str(OFF)),
+                                                      TESSERA_PORT_OFFSET=str(OFF),
+                                                      TESSERA_CLUSTER_PG_PORT=str(PG)),
                        capture_output=True, timeout=120)
         subprocess.run(["rm", "-rf", RUN])
     if failures:
