@@ -3,7 +3,7 @@
 
 Part 1 brings the local cluster up (deploy/local/cluster, with the edge) in a
 temporary run directory on ports moved by TESSERA_TEST_CDN_PORT_OFFSET (default
-60, so it runs beside a cluster on the default ports and beside test_cluster),
+40, so it runs beside a cluster on the default ports and beside test_cluster),
 then through the edge: public URLs name the edge (cdn.base_url); a second GET of
 image bytes and of a variant is a hit (X-Cache: HIT, X-Varnish with two numbers)
 and reaches no read service (their per-instance counters unchanged); API JSON is
@@ -35,10 +35,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CLUSTER = os.path.join(ROOT, "deploy", "local", "cluster")
 BIN = tf.tessera_bin()
 DATA = tf.testdata_dir()
-OFF = int(os.environ.get("TESSERA_TEST_CDN_PORT_OFFSET", "60"))
+OFF = int(os.environ.get("TESSERA_TEST_CDN_PORT_OFFSET", "40"))
 EDGE, LB = 8000 + OFF, 8080 + OFF
 READS = {"read-1": 8101 + OFF, "read-2": 8102 + OFF, "read-3": 8103 + OFF}
-PG = 54320 + OFF
+PG = 25432 + OFF  # below the ephemeral port range, where a client connection cannot hold it
 RUN = None
 
 C = tf.Checks("cdn")
@@ -46,7 +46,7 @@ C = tf.Checks("cdn")
 
 def cluster(*args, check_rc=True, timeout=300):
     env = dict(os.environ, TESSERA_RUN=RUN, TESSERA_BIN=BIN, TESSERA_NO_BUILD="1",
-               TESSERA_PORT_OFFSET=str(OFF))
+               TESSERA_PORT_OFFSET=str(OFF), TESSERA_CLUSTER_PG_PORT=str(PG))
     p = subprocess.run([CLUSTER, *args], env=env, capture_output=True, text=True, timeout=timeout)
     if check_rc and p.returncode != 0:
         print(p.stdout + p.stderr, file=sys.stderr)
