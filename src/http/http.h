@@ -51,6 +51,8 @@ struct http_server_opts {
      * balancer with passive health checks takes this instance out).
      */
     http_ready_fn *gate;
+    /* proxies whose X-Forwarded-For names the client in the access log ("" or NULL: none) */
+    const char *trusted_proxies;
     unsigned workers;          /* threads for ROUTE_BLOCKING handlers when thread_pool > 0 */
     void (*thread_exit)(void); /* run by each worker thread as it exits (library cleanup) */
 };

@@ -16,6 +16,7 @@
 #include "core/xalloc.h"
 #include "http/http.h"
 #include "http/metrics.h"
+#include "http/ratelimit.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -851,12 +852,19 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **con
     *con_cls = NULL;
     dur = time_mono_us() - req->start_us;
     metrics_request(req->metric_id, req->status ? req->status : 499, dur);
-    if (srv->opts.access_log && req->method_name != NULL)
-        log_write(LOG_INFO, "access", "%s %.*s %d %llu %.3fms%s", req->method_name,
+    if (srv->opts.access_log && req->method_name != NULL) {
+        /* the client: the connecting address, or X-Forwarded-For from a trusted proxy */
+        char peer[64], client[64];
+        http_client_addr(req, peer, sizeof(peer));
+        ratelimit_client_addr(peer, http_header(req, "X-Forwarded-For"),
+                              srv->opts.trusted_proxies ? srv->opts.trusted_proxies : "", client,
+                              sizeof(client));
+        log_write(LOG_INFO, "access", "%s %s %.*s %d %llu %.3fms%s", client, req->method_name,
                   (int)(req->path.len > 512 ? 512 : req->path.len), req->path.p,
                   req->status ? req->status : 499, (unsigned long long)req->resp_bytes,
                   (double)dur / 1000.0,
                   toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted");
+    }
     if (req->pp != NULL)
         MHD_destroy_post_processor(req->pp);
     if (req->body_fd >= 0)
