@@ -185,7 +185,7 @@ def t_worker_lease(topo, small_big):
         a = subprocess.Popen(wcmd + ["--jobs.lease", "2s"], stdout=wlog, stderr=subprocess.STDOUT,
                              env=env)
         held = False
-        for _ in range(200):
+        for _ in range(500):  # up to 10 s: worker start-up and its first poll, on a busy machine
             if topo.sql("SELECT count(*) FROM jobs WHERE state = 'running' AND payload = '%s'"
                         % iid) == "1":
                 held = True
@@ -201,7 +201,7 @@ def t_worker_lease(topo, small_big):
         blog = open(os.path.join(srv.root, "worker-b.log"), "wb")
         b = subprocess.Popen(wcmd, stdout=blog, stderr=subprocess.STDOUT, env=env)
         done = False
-        for _ in range(300):
+        for _ in range(1200):  # up to 60 s: the 2 s lease, then two large AVIF encodes
             if topo.sql("SELECT count(*) FROM jobs WHERE payload = '%s'" % iid) == "0":
                 done = True
                 break
