@@ -185,6 +185,43 @@ def main():
     for n in READS:
         check(after[n] - before[n] >= 20, "%s served %d of 300 GETs" % (n, after[n] - before[n]))
 
+    print("---- request smuggling shapes through the balancer")
+    smuggled = b"GET /api/v1/images/AAAAAAAAAAAAAAAA HTTP/1.1\r\nHost: x\r\n\r\n"
+    shapes = {
+        "Content-Length + Transfer-Encoding":
+            b"POST /api/v1/images HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled,
+        "Transfer-Encoding + Content-Length":
+            b"POST /api/v1/images HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Length: 60\r\n\r\n0\r\n\r\n" + smuggled,
+        "obfuscated Transfer-Encoding":
+            b"POST /api/v1/images HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n"
+            b"Content-Length: 5\r\n\r\n0\r\n\r\n" + smuggled,
+        "two Content-Lengths":
+            b"POST /api/v1/images HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            b"Content-Length: 50\r\n\r\n12345" + smuggled,
+    }
+    before = sum(metric(p, "image", "404") or 0 for p in READS.values())
+    for name, raw in shapes.items():
+        s = socket.create_connection(("127.0.0.1", LB), timeout=3)
+        s.sendall(raw)
+        got = b""
+        try:
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    break
+                got += d
+        except socket.timeout:
+            pass
+        s.close()
+        answers = [l for l in got.split(b"\r\n") if l.startswith(b"HTTP/1.1 ")]
+        check(len(answers) == 1 and answers[0].split()[1] in (b"400", b"501"),
+              "%s: refused with one answer (%s)" % (name, answers))
+    after = sum(metric(p, "image", "404") or 0 for p in READS.values())
+    check(after == before, "no smuggled request reached a read service (%d -> %d)"
+          % (before, after))
+
     print("---- stop read-1 during a GET loop (5,000 requests, 16 connections)")
     threads, counts, errors = get_loop(path, 5000, 16)
     time.sleep(0.5)
