@@ -4,12 +4,15 @@
  * Chooses the backend from the url scheme, validates every key before it
  * reaches a backend (and so before it can touch a path), then dispatches.
  */
+#include "core/codec.h"
+#include "core/crypto.h"
 #include "core/err.h"
 #include "core/ident.h"
 #include "core/log.h"
 #include "core/xalloc.h"
 #include "store/blob_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -108,4 +111,16 @@ int blob_list(struct blob_store *bs, const char *after, struct blob_entry *out, 
 bool blob_store_may_block(const struct blob_store *bs)
 {
     return bs->ops->may_block != NULL && bs->ops->may_block(bs->be);
+}
+
+int blob_tmp_name(const char *dir, char *buf, size_t cap)
+{
+    uint8_t raw[16];
+    char hex[2 * sizeof(raw) + 1];
+    int n;
+
+    random_bytes(raw, sizeof(raw));
+    hex_encode(raw, sizeof(raw), hex);
+    n = snprintf(buf, cap, "%s/%s.tmp", dir, hex);
+    return (n < 0 || (size_t)n >= cap) ? E_INVALID : OK;
 }

@@ -126,15 +126,17 @@ static void bc_remove(struct bc *c, struct bc_entry *e)
 static int bc_copy(struct bc *c, const char *key, int fd, uint64_t size)
 {
     char tmp[4200], dir[4200], path[4200];
-    uint8_t rnd[8];
     loff_t in_off = 0;
     uint64_t left = size;
     int out = -1;
     int rc = OK;
 
-    random_bytes(rnd, sizeof(rnd));
-    snprintf(tmp, sizeof(tmp), "%s/tmp/%02x%02x%02x%02x%02x%02x%02x%02x", c->root, rnd[0], rnd[1],
-             rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+    snprintf(dir, sizeof(dir), "%s/tmp", c->root);
+    if (blob_tmp_name(dir, tmp, sizeof(tmp)) != OK) {
+        tmp[0] = '\0';
+        rc = E_IO;
+        goto out;
+    }
     out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (out < 0) {
         rc = E_IO;
@@ -161,7 +163,7 @@ static int bc_copy(struct bc *c, const char *key, int fd, uint64_t size)
 out:
     if (out >= 0)
         close(out);
-    if (rc != OK)
+    if (rc != OK && tmp[0] != '\0')
         unlink(tmp);
     return rc;
 }

@@ -103,14 +103,7 @@ static int bf_mkdir(const char *dir, const char *parent)
 /* bf_tmp_name writes root/tmp/<32 random hex digits>.tmp into buf. */
 static int bf_tmp_name(const struct bf *b, char *buf, size_t cap)
 {
-    uint8_t raw[16];
-    char hex[2 * sizeof(raw) + 1];
-    int n;
-
-    random_bytes(raw, sizeof(raw));
-    hex_encode(raw, sizeof(raw), hex);
-    n = snprintf(buf, cap, "%s/%s.tmp", b->tmp, hex);
-    return (n < 0 || (size_t)n >= cap) ? E_INVALID : OK;
+    return blob_tmp_name(b->tmp, buf, cap);
 }
 
 /*

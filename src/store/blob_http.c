@@ -361,15 +361,7 @@ static int bh_delete(void *be, const char *key)
 
 static int bh_tmp_path(void *be, char *buf, size_t cap)
 {
-    struct bh *b = be;
-    uint8_t raw[16];
-    char hex[33];
-    int n;
-
-    random_bytes(raw, sizeof(raw));
-    hex_encode(raw, sizeof(raw), hex);
-    n = snprintf(buf, cap, "%s/%s.tmp", b->tmp, hex);
-    return (n < 0 || (size_t)n >= cap) ? E_INVALID : OK;
+    return blob_tmp_name(((struct bh *)be)->tmp, buf, cap);
 }
 
 static int bh_check(void *be)

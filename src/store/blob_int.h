@@ -30,6 +30,13 @@ struct blob_store {
     void *be;
 };
 
+/*
+ * blob_tmp_name writes "dir/<32 random hex digits>.tmp" into buf (capacity
+ * cap): a fresh temporary name shared by every backend. E_INVALID if it does
+ * not fit.
+ */
+int blob_tmp_name(const char *dir, char *buf, size_t cap);
+
 /* blob_store_new wraps a backend's state; blob_store_free later calls ops->free(be). */
 struct blob_store *blob_store_new(const struct blob_ops *ops, void *be);
 

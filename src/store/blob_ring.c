@@ -289,15 +289,7 @@ static int br_delete(void *be, const char *key)
 
 static int br_tmp_path(void *be, char *buf, size_t cap)
 {
-    struct br *b = be;
-    uint8_t raw[16];
-    char hex[33];
-    int n;
-
-    random_bytes(raw, sizeof(raw));
-    hex_encode(raw, sizeof(raw), hex);
-    n = snprintf(buf, cap, "%s/%s.tmp", b->tmp, hex);
-    return (n < 0 || (size_t)n >= cap) ? E_INVALID : OK;
+    return blob_tmp_name(((struct br *)be)->tmp, buf, cap);
 }
 
 /* br_check is ready when at least W shards are: each probed at most once a second. */

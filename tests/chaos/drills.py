@@ -220,17 +220,22 @@ def drill_kill_worker(load):
     return 0.0
 
 
-def drill_storage_wipe(load):
-    cluster("stop", "storage-2")
-    time.sleep(SECONDS / 4)
-    shutil.rmtree(os.path.join(RUN, "storage-2"), ignore_errors=True)
-    cluster("start", "storage-2")
+def repair():
+    """Runs tessera repair on the cluster; its time in seconds, None if it failed."""
     t0 = time.monotonic()
     p = subprocess.run([BIN, "repair", "--config", os.path.join(RUN, "cluster.ini"),
                         "--storage.data_dir", os.path.join(RUN, "repair")],
                        capture_output=True, text=True, timeout=600)
     print("   repair: " + (p.stdout.strip().splitlines() or ["(no output)"])[-1])
     return time.monotonic() - t0 if p.returncode == 0 else None
+
+
+def drill_storage_wipe(load):
+    cluster("stop", "storage-2")
+    time.sleep(SECONDS / 4)
+    shutil.rmtree(os.path.join(RUN, "storage-2"), ignore_errors=True)
+    cluster("start", "storage-2")
+    return repair()
 
 
 def drill_stop_replica(load):
@@ -292,12 +297,7 @@ def drill_disk_full(load):
     finally:
         subprocess.run(["umount", "-l", d])
     cluster("start", "storage-3")
-    t0 = time.monotonic()
-    p = subprocess.run([BIN, "repair", "--config", os.path.join(RUN, "cluster.ini"),
-                        "--storage.data_dir", os.path.join(RUN, "repair")],
-                       capture_output=True, text=True, timeout=600)
-    print("   repair: " + (p.stdout.strip().splitlines() or ["(no output)"])[-1])
-    return time.monotonic() - t0 if p.returncode == 0 else None
+    return repair()
 
 
 DRILLS = [
