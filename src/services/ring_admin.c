@@ -403,6 +403,20 @@ static void ra_repair_key(struct ra_ctx *c, const struct ra_copy *copies, size_t
     }
 }
 
+/*
+ * ra_missing tells whether key is in no shard's listing and, asked again now,
+ * on no shard: blobs stored after the listings were taken (uploads and
+ * variants made while repair runs) are not lost.
+ */
+static bool ra_missing(struct ra_ctx *c, const struct ra_walk *w, const char *key)
+{
+    bool exists = false;
+
+    if (ra_walk_has(w, key))
+        return false;
+    return blob_exists(c->store, key, &exists) != OK || !exists;
+}
+
 /* ra_check_meta reports images whose blob no shard lists (lost). */
 static int ra_check_meta(struct ra_ctx *c, const struct ra_walk *w, struct ra_counts *k)
 {
@@ -415,7 +429,7 @@ static int ra_check_meta(struct ra_ctx *c, const struct ra_walk *w, struct ra_co
         rc = meta_image_list(c->meta, before, RA_PAGE, imgs, &n);
         for (size_t i = 0; rc == OK && i < n; i++) {
             seen++;
-            if (!ra_walk_has(w, imgs[i].key)) {
+            if (ra_missing(c, w, imgs[i].key)) {
                 fprintf(stderr, "  image %s: blob %s is on no shard: lost\n", imgs[i].id,
                         imgs[i].key);
                 k->lost++;
@@ -423,7 +437,7 @@ static int ra_check_meta(struct ra_ctx *c, const struct ra_walk *w, struct ra_co
             for (size_t v = 0; v < c->cfg->n_variants; v++) {
                 struct variant_rec vr;
                 if (meta_variant_get(c->meta, imgs[i].id, c->cfg->variant[v].name, &vr) == OK &&
-                    !ra_walk_has(w, vr.key)) {
+                    ra_missing(c, w, vr.key)) {
                     fprintf(stderr, "  image %s: variant %s blob %s is on no shard: lost\n",
                             imgs[i].id, vr.name, vr.key);
                     k->lost++;
