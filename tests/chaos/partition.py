@@ -10,7 +10,8 @@ down: the node keeps running, its packets are dropped, connections to it time
 out instead of being refused. Then the link comes back and `tessera repair`
 runs. The ledger: every upload answered 201 reads back byte-exact, during the
 partition and after; no 5xx at all; after repair every blob is on exactly two
-nodes.
+nodes (serve runs no job threads here, so no variant is written while repair
+and the listings run).
 
 Needs root (ip netns, veth). Prints requests by outcome, errors during the
 partition, latency, and the repair result; exits non-zero on any failure.
@@ -144,7 +145,7 @@ def main():
         sport = free_port()
         serve = spawn("serve", [BIN, "serve", "--listen", "127.0.0.1:%d" % sport,
                                 "--storage.data_dir", os.path.join(work, "serve"),
-                                "--log.access=false", *ring])
+                                "--log.access=false", "--jobs.workers=0", *ring])
         wait(sport)
 
         ledger = {}  # id -> sha256
