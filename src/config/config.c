@@ -129,8 +129,9 @@ static const struct cfg_entry config_table[] = {
 
     {"jobs", "workers", CFG_INT, "1", 0, 64, F(jobs.workers),
      "Job threads (variants, blob release) in serve and worker; 0 in serve: no jobs run there."},
-    {"jobs", "lease", CFG_DURATION, "60s", 1000, 3600000, F(jobs.lease_ms),
-     "How long a claimed job is a worker's; after that (a dead worker) another may take it."},
+    {"jobs", "lease", CFG_DURATION, "30s", 1000, 3600000, F(jobs.lease_ms),
+     "A claimed job's lease, renewed every third of it while the job runs; once a dead or hung"
+     " worker let it run out, another worker takes the job."},
     {"jobs", "max_attempts", CFG_INT, "8", 1, 1000, F(jobs.max_attempts),
      "Claims before a failing job is set aside as dead."},
     {"jobs", "backoff", CFG_DURATION, "1s", 10, 3600000, F(jobs.backoff_ms),

@@ -3,7 +3,9 @@
  *
  * Invariant: a job leaves the queue only through meta_job_done after its
  * handler succeeded, fenced by the lease token: a worker whose lease ran out
- * (and whose job another worker took) can neither finish nor fail it.
+ * (and whose job another worker took) can neither finish nor fail it. While a
+ * handler runs, a keeper thread renews the lease every third of it, so a lease
+ * runs out only when its worker died or hung, however long the job takes.
  */
 #include "jobs/jobs.h"
 
@@ -69,6 +71,82 @@ void jobs_metrics_update(struct meta_store *ms)
     atomic_store(&m_oldest.value, st.oldest_age);
 }
 
+/* The lease keeper of one running job: renews its lease until the handler returns. */
+struct keeper {
+    struct meta_store *ms;
+    const struct meta_job *job;
+    int64_t lease_ms;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    bool done; /* guarded by lock */
+};
+
+static void *keeper_thread(void *arg)
+{
+    struct keeper *k = arg;
+    int64_t every = k->lease_ms / 3;
+    struct timespec ts;
+
+    pthread_mutex_lock(&k->lock);
+    while (!k->done) {
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += every / 1000;
+        ts.tv_nsec += (long)(every % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        if (pthread_cond_timedwait(&k->wake, &k->lock, &ts) == 0 || k->done)
+            continue;
+        pthread_mutex_unlock(&k->lock);
+        int rc = meta_job_extend(k->ms, k->job, k->lease_ms);
+        pthread_mutex_lock(&k->lock);
+        if (rc == E_NOTFOUND) {
+            /* another worker took it: our result will be fenced off */
+            log_warn("jobs", "job %lld (%s %s): lease lost while running", (long long)k->job->id,
+                     k->job->kind, k->job->payload);
+            break;
+        }
+        if (rc != OK)
+            log_warn("jobs", "job %lld: lease not renewed (%s); retrying", (long long)k->job->id,
+                     err_str(rc));
+    }
+    pthread_mutex_unlock(&k->lock);
+    return NULL;
+}
+
+/* run_kept runs the handler with its lease renewed in the background. */
+static int run_kept(struct meta_store *ms, const struct jobs_opts *o, jobs_handler_fn *fn,
+                    void *arg, const struct meta_job *job, char *err, size_t cap)
+{
+    struct keeper k = {.ms = ms, .job = job, .lease_ms = o->lease_ms};
+    pthread_condattr_t ca;
+    pthread_t th;
+    bool kept;
+    int rc;
+
+    pthread_mutex_init(&k.lock, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&k.wake, &ca);
+    pthread_condattr_destroy(&ca);
+    kept = pthread_create(&th, NULL, keeper_thread, &k) == 0;
+    if (!kept)
+        log_warn("jobs", "job %lld: no lease keeper (thread); it must end within its lease",
+                 (long long)job->id);
+    rc = fn(arg, job, err, cap);
+    if (kept) {
+        pthread_mutex_lock(&k.lock);
+        k.done = true;
+        pthread_cond_signal(&k.wake);
+        pthread_mutex_unlock(&k.lock);
+        pthread_join(th, NULL);
+    }
+    pthread_mutex_destroy(&k.lock);
+    pthread_cond_destroy(&k.wake);
+    return rc;
+}
+
 int jobs_run_one(struct meta_store *ms, const struct jobs_opts *o, jobs_handler_fn *fn, void *arg)
 {
     struct meta_job job;
@@ -82,7 +160,7 @@ int jobs_run_one(struct meta_store *ms, const struct jobs_opts *o, jobs_handler_
         snprintf(err, sizeof(err), "lease expired %d times", job.attempts - 1);
         rc = E_INTERNAL;
     } else {
-        rc = fn(arg, &job, err, sizeof(err));
+        rc = run_kept(ms, o, fn, arg, &job, err, sizeof(err));
     }
     if (rc == OK) {
         rc = meta_job_done(ms, &job);

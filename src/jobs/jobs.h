@@ -2,10 +2,11 @@
  * jobs.h - the job runner: threads that claim jobs from the metadata store's
  * queue and run them through a handler.
  *
- * At least once: a job is removed only after its handler returned OK, so a
- * worker that dies leaves it leased until the lease runs out, then another
- * runs it again. Handlers must therefore be idempotent. A failure is retried
- * with exponential back-off; after max_attempts claims the job is dead.
+ * At least once: a job is removed only after its handler returned OK. The
+ * lease is renewed while the handler runs, so a worker that dies leaves its
+ * job leased for at most one lease, then another runs it again. Handlers must
+ * therefore be idempotent. A failure is retried with exponential back-off;
+ * after max_attempts claims (expired leases included) the job is dead.
  */
 #ifndef JOBS_JOBS_H
 #define JOBS_JOBS_H
@@ -19,7 +20,7 @@ struct jobs;
 
 struct jobs_opts {
     int workers;        /* threads */
-    int64_t lease_ms;   /* a claimed job is ours this long */
+    int64_t lease_ms;   /* a claimed job is ours this long, renewed every third while it runs */
     int max_attempts;   /* claims before the job is dead */
     int64_t backoff_ms; /* first retry delay, doubled per attempt, capped at one hour */
     int64_t poll_ms;    /* idle threads look for due jobs this often */

@@ -265,6 +265,13 @@ int meta_job_fail(struct meta_store *ms, const struct meta_job *job, const char 
     return ms->ops->job_fail(ms->be, job, msg, max_attempts, retry_ms);
 }
 
+int meta_job_extend(struct meta_store *ms, const struct meta_job *job, int64_t lease_ms)
+{
+    if (job == NULL || job->id <= 0 || lease_ms <= 0)
+        return E_INVALID;
+    return ms->ops->job_extend(ms->be, job, lease_ms);
+}
+
 int meta_job_stats(struct meta_store *ms, struct meta_job_stats *st)
 {
     memset(st, 0, sizeof(*st));

@@ -265,6 +265,13 @@ int meta_job_done(struct meta_store *ms, const struct meta_job *job);
 int meta_job_fail(struct meta_store *ms, const struct meta_job *job, const char *error,
                   int max_attempts, int64_t retry_ms);
 
+/*
+ * meta_job_extend renews a claim: the job stays ours for lease_ms from now.
+ * The job runner calls it while a handler runs, so a lease runs out only
+ * when its worker died or hung. E_NOTFOUND when the lease was already lost.
+ */
+int meta_job_extend(struct meta_store *ms, const struct meta_job *job, int64_t lease_ms);
+
 /* meta_job_stats counts jobs by state, read on the primary. */
 int meta_job_stats(struct meta_store *ms, struct meta_job_stats *st);
 

@@ -33,6 +33,7 @@ struct meta_ops {
     int (*job_done)(void *be, const struct meta_job *job);
     int (*job_fail)(void *be, const struct meta_job *job, const char *error, int max_attempts,
                     int64_t retry_ms);
+    int (*job_extend)(void *be, const struct meta_job *job, int64_t lease_ms);
     int (*job_stats)(void *be, struct meta_job_stats *st);
     void (*nodes)(void *be, struct meta_node *out, size_t cap, size_t *n);
 };

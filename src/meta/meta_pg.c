@@ -131,6 +131,7 @@ enum pg_stmt {
     PS_JOB_CLAIM,
     PS_JOB_DONE,
     PS_JOB_FAIL,
+    PS_JOB_EXTEND,
     PS_JOB_STATS,
     PS_PING,
     PS_IMAGE_GET,
@@ -184,6 +185,8 @@ static const char *const pg_sql[PS_COUNT] = {
                     " ELSE 'queued' END, run_after = $4::bigint, last_error = $5,"
                     " lease_until = NULL, lease_token = NULL"
                     " WHERE id = $1::bigint AND lease_token = $2::bigint AND state = 'running'",
+    [PS_JOB_EXTEND] = "UPDATE jobs SET lease_until = $3::bigint"
+                      " WHERE id = $1::bigint AND lease_token = $2::bigint AND state = 'running'",
     [PS_JOB_STATS] = "SELECT count(*) FILTER (WHERE state = 'queued'),"
                      " count(*) FILTER (WHERE state = 'running'),"
                      " count(*) FILTER (WHERE state = 'dead'),"
@@ -1070,6 +1073,31 @@ static int pg_job_fail(void *be, const struct meta_job *job, const char *error, 
     return pg_write(be, pg_fail_fn, &q);
 }
 
+static int pg_extend_fn(struct pg_node *n, struct pg_conn *c, void *arg)
+{
+    struct pg_jobq *q = arg;
+    char id[24], lease[24], until[24];
+    const char *v[] = {id, lease, until};
+    PGresult *r = NULL;
+    int rc;
+
+    snprintf(id, sizeof(id), "%lld", (long long)q->cjob->id);
+    snprintf(lease, sizeof(lease), "%lld", (long long)q->cjob->lease);
+    snprintf(until, sizeof(until), "%lld", (long long)(meta_now_ms() + q->lease_ms));
+    rc = pg_exec(n, c, PS_JOB_EXTEND, 3, v, &r);
+    if (rc == OK && strcmp(PQcmdTuples(r), "0") == 0)
+        rc = E_NOTFOUND;
+    PQclear(r);
+    return rc;
+}
+
+static int pg_job_extend(void *be, const struct meta_job *job, int64_t lease_ms)
+{
+    struct pg_jobq q = {.cjob = job, .lease_ms = lease_ms};
+
+    return pg_write(be, pg_extend_fn, &q);
+}
+
 /* ---- reads ---- */
 
 struct pg_get {
@@ -1579,6 +1607,7 @@ static const struct meta_ops pg_ops = {
     .job_claim = pg_job_claim,
     .job_done = pg_job_done,
     .job_fail = pg_job_fail,
+    .job_extend = pg_job_extend,
     .job_stats = pg_job_stats,
     .nodes = pg_nodes,
 };

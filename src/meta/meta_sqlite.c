@@ -126,6 +126,7 @@ enum sq_stmt {
     ST_JOB_CLAIM,
     ST_JOB_DONE,
     ST_JOB_FAIL,
+    ST_JOB_EXTEND,
     /* readers */
     ST_PING,
     ST_IMAGE_GET,
@@ -184,6 +185,9 @@ static const struct {
          " run_after = ?4, last_error = ?5, lease_until = NULL, lease_token = NULL"
          " WHERE id = ?1 AND lease_token = ?2 AND state = 'running'",
          false},
+    [ST_JOB_EXTEND] = {"UPDATE jobs SET lease_until = ?3"
+                       " WHERE id = ?1 AND lease_token = ?2 AND state = 'running'",
+                       false},
     [ST_JOB_STATS] = {"SELECT count(*) FILTER (WHERE state = 'queued'),"
                       " count(*) FILTER (WHERE state = 'running'),"
                       " count(*) FILTER (WHERE state = 'dead'),"
@@ -1116,6 +1120,25 @@ out:
     return sq_end_as(s, rc, E_NOTFOUND);
 }
 
+static int sq_job_extend(void *be, const struct meta_job *job, int64_t lease_ms)
+{
+    struct sq *s = be;
+    struct sq_conn *w = &s->writer;
+    sqlite3_stmt *st = w->st[ST_JOB_EXTEND];
+    int rc = sq_begin(s);
+
+    if (rc != OK)
+        goto out;
+    sqlite3_bind_int64(st, 1, job->id);
+    sqlite3_bind_int64(st, 2, job->lease);
+    sqlite3_bind_int64(st, 3, meta_now_ms() + lease_ms);
+    rc = sq_exec(w, ST_JOB_EXTEND, "job extend");
+    if (rc == OK && sqlite3_changes(w->db) == 0)
+        rc = E_NOTFOUND;
+out:
+    return sq_end_as(s, rc, E_NOTFOUND);
+}
+
 static int sq_job_stats(void *be, struct meta_job_stats *js)
 {
     struct sq *s = be;
@@ -1195,6 +1218,7 @@ static const struct meta_ops sq_ops = {
     .job_claim = sq_job_claim,
     .job_done = sq_job_done,
     .job_fail = sq_job_fail,
+    .job_extend = sq_job_extend,
     .job_stats = sq_job_stats,
     .nodes = sq_nodes,
 };

@@ -18,6 +18,7 @@
 #include "core/err.h"
 #include "core/ident.h"
 #include "core/log.h"
+#include "jobs/jobs.h"
 #include "meta/meta.h"
 #include "meta/meta_int.h"
 
@@ -832,6 +833,60 @@ static void test_jobs_lease_retry_dead(void **state)
     assert_int_equal(st.queued, 0);
 }
 
+static void test_jobs_lease_extend(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_job j, other, stale;
+
+    assert_int_equal(meta_job_enqueue(f->ms, "test", "payload-x", 0), OK);
+    assert_int_equal(claim(f->ms, 100, &j), OK);
+    /* renewed: still ours after the first lease would have run out */
+    assert_int_equal(meta_job_extend(f->ms, &j, 10000), OK);
+    usleep(150 * 1000);
+    assert_int_equal(claim(f->ms, 10000, &other), E_NOTFOUND);
+    /* a token that is not the lease's renews nothing */
+    stale = j;
+    stale.lease ^= 1;
+    assert_int_equal(meta_job_extend(f->ms, &stale, 10000), E_NOTFOUND);
+    assert_int_equal(meta_job_extend(f->ms, &j, 0), E_INVALID);
+    assert_int_equal(meta_job_done(f->ms, &j), OK);
+    assert_int_equal(meta_job_extend(f->ms, &j, 10000), E_NOTFOUND);
+}
+
+struct slow_job {
+    struct meta_store *ms;
+    int rival; /* what a second worker's claim returned while the job ran */
+};
+
+static int slow_handler(void *arg, const struct meta_job *job, char *err, size_t cap)
+{
+    struct slow_job *s = arg;
+    struct meta_job j;
+
+    (void)job;
+    (void)err;
+    (void)cap;
+    usleep(2500 * 1000); /* longer than two leases of 1 s */
+    s->rival = meta_job_claim(s->ms, 1000, &j);
+    return OK;
+}
+
+/* jobs_run_one renews the lease while the handler runs: a slow job is not run twice. */
+static void test_jobs_slow_job_kept(void **state)
+{
+    struct fixture *f = *state;
+    struct jobs_opts o = {
+        .workers = 1, .lease_ms = 1000, .max_attempts = 3, .backoff_ms = 10, .poll_ms = 10};
+    struct slow_job s = {.ms = f->ms, .rival = -1};
+    struct meta_job_stats st;
+
+    assert_int_equal(meta_job_enqueue(f->ms, "test", "slow", 0), OK);
+    assert_int_equal(jobs_run_one(f->ms, &o, slow_handler, &s), OK);
+    assert_int_equal(s.rival, E_NOTFOUND);
+    assert_int_equal(meta_job_stats(f->ms, &st), OK);
+    assert_int_equal(st.queued + st.running + st.dead, 0);
+}
+
 enum { CLAIMERS = 6, CLAIM_JOBS = 60 };
 
 struct claimer {
@@ -1138,6 +1193,8 @@ static void pg_stop(void)
         cmocka_unit_test_setup_teardown(test_durable_across_close, setup, teardown),               \
         cmocka_unit_test_setup_teardown(test_jobs_outbox, setup, teardown),                        \
         cmocka_unit_test_setup_teardown(test_jobs_lease_retry_dead, setup, teardown),              \
+        cmocka_unit_test_setup_teardown(test_jobs_lease_extend, setup, teardown),                  \
+        cmocka_unit_test_setup_teardown(test_jobs_slow_job_kept, setup, teardown),                 \
         cmocka_unit_test_setup_teardown(test_jobs_concurrent_claims, setup, teardown),             \
         cmocka_unit_test_setup_teardown(test_blob_pins_release, setup, teardown)
 
