@@ -24,7 +24,6 @@ import tessera_fixture as tf  # noqa: E402
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PG_SH = os.path.join(ROOT, "deploy", "local", "pg.sh")
 C = tf.Checks("test_pg")
-JPEG = "accept_jpeg_large_seeding_4000x3000.jpg"
 SMALL = None  # a small JPEG of the corpus, chosen at start
 
 
@@ -170,55 +169,118 @@ def t_replica_down(srv, topo, ids):
     topo.sh("start", "pg-replica-2")
 
 
-def t_worker_lease(topo, small_big):
-    """A worker killed holding a job: another runs it after the lease, once."""
-    variants = "thumb:256x256:webp:80,big:2400x2400:avif:50,big2:2200x2200:avif:45"
-    common = ["--db.url", topo.url(), "--image.variants", variants, "--log.access=false"]
+def wait_state(what, cond, timeout):
+    """Polls cond() until it returns a true value; returns it, or None after timeout s."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.05)
+    print("  gave up after %d s waiting for: %s" % (timeout, what))
+    return None
+
+
+def blob_path(root, key):
+    for d, _, files in os.walk(root):
+        if key in files:
+            return os.path.join(d, key)
+    return None
+
+
+LEASE_S = 3
+
+
+def t_worker_lease(topo, small):
+    """A worker killed holding a job: another runs it once its lease ran out, exactly once.
+
+    Deterministic: the test has a database of its own (no other process's job threads on
+    its queue), worker A blocks inside the job on a blob that is a FIFO (a hung disk) until
+    it is killed, and the check waits on states with generous bounds. Time is controlled
+    where it matters: a short lease (3 s) and a fast poll."""
+    topo.sql("DROP DATABASE IF EXISTS lease_test")
+    topo.sql("CREATE DATABASE lease_test")
+    url = topo.url().replace("/postgres?", "/lease_test?")
+    variants = "thumb:256x256:webp:80,small:64x64:png:90"
+    common = ["--db.url", url, "--image.variants", variants, "--log.access=false",
+              "--jobs.lease", "%ds" % LEASE_S, "--jobs.poll", "100ms"]
     srv = tf.Server(args=common + ["--jobs.workers", "0"]).start()
+    a = b = None
+
+    def sql(q):
+        r = subprocess.run(["psql", url.replace("?target_session_attrs=read-write", ""),
+                            "-XAtq", "-c", q], capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise RuntimeError("psql: %s" % r.stderr)
+        return r.stdout.strip()
+
     try:
-        st, _, j = up(srv, small_big)
+        st, _, j = up(srv, small)
         C.eq(st, 201, "worker test: upload 201")
         iid = j["id"]
-        env = dict(os.environ)
+        # worker A's blob store holds the image's blob as a FIFO: opening it blocks
+        hung = os.path.join(srv.root, "hung-blobs")
+        real = blob_path(os.path.join(srv.data_dir, "blobs"), j["sha256"])
+        C.check(real is not None, "the upload's blob is on disk")
+        fifo = os.path.join(hung, os.path.relpath(real, os.path.join(srv.data_dir, "blobs")))
+        os.makedirs(os.path.dirname(fifo))
+        os.mkfifo(fifo)
         wcmd = [tf.tessera_bin(), "worker", "--data-dir", srv.data_dir] + common
         wlog = open(os.path.join(srv.root, "worker-a.log"), "wb")
-        a = subprocess.Popen(wcmd + ["--jobs.lease", "2s"], stdout=wlog, stderr=subprocess.STDOUT,
-                             env=env)
-        held = False
-        for _ in range(500):  # up to 10 s: worker start-up and its first poll, on a busy machine
-            if topo.sql("SELECT count(*) FROM jobs WHERE state = 'running' AND payload = '%s'"
-                        % iid) == "1":
-                held = True
-                break
-            time.sleep(0.02)
-        C.check(held, "worker A claimed the variants job")
+        a = subprocess.Popen(wcmd + ["--storage.blobs", "file://" + hung], stdout=wlog,
+                             stderr=subprocess.STDOUT)
+        q = "SELECT state, lease_token, lease_until, attempts FROM jobs WHERE payload = '%s'" % iid
+        row = wait_state("worker A claims the variants job",
+                         lambda: [x for x in [sql(q).split("|")] if x[0] == "running"], 60)
+        C.check(row is not None, "worker A claimed the variants job")
+        if row is None:
+            return
+        token, until0 = row[0][1], int(row[0][2])
+        # A is stuck in the job for longer than a lease: it must keep it (renewals)
+        renewed = wait_state("worker A renews its lease",
+                             lambda: int(sql(q).split("|")[2]) > until0 + 500, 3 * LEASE_S + 30)
+        row = sql(q).split("|")
+        C.check(renewed, "a job running longer than its lease stays leased (renewed)")
+        C.eq(row[0], "running", "worker A still holds the job after more than a lease")
+        C.eq(row[1], token, "no other worker took the job while A held it")
         a.send_signal(signal.SIGKILL)
         a.wait(10)
-        wlog.close()
-        C.eq(topo.sql("SELECT state FROM jobs WHERE payload = '%s'" % iid), "running",
-             "after worker A died its job stays leased")
         t0 = time.time()
+        a = None
+        wlog.close()
+        row = sql(q).split("|")
+        C.eq(row[0], "running", "after worker A died its job stays leased")
+        C.eq(row[1], token, "after worker A died its job keeps A's lease token")
+        left = int(row[2]) / 1000.0 - t0  # what remained of A's lease at its death
         blog = open(os.path.join(srv.root, "worker-b.log"), "wb")
-        b = subprocess.Popen(wcmd, stdout=blog, stderr=subprocess.STDOUT, env=env)
-        done = False
-        for _ in range(1200):  # up to 60 s: the 2 s lease, then two large AVIF encodes
-            if topo.sql("SELECT count(*) FROM jobs WHERE payload = '%s'" % iid) == "0":
-                done = True
-                break
-            time.sleep(0.05)
+        b = subprocess.Popen(wcmd, stdout=blog, stderr=subprocess.STDOUT)
+        done = wait_state("worker B completes the job",
+                          lambda: sql("SELECT count(*) FROM jobs WHERE payload = '%s'" % iid)
+                          == "0", 60 + LEASE_S)
+        dt = time.time() - t0
         b.send_signal(signal.SIGTERM)
         b.wait(30)
+        b = None
         blog.close()
-        print("  job done by worker B %.1f s after A died" % (time.time() - t0))
+        print("  job done by worker B %.2f s after A died (lease %d s, %.2f s of it left)"
+              % (dt, LEASE_S, left))
         C.check(done, "worker B ran the job after the lease expired")
-        C.eq(topo.sql("SELECT count(*) FROM variants WHERE image_id = '%s'" % iid), "3",
+        C.check(dt >= left - 0.2, "worker B did not take the job before A's lease ran out",
+                "%.2f s < %.2f s" % (dt, left))
+        C.check(dt <= left + 10, "the job ran again within a few seconds of the lease",
+                "%.2f s after A died, lease left %.2f s" % (dt, left))
+        C.eq(sql("SELECT count(*) FROM variants WHERE image_id = '%s'" % iid), "2",
              "every preset variant recorded once")
-        C.eq(topo.sql("SELECT coalesce(max(refs), 0) FROM blobs b JOIN variants v ON v.key = b.key"
-                      " WHERE v.image_id = '%s'" % iid), "1",
+        C.eq(sql("SELECT coalesce(max(refs), 0) FROM blobs b JOIN variants v ON v.key = b.key"
+                 " WHERE v.image_id = '%s'" % iid), "1",
              "no double effect: each variant blob holds one reference")
         st, _, _ = tf.request(srv, "GET", "/i/%s/thumb.webp" % iid)
         C.eq(st, 200, "the thumb made by the worker is served")
     finally:
+        for p in (a, b):
+            if p is not None:
+                p.kill()
+                p.wait(10)
         srv.stop()
 
 
@@ -279,7 +341,7 @@ def main():
         C.run(t_replica_reads, srv, ids)
         C.run(t_read_your_writes, srv, SMALL)
         C.run(t_replica_down, srv, topo, ids)
-        C.run(t_worker_lease, topo, tf.corpus_bytes(JPEG))
+        C.run(t_worker_lease, topo, SMALL)
         C.run(t_primary_down_and_promote, srv, topo, ids, SMALL)
         C.check(srv.alive(), "tessera alive at the end", srv.death_note())
     finally:
