@@ -92,8 +92,29 @@ def up(srv, data):
     return st, h, j or {}
 
 
-def t_replica_reads(srv, ids):
-    time.sleep(0.5)  # replayed everywhere
+def wait_state(what, cond, timeout):
+    """Polls cond() until it returns a true value; returns it, or None after timeout s."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.05)
+    print("  gave up after %d s waiting for: %s" % (timeout, what))
+    return None
+
+
+def replayed(topo, ids):
+    """Waits until both replicas have replayed the rows of ids."""
+    q = "SELECT count(*) FROM images WHERE id IN (%s)" % ",".join("'%s'" % i for i in ids)
+    for node in ("pg-replica-1", "pg-replica-2"):
+        C.check(wait_state("%s replays the uploads" % node,
+                           lambda: topo.sql(q, node) == str(len(ids)), 60),
+                "%s replayed the uploads" % node)
+
+
+def t_replica_reads(srv, topo, ids):
+    replayed(topo, ids)
     before = metrics(srv)
     n = 0
     for _ in range(20):
@@ -138,9 +159,11 @@ def t_replica_down(srv, topo, ids):
     res = {"n": 0, "failed": 0}
     th = threading.Thread(target=read_loop, args=(srv, ids, stop, res))
     th.start()
-    time.sleep(0.5)
+    wait_state("the read loop runs", lambda: res["n"] >= 20, 60)
     topo.sh("stop", "pg-replica-1")
-    time.sleep(2)
+    n0 = res["n"]
+    # the load goes on for a number of reads after the stop, not for a guessed time
+    wait_state("200 reads after the stop", lambda: res["n"] >= n0 + 200 or not th.is_alive(), 120)
     stop.set()
     th.join()
     print("  reads during the stop of replica-1: %d, failed %d" % (res["n"], res["failed"]))
@@ -167,18 +190,6 @@ def t_replica_down(srv, topo, ids):
     C.check(b'"reachable":false' in body, "/readyz names the unreachable replicas", body[:300])
     topo.sh("start", "pg-replica-1")
     topo.sh("start", "pg-replica-2")
-
-
-def wait_state(what, cond, timeout):
-    """Polls cond() until it returns a true value; returns it, or None after timeout s."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    print("  gave up after %d s waiting for: %s" % (timeout, what))
-    return None
 
 
 def blob_path(root, key):
@@ -300,7 +311,7 @@ def t_primary_down_and_promote(srv, topo, ids, small):
     topo.sh("promote", "pg-replica-1")
     t1 = time.time()
     first = None
-    while time.time() - t1 < 15:
+    while time.time() - t1 < 60:
         st, _, j = up(srv, small)
         if st == 201:
             first = time.time()
@@ -338,7 +349,7 @@ def main():
             st, _, j = up(srv, SMALL)
             C.eq(st, 201, "upload on PostgreSQL: 201")
             ids.append(j.get("id"))
-        C.run(t_replica_reads, srv, ids)
+        C.run(t_replica_reads, srv, topo, ids)
         C.run(t_read_your_writes, srv, SMALL)
         C.run(t_replica_down, srv, topo, ids)
         C.run(t_worker_lease, topo, SMALL)
