@@ -15,9 +15,9 @@
 #include "core/err.h"
 #include "core/ident.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/strbuf.h"
 #include "core/xalloc.h"
-#include "http/metrics.h"
 #include "meta/meta.h"
 
 #include <inttypes.h>

@@ -7,6 +7,7 @@
  */
 #include "cache/lru.h"
 
+#include "core/hash.h"
 #include "core/xalloc.h"
 
 #include <pthread.h>
@@ -42,16 +43,10 @@ struct lru {
     struct lru_stripe stripe[LRU_STRIPES_MAX];
 };
 
-/* FNV-1a: keys are short ids; the low bits pick the bucket, the high bits the stripe. */
+/* keys are short ids; the low bits pick the bucket, the high bits the stripe */
 static uint64_t lru_hash(const char *key)
 {
-    uint64_t h = 1469598103934665603ULL;
-
-    for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
-        h ^= *p;
-        h *= 1099511628211ULL;
-    }
-    return h;
+    return fnv1a64_str(key);
 }
 
 struct lru *lru_new(size_t max_entries, size_t value_size)

@@ -10,9 +10,9 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/strbuf.h"
 #include "core/xalloc.h"
-#include "http/metrics.h"
 #include "image/image.h"
 
 #include <curl/curl.h>

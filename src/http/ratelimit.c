@@ -3,6 +3,7 @@
  */
 #include "http/ratelimit.h"
 
+#include "core/hash.h"
 #include "core/xalloc.h"
 
 #include <pthread.h>
@@ -43,19 +44,6 @@ void ratelimit_free(struct ratelimit *rl)
         return;
     pthread_mutex_destroy(&rl->lock);
     free(rl);
-}
-
-/* fnv1a64 spreads identities over the slots; not a secret, collisions only share a bucket. */
-static uint64_t fnv1a64(const void *p, size_t n)
-{
-    const uint8_t *b = p;
-    uint64_t h = 14695981039346656037ull;
-
-    for (size_t i = 0; i < n; i++) {
-        h ^= b[i];
-        h *= 1099511628211ull;
-    }
-    return h;
 }
 
 bool ratelimit_take(struct ratelimit *rl, const void *id, size_t len, int64_t now_us,

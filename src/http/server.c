@@ -12,10 +12,10 @@
 #include "core/crypto.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/strbuf.h"
 #include "core/xalloc.h"
 #include "http/http.h"
-#include "http/metrics.h"
 #include "http/ratelimit.h"
 
 #include <arpa/inet.h>

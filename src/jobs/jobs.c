@@ -11,8 +11,8 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/xalloc.h"
-#include "http/metrics.h"
 
 #include <pthread.h>
 #include <stdbool.h>

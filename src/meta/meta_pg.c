@@ -13,6 +13,7 @@
  * costs at most those, never a hang. PGresult never leaves this file.
  */
 #include "core/err.h"
+#include "core/hash.h"
 #include "core/log.h"
 #include "core/xalloc.h"
 #include "meta/meta_int.h"
@@ -629,11 +630,7 @@ static int pg_write(struct pg *p, pg_fn *fn, void *arg)
 
 static size_t pg_neg_slot(const char *id)
 {
-    uint64_t h = 1469598103934665603ULL;
-
-    for (const char *s = id; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return (size_t)(h % PG_NEG_SLOTS);
+    return (size_t)(fnv1a64_str(id) % PG_NEG_SLOTS);
 }
 
 static bool pg_neg_has(struct pg *p, const char *id)

@@ -14,9 +14,9 @@
 #include "core/err.h"
 #include "core/ident.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/xalloc.h"
 #include "http/http.h"
-#include "http/metrics.h"
 #include "services/signals.h"
 #include "store/blob.h"
 

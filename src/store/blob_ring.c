@@ -14,8 +14,8 @@
 #include "core/crypto.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/xalloc.h"
-#include "http/metrics.h"
 #include "store/blob_int.h"
 
 #include <pthread.h>

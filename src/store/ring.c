@@ -13,6 +13,7 @@
 #include "core/codec.h"
 #include "core/crypto.h"
 #include "core/err.h"
+#include "core/hash.h"
 #include "core/str.h"
 #include "core/xalloc.h"
 
@@ -41,13 +42,7 @@ static inline uint64_t ring_mix(uint64_t x)
 /* ring_seed hashes a shard id (FNV-1a, then mixed) into the seed of its scores. */
 static uint64_t ring_seed(const char *id)
 {
-    uint64_t h = 0xcbf29ce484222325ULL;
-
-    for (const unsigned char *p = (const unsigned char *)id; *p != '\0'; p++) {
-        h ^= *p;
-        h *= 0x100000001b3ULL;
-    }
-    return ring_mix(h);
+    return ring_mix(fnv1a64_str(id));
 }
 
 /*

@@ -5,8 +5,8 @@
  * relaxed atomics from any thread afterwards. metrics_render writes the text
  * exposition format.
  */
-#ifndef HTTP_METRICS_H
-#define HTTP_METRICS_H
+#ifndef CORE_METRICS_H
+#define CORE_METRICS_H
 
 #include <stdatomic.h>
 #include <stddef.h>

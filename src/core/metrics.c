@@ -4,7 +4,7 @@
  * Per route: a counter per HTTP status (100..599) and one latency histogram.
  * Memory is fixed at start: METRICS_MAX_ROUTES x 500 counters.
  */
-#include "http/metrics.h"
+#include "core/metrics.h"
 
 #include "core/strbuf.h"
 
