@@ -7,14 +7,15 @@
 #include "cli/cli.h"
 
 #include "cli/client.h"
+#include "cli/migrate.h"
 #include "config/config.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/xalloc.h"
-#include "jobs/worker.h"
 #include "services/ring_admin.h"
 #include "services/serve.h"
 #include "services/storage.h"
+#include "services/worker.h"
 
 #include <stdbool.h>
 #include <stdio.h>

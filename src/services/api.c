@@ -1,14 +1,14 @@
 /*
- * api.c - the handlers of API.md on the metadata and blob store interfaces.
+ * api.c - the HTTP adapter of API.md: parse and authenticate a request, call
+ * a use case of app/, write the JSON and headers of its answer.
  *
- * Invariant (nothing lost): an upload's blob is durably stored before its row
- * is committed, under a pin on its key (meta_blob_pin) taken before the bytes
- * are written; a delete drops rows first and queues a release job, which
- * removes the bytes only under the blob row's lock while no reference and no
- * pin is left (meta_blob_release), in whichever process runs it.
+ * No use case lives here: what an upload, a delete or a variant does is in
+ * app/app.c; this file only decides how it looks on the wire.
  */
 #include "services/api.h"
 
+#include "app/app.h"
+#include "app/runtime.h"
 #include "cache/cache.h"
 #include "cdn/cdn.h"
 #include "core/codec.h"
@@ -40,50 +40,23 @@
 
 static metrics_renderer_fn api_metrics;
 
-void api_init(struct api *a, const struct config *cfg, struct meta_store *meta,
-              struct blob_store *blobs)
+void api_init(struct api *a, const struct runtime *rt, struct app *app)
 {
-    const char *base = cfg->cdn.base_url[0]        ? cfg->cdn.base_url
-                       : cfg->server.public_url[0] ? cfg->server.public_url
-                                                   : NULL;
-
     memset(a, 0, sizeof(*a));
-    a->cfg = cfg;
-    a->meta = meta;
-    a->blobs = blobs;
-    if (base != NULL) {
-        snprintf(a->base_url, sizeof(a->base_url), "%s", base);
-    } else {
-        const char *listen = cfg->server.listen;
-        if (strncmp(listen, "0.0.0.0:", 8) == 0 || listen[0] == ':')
-            snprintf(a->base_url, sizeof(a->base_url), "http://127.0.0.1:%s",
-                     strrchr(listen, ':') + 1);
-        else
-            snprintf(a->base_url, sizeof(a->base_url), "http://%s", listen);
-    }
-    size_t n = strlen(a->base_url);
-    while (n > 0 && a->base_url[n - 1] == '/')
-        a->base_url[--n] = '\0';
-    pthread_mutex_init(&a->lock, NULL);
-    pthread_cond_init(&a->flight_done, NULL);
-    pthread_mutex_init(&a->work_lock, NULL);
-    pthread_cond_init(&a->work_free, NULL);
+    a->cfg = rt->cfg;
+    a->app = app;
+    a->meta = rt->meta;
+    a->blobs = rt->blobs;
+    snprintf(a->base_url, sizeof(a->base_url), "%s", rt->base_url);
     metrics_add_renderer(api_metrics, a);
     a->upload_rl =
-        ratelimit_new((uint64_t)cfg->limits.upload_rate, (uint64_t)cfg->limits.upload_burst);
-    if (cdn_new(cfg, a->base_url, &a->cdn) != OK)
-        log_warn("api", "no CDN purger: deletes leave the CDN's copies to expire");
+        ratelimit_new((uint64_t)a->cfg->limits.upload_rate, (uint64_t)a->cfg->limits.upload_burst);
 }
 
 void api_release(struct api *a)
 {
     metrics_remove_renderer(api_metrics, a);
     ratelimit_free(a->upload_rl);
-    cdn_free(a->cdn);
-    pthread_mutex_destroy(&a->lock);
-    pthread_cond_destroy(&a->flight_done);
-    pthread_mutex_destroy(&a->work_lock);
-    pthread_cond_destroy(&a->work_free);
 }
 
 int api_ready(void *app, char *why, size_t cap)
@@ -156,31 +129,6 @@ static void api_metrics(struct strbuf *sb, void *arg)
     }
 }
 
-/* --- bounded image work --- */
-
-static void work_enter(struct api *a)
-{
-    pthread_mutex_lock(&a->work_lock);
-    while (a->work_running >= a->cfg->image.max_parallel)
-        pthread_cond_wait(&a->work_free, &a->work_lock);
-    a->work_running++;
-    pthread_mutex_unlock(&a->work_lock);
-}
-
-static void work_leave(struct api *a)
-{
-    /*
-     * Connection threads come and go (thread per connection) and libmicrohttpd
-     * gives no hook on the exiting thread, so libvips' per-thread buffers are
-     * freed after each operation rather than at thread exit.
-     */
-    img_thread_exit();
-    pthread_mutex_lock(&a->work_lock);
-    a->work_running--;
-    pthread_cond_signal(&a->work_free);
-    pthread_mutex_unlock(&a->work_lock);
-}
-
 /* --- JSON --- */
 
 static json_t *image_json(const struct api *a, const struct image_rec *img)
@@ -245,39 +193,6 @@ static bool is_admin(const struct api *a, const struct http_req *req)
 
 /* --- upload --- */
 
-static int upload_store(struct api *a, const char *path, struct image_rec *img)
-{
-    uint8_t digest[SHA256_LEN];
-    struct stat st;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    int rc;
-
-    if (fd < 0)
-        return E_IO;
-    rc = sha256_fd(fd, digest);
-    if (rc == OK && fstat(fd, &st) != 0)
-        rc = E_IO;
-    close(fd);
-    if (rc != OK)
-        return rc;
-    hex_encode(digest, SHA256_LEN, img->key);
-    img->bytes = (uint64_t)st.st_size;
-
-    rc = meta_blob_pin(a->meta, img->key, img->bytes);
-    if (rc != OK)
-        return rc;
-    rc = blob_put_path(a->blobs, img->key, path);
-    if (rc == OK) {
-        do {
-            image_id_new(img->id);
-            rc = meta_image_insert(a->meta, img);
-        } while (rc == E_EXISTS);
-    }
-    if (meta_blob_unpin(a->meta, img->key) != OK)
-        log_warn("api", "blob %.16s stays pinned (gc clears stale pins)", img->key);
-    return rc;
-}
-
 /*
  * upload_admitted takes a token from the upload bucket of the request's API
  * key (owner, when it authenticated with one) or else of its client address;
@@ -312,78 +227,46 @@ static void h_upload(struct http_req *req)
 {
     struct api *a = http_app(req);
     const struct config *cfg = a->cfg;
-    struct img_limits lim = {(uint64_t)cfg->limits.max_pixels, (uint64_t)cfg->limits.max_frames,
-                             (uint64_t)cfg->limits.max_animation_pixels};
-    struct image_rec img;
-    struct img_info info;
-    struct img_error ierr = {""};
-    char out_path[512] = "";
-    char token[DELETE_TOKEN_LEN + 1];
-    bool unchanged = false;
+    struct app_upload up;
+    char owner[META_OWNER_MAX] = "";
     const char *key = bearer(req);
     json_t *j;
     int rc;
 
-    memset(&img, 0, sizeof(img));
     if (cfg->n_upload_keys > 0) {
         if (key == NULL) {
             http_reply_error(req, E_UNAUTHORIZED,
                              "uploads need an API key (Authorization: Bearer)");
-            goto out;
+            return;
         }
         if (!key_in(key, cfg->upload_key, cfg->n_upload_keys) && !is_admin(a, req)) {
             http_reply_error(req, E_UNAUTHORIZED, "the API key is not valid");
-            goto out;
+            return;
         }
     }
     if (key != NULL && (cfg->n_upload_keys > 0 || is_admin(a, req))) {
         uint8_t d[SHA256_LEN];
         sha256_buf(key, strlen(key), d);
-        hex_encode(d, 8, img.owner);
+        hex_encode(d, 8, owner);
     }
-    if (!upload_admitted(a, req, img.owner))
-        goto out;
+    if (!upload_admitted(a, req, owner))
+        return;
     if (http_body_len(req) == 0) {
         http_reply_error(req, E_UNSUPPORTED, "the upload is empty");
-        goto out;
+        return;
     }
-    rc = blob_tmp_path(a->blobs, out_path, sizeof(out_path));
+    rc = app_upload(a->app, http_body_path(req), owner, &up);
     if (rc != OK) {
-        http_reply_error(req, E_INTERNAL, "no temporary path");
-        goto out;
+        /* a store that failed (disk full, shards down) is a 503: retry later */
+        http_reply_error(req, rc == E_NOSPACE || rc == E_IO ? E_UNAVAILABLE : rc, "%s", up.message);
+        return;
     }
-    work_enter(a);
-    rc = img_ingest(http_body_path(req), &lim, out_path, &unchanged, &info, &ierr);
-    work_leave(a);
-    if (rc != OK) {
-        http_reply_error(req, rc, "%s", ierr.msg[0] ? ierr.msg : err_str(rc));
-        goto out;
-    }
-    snprintf(img.format, sizeof(img.format), "%s", img_format_name(info.format));
-    img.width = info.width;
-    img.height = info.height;
-    img.frames = info.frames;
-    img.created_at = time_now_us() / 1000000;
-    delete_token_new(token);
-    delete_token_hash(token, strlen(token), img.token_hash);
-    rc = upload_store(a, unchanged ? http_body_path(req) : out_path, &img);
-    if (rc != OK) {
-        log_error("api", "upload not stored: %s", err_str(rc));
-        http_reply_error(req, rc == E_NOSPACE || rc == E_IO ? E_UNAVAILABLE : rc,
-                         "the image could not be stored: %s", err_str(rc));
-        goto out;
-    }
-    log_info("api", "uploaded %s %s %ux%u %llu bytes key %.16s", img.id, img.format, img.width,
-             img.height, (unsigned long long)img.bytes, img.key);
-    j = image_json(a, &img);
-    json_object_set_new(j, "delete_token", json_string(token));
+    j = image_json(a, &up.img);
+    json_object_set_new(j, "delete_token", json_string(up.token));
     char location[64];
-    snprintf(location, sizeof(location), "/api/v1/images/%s", img.id);
+    snprintf(location, sizeof(location), "/api/v1/images/%s", up.img.id);
     http_set_header(req, "Location", location);
     http_reply_json(req, 201, j);
-out:
-    if (out_path[0] != '\0')
-        unlink(out_path);
 }
 
 /* --- metadata and listing --- */
@@ -391,25 +274,13 @@ out:
 /* lookup reads a live image by the id in s; answers 404 itself and returns false if none. */
 static bool lookup(struct api *a, struct http_req *req, struct str s, struct image_rec *img)
 {
-    char id[IMAGE_ID_MAX + 1];
-    int rc;
+    int rc = app_image_get(a->app, s.p, s.len, img);
 
-    if (!image_id_valid(s.p, s.len)) {
+    if (rc == E_NOTFOUND)
         http_reply_error(req, E_NOTFOUND, "no such image");
-        return false;
-    }
-    memcpy(id, s.p, s.len);
-    id[s.len] = '\0';
-    rc = cache_image_get(a->cache, a->meta, id, img);
-    if (rc == E_NOTFOUND) {
-        http_reply_error(req, E_NOTFOUND, "no such image");
-        return false;
-    }
-    if (rc != OK) {
+    else if (rc != OK)
         http_reply_error(req, E_UNAVAILABLE, "metadata store: %s", err_str(rc));
-        return false;
-    }
-    return true;
+    return rc == OK;
 }
 
 static void h_image_get(struct http_req *req)
@@ -429,6 +300,7 @@ static void h_list(struct http_req *req)
     int64_t limit = 50, before = 0;
     struct image_rec *items = NULL;
     size_t n = 0;
+    bool more = false;
     json_t *arr, *next;
     int rc;
 
@@ -449,15 +321,15 @@ static void h_list(struct http_req *req)
         return;
     }
     items = xcalloc((size_t)limit + 1, sizeof(*items));
-    rc = meta_image_list(a->meta, before, (size_t)limit + 1, items, &n);
+    rc = app_list(a->app, before, (size_t)limit, items, &n, &more);
     if (rc != OK) {
         http_reply_error(req, E_UNAVAILABLE, "metadata store: %s", err_str(rc));
         goto out;
     }
     arr = json_array();
-    for (size_t i = 0; i < n && i < (size_t)limit; i++)
+    for (size_t i = 0; i < n; i++)
         json_array_append_new(arr, image_json(a, &items[i]));
-    if (n > (size_t)limit) {
+    if (more) {
         char cur[CURSOR_LEN];
         cursor_encode(items[limit - 1].seq, cur);
         next = json_string(cur);
@@ -474,43 +346,33 @@ out:
 static void h_delete(struct http_req *req)
 {
     struct api *a = http_app(req);
+    struct str id = http_param(req, 0);
     const char *token = http_header(req, "X-Delete-Token");
-    struct meta_released rel = {0};
-    struct image_rec img;
+    bool admin = is_admin(a, req);
     int rc;
 
-    if (!lookup(a, req, http_param(req, 0), &img))
+    if (!admin && token == NULL) {
+        const char *k = bearer(req);
+        bool known = k != NULL && key_in(k, a->cfg->upload_key, a->cfg->n_upload_keys);
+        struct image_rec img;
+        /* an unknown image is a 404 whoever asks; else a valid key that may not delete: 403 */
+        if (!lookup(a, req, id, &img))
+            return;
+        http_reply_error(req, known ? E_FORBIDDEN : E_UNAUTHORIZED,
+                         "deleting needs the image's X-Delete-Token or an admin key");
         return;
-    if (!is_admin(a, req)) {
-        char h[SHA256_HEX];
-        if (token == NULL) {
-            const char *k = bearer(req);
-            bool known = k != NULL && key_in(k, a->cfg->upload_key, a->cfg->n_upload_keys);
-            /* a valid key that may not delete: 403; no key or an invalid one: 401 */
-            http_reply_error(req, known ? E_FORBIDDEN : E_UNAUTHORIZED,
-                             "deleting needs the image's X-Delete-Token or an admin key");
-            return;
-        }
-        delete_token_hash(token, strlen(token), h);
-        if (!ct_equal(h, img.token_hash, SHA256_HEX - 1)) {
-            http_reply_error(req, E_FORBIDDEN, "wrong delete token");
-            return;
-        }
     }
-    rc = meta_image_delete(a->meta, img.id, &rel);
-    if (rc == E_NOTFOUND) {
+    rc = app_delete(a->app, id.p, id.len, token, admin);
+    if (rc == OK) {
+        http_reply_empty(req, 204);
+        return;
+    }
+    if (rc == E_NOTFOUND)
         http_reply_error(req, E_NOTFOUND, "no such image");
-        return;
-    }
-    if (rc != OK) {
+    else if (rc == E_FORBIDDEN)
+        http_reply_error(req, E_FORBIDDEN, "wrong delete token");
+    else
         http_reply_error(req, E_UNAVAILABLE, "metadata store: %s", err_str(rc));
-        return;
-    }
-    /* row first, then the caches: a reader can no longer re-fill them from the store */
-    cache_image_deleted(a->cache, img.id);
-    /* the bytes go in the release jobs queued by the delete's transaction */
-    log_info("api", "deleted %s (%zu blobs to release)", img.id, rel.n);
-    http_reply_empty(req, 204);
 }
 
 /* --- bytes --- */
@@ -605,121 +467,6 @@ static void h_bytes(struct http_req *req)
 
 /* --- variants --- */
 
-/* flight_join returns true when this thread must make the variant, false after another made it. */
-static bool flight_join(struct api *a, const char *id, const char *name, struct api_flight **out)
-{
-    struct api_flight *free_slot = NULL;
-    bool lead = true;
-
-    pthread_mutex_lock(&a->lock);
-    for (;;) {
-        struct api_flight *mine = NULL;
-        free_slot = NULL;
-        for (size_t i = 0; i < API_VARIANT_FLIGHTS; i++) {
-            struct api_flight *f = &a->flights[i];
-            if (f->busy && strcmp(f->image_id, id) == 0 && strcmp(f->name, name) == 0)
-                mine = f;
-            else if (!f->busy && f->waiters == 0 && free_slot == NULL)
-                free_slot = f;
-        }
-        if (mine == NULL)
-            break;
-        mine->waiters++;
-        pthread_cond_wait(&a->flight_done, &a->lock);
-        mine->waiters--;
-        lead = false;
-        if (!mine->busy)
-            goto out;
-    }
-    lead = true;
-    if (free_slot != NULL) {
-        snprintf(free_slot->image_id, sizeof(free_slot->image_id), "%s", id);
-        snprintf(free_slot->name, sizeof(free_slot->name), "%s", name);
-        free_slot->busy = true;
-    }
-out:
-    pthread_mutex_unlock(&a->lock);
-    *out = lead ? free_slot : NULL;
-    return lead;
-}
-
-static void flight_land(struct api *a, struct api_flight *f)
-{
-    if (f == NULL)
-        return;
-    pthread_mutex_lock(&a->lock);
-    f->busy = false;
-    pthread_cond_broadcast(&a->flight_done);
-    pthread_mutex_unlock(&a->lock);
-}
-
-/* variant_make makes, stores and records one variant; fills *v. */
-static int variant_make(struct api *a, const struct image_rec *img, const struct variant_preset *vp,
-                        struct variant_rec *v)
-{
-    struct img_variant_spec spec = {vp->width, vp->height,
-                                    img_format_from_name(str_from(vp->format)), vp->quality};
-    struct img_info info;
-    struct img_error ierr = {""};
-    char src[64], out_path[512] = "";
-    uint8_t digest[SHA256_LEN];
-    uint64_t size = 0;
-    int fd = -1, ofd = -1;
-    int rc;
-
-    rc = blob_open(a->blobs, img->key, &fd, &size);
-    if (rc == E_NOTFOUND) {
-        /* a live image whose bytes no shard has: not "gone", a fault to retry and repair */
-        log_error("api", "image %s: blob %.16s not found on any shard", img->id, img->key);
-        rc = E_UNAVAILABLE;
-    }
-    if (rc != OK)
-        goto out;
-    rc = blob_tmp_path(a->blobs, out_path, sizeof(out_path));
-    if (rc != OK)
-        goto out;
-    snprintf(src, sizeof(src), "/proc/self/fd/%d", fd);
-    work_enter(a);
-    rc = img_variant(src, &spec, out_path, &info, &ierr);
-    work_leave(a);
-    if (rc != OK) {
-        log_error("api", "variant %s of %s: %s", vp->name, img->id, ierr.msg);
-        goto out;
-    }
-    ofd = open(out_path, O_RDONLY | O_CLOEXEC);
-    if (ofd < 0 || sha256_fd(ofd, digest) != OK) {
-        rc = E_IO;
-        goto out;
-    }
-    struct stat st;
-    fstat(ofd, &st);
-    memset(v, 0, sizeof(*v));
-    snprintf(v->image_id, sizeof(v->image_id), "%s", img->id);
-    snprintf(v->name, sizeof(v->name), "%s", vp->name);
-    hex_encode(digest, SHA256_LEN, v->key);
-    snprintf(v->format, sizeof(v->format), "%s", vp->format);
-    v->width = info.width;
-    v->height = info.height;
-    v->bytes = (uint64_t)st.st_size;
-    rc = meta_blob_pin(a->meta, v->key, v->bytes);
-    if (rc != OK)
-        goto out;
-    rc = blob_put_path(a->blobs, v->key, out_path);
-    if (rc == OK)
-        rc = meta_variant_put(a->meta, v);
-    /* the image deleted meanwhile: the unpin queues the release of the unused bytes */
-    if (meta_blob_unpin(a->meta, v->key) != OK)
-        log_warn("api", "blob %.16s stays pinned (gc clears stale pins)", v->key);
-out:
-    if (fd >= 0)
-        close(fd);
-    if (ofd >= 0)
-        close(ofd);
-    if (out_path[0] != '\0')
-        unlink(out_path);
-    return rc;
-}
-
 static void h_variant(struct http_req *req)
 {
     struct api *a = http_app(req);
@@ -727,7 +474,6 @@ static void h_variant(struct http_req *req)
     struct image_rec img;
     struct variant_rec v;
     const struct variant_preset *vp;
-    struct api_flight *flight = NULL;
     int rc;
 
     if (!lookup(a, req, http_param(req, 0), &img))
@@ -738,18 +484,7 @@ static void h_variant(struct http_req *req)
         http_reply_error(req, E_NOTFOUND, "no such variant");
         return;
     }
-    rc = meta_variant_get(a->meta, img.id, vp->name, &v);
-    /* the first request makes it; concurrent ones wait for it (and retry if it failed) */
-    for (int attempt = 0; rc == E_NOTFOUND && attempt < 3; attempt++) {
-        if (flight_join(a, img.id, vp->name, &flight)) {
-            rc = meta_variant_get(a->meta, img.id, vp->name, &v);
-            if (rc == E_NOTFOUND)
-                rc = variant_make(a, &img, vp, &v);
-            flight_land(a, flight);
-            break;
-        }
-        rc = meta_variant_get(a->meta, img.id, vp->name, &v);
-    }
+    rc = app_variant(a->app, &img, vp, &v);
     if (rc == E_NOTFOUND) {
         http_reply_error(req, E_NOTFOUND, "no such image");
         return;
@@ -789,60 +524,4 @@ size_t api_routes_build(const struct api *a, unsigned methods, struct route *out
         n++;
     }
     return n;
-}
-
-/* --- jobs --- */
-
-static int api_release_fn(void *arg, const char *key)
-{
-    struct api *a = arg;
-
-    return blob_delete(a->blobs, key);
-}
-
-/* api_job_variants makes every preset variant of an image not made yet (idempotent). */
-static int api_job_variants(struct api *a, const char *id, char *err, size_t cap)
-{
-    struct image_rec img;
-    struct variant_rec v;
-    int rc = meta_image_get(a->meta, id, &img);
-
-    if (rc == E_NOTFOUND)
-        return OK; /* deleted meanwhile: nothing to make */
-    if (rc != OK) {
-        snprintf(err, cap, "image %s: %s", id, err_str(rc));
-        return rc;
-    }
-    for (size_t i = 0; i < a->cfg->n_variants && rc == OK; i++) {
-        const struct variant_preset *vp = &a->cfg->variant[i];
-        rc = meta_variant_get(a->meta, img.id, vp->name, &v);
-        if (rc == E_NOTFOUND)
-            rc = variant_make(a, &img, vp, &v);
-        if (rc == E_NOTFOUND)
-            rc = OK; /* the image went away */
-        if (rc != OK)
-            snprintf(err, cap, "variant %s of %s: %s", vp->name, img.id, err_str(rc));
-    }
-    return rc;
-}
-
-int api_job_run(void *app, const struct meta_job *job, char *err, size_t cap)
-{
-    struct api *a = app;
-    int rc;
-
-    if (strcmp(job->kind, META_JOB_VARIANTS) == 0)
-        return api_job_variants(a, job->payload, err, cap);
-    if (strcmp(job->kind, META_JOB_RELEASE) == 0) {
-        rc = meta_blob_release(a->meta, job->payload, api_release_fn, a);
-        if (rc == E_EXISTS)
-            rc = OK; /* referenced or pinned again: the bytes stay */
-        if (rc != OK)
-            snprintf(err, cap, "release %.16s: %s", job->payload, err_str(rc));
-        return rc;
-    }
-    if (strcmp(job->kind, META_JOB_PURGE) == 0)
-        return cdn_purge(a->cdn, job->payload, err, cap); /* idempotent; OK without a purger */
-    snprintf(err, cap, "unknown job kind \"%s\"", job->kind);
-    return E_INVALID;
 }

@@ -9,12 +9,13 @@
  */
 #include "services/ring_admin.h"
 
+#include "app/ring_state.h"
+#include "app/runtime.h"
 #include "core/codec.h"
 #include "core/crypto.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/xalloc.h"
-#include "jobs/worker.h"
 #include "meta/meta.h"
 #include "services/ring_sim.h"
 #include "store/blob.h"
@@ -31,9 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define RA_CONFIG_SETTING "ring.config"
-#define RA_PAGE           1000
-#define RA_CONFIG_MAX     (1024 * 1024)
+#define RA_PAGE 1000
 
 /* --- opening the ring --- */
 
@@ -47,135 +46,19 @@ static int ra_parse_configured(const struct config *cfg, struct ring **out)
     return rc;
 }
 
-/* ra_record makes ring the one in force: its text, then its epoch (what services compare). */
-static int ra_record(struct meta_store *meta, const struct ring *ring)
-{
-    char *text = ring_describe(ring);
-    int rc = meta_setting_set(meta, RA_CONFIG_SETTING, text);
-
-    free(text);
-    if (rc == OK)
-        rc = meta_setting_set(meta, RING_ADMIN_EPOCH_SETTING, ring->epoch);
-    if (rc != OK)
-        log_error("ring", "cannot record the ring in the metadata store: %s", err_str(rc));
-    return rc;
-}
-
-/* ra_recorded reads the epoch in force into epoch (capacity cap); E_NOTFOUND if none yet. */
-static int ra_recorded(struct meta_store *meta, char *epoch, size_t cap)
-{
-    int rc = meta_setting_get(meta, RING_ADMIN_EPOCH_SETTING, epoch, cap);
-    if (rc != OK && rc != E_NOTFOUND)
-        log_error("ring", "cannot read the recorded ring: %s", err_str(rc));
-    return rc;
-}
-
-static int ra_open_ring_store(const struct config *cfg, struct ring *ring, const char *tmp_dir,
-                              struct blob_store **out)
-{
-    struct blob_ring_opts o = {tmp_dir, (long)cfg->storage.connect_timeout_ms,
-                               (long)cfg->storage.read_timeout_ms,
-                               (long)cfg->storage.down_backoff_ms};
-    int rc = blob_ring_open(ring, &o, out);
-
-    if (rc != OK)
-        ring_free(ring);
-    return rc;
-}
-
-int ring_admin_open_store(const struct config *cfg, struct meta_store *meta,
-                          const char *fallback_url, const char *tmp_dir, struct blob_store **out)
-{
-    struct ring *ring = NULL;
-    char recorded[64];
-    int rc;
-
-    *out = NULL;
-    if (cfg->storage.shards[0] == '\0')
-        return blob_store_open(fallback_url, out);
-    rc = ra_parse_configured(cfg, &ring);
-    if (rc != OK)
-        return rc;
-    rc = ra_recorded(meta, recorded, sizeof(recorded));
-    if (rc == E_NOTFOUND) {
-        log_info("ring", "no ring recorded yet: recording this one (epoch %s, %zu shards)",
-                 ring->epoch, ring->n);
-        rc = ra_record(meta, ring);
-    } else if (rc == OK && strcmp(recorded, ring->epoch) != 0) {
-        log_error("ring",
-                  "the configured ring (storage.shards, epoch %s) is not the ring in force (epoch "
-                  "%s): `tessera ring plan` shows what the change moves, `tessera ring "
-                  "rebalance` moves the blobs and records it; `tessera ring apply` records it "
-                  "without moving anything (then run `tessera repair`)",
-                  ring->epoch, recorded);
-        rc = E_INVALID;
-    } else if (rc == E_UNAVAILABLE) {
-        /*
-         * The database is down: the recorded ring cannot be checked now. Start on the
-         * configured one (the service is not ready until the database answers) rather
-         * than stay down when the database returns.
-         */
-        log_warn("ring",
-                 "the recorded ring could not be read: starting on the configured ring "
-                 "(epoch %s) unchecked",
-                 ring->epoch);
-        rc = OK;
-    }
-    if (rc != OK) {
-        ring_free(ring);
-        return rc;
-    }
-    log_info("ring", "ring epoch %s: %zu shards, %u replicas, write quorum %u", ring->epoch,
-             ring->n, ring->replicas, ring->write_quorum);
-    return ra_open_ring_store(cfg, ring, tmp_dir, out);
-}
-
 /* --- the tools' context: metadata, the ring store, a temporary directory --- */
 
 struct ra_ctx {
     const struct config *cfg;
-    struct meta_store *meta;
-    struct blob_store *store; /* a ring store */
-    char tmp[PATH_MAX];
+    struct runtime rt;
+    struct meta_store *meta;  /* rt's */
+    struct blob_store *store; /* rt's: a ring store */
     bool dry_run;
 };
 
-static int ra_meta_open(const struct config *cfg, struct meta_store **meta)
-{
-    char path[PATH_MAX];
-    int rc;
-
-    if (cfg->storage.db[0] != '\0')
-        snprintf(path, sizeof(path), "%s", cfg->storage.db);
-    else
-        snprintf(path, sizeof(path), "%s/meta.db", cfg->storage.data_dir);
-    rc = db_open(cfg, path, false, meta);
-    if (rc != OK)
-        log_error("ring", "cannot open the metadata store \"%s\": %s",
-                  cfg->db.url[0] ? "db.url" : path, err_str(rc));
-    return rc;
-}
-
-static int ra_tmp(const struct config *cfg, char *buf, size_t cap)
-{
-    char abs[PATH_MAX];
-
-    if (mkdir(cfg->storage.data_dir, 0755) != 0 && errno != EEXIST)
-        return E_IO;
-    if (realpath(cfg->storage.data_dir, abs) == NULL)
-        return E_IO;
-    int n = snprintf(buf, cap, "%s/tmp", abs);
-    if (n < 0 || (size_t)n >= cap)
-        return E_INVALID;
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-        return E_IO;
-    return OK;
-}
-
 static void ra_ctx_release(struct ra_ctx *c)
 {
-    blob_store_free(c->store);
-    meta_close(c->meta);
+    runtime_close(&c->rt);
 }
 
 /* --- listings: every copy on every shard --- */
@@ -458,19 +341,10 @@ static int ra_ctx_open(const struct config *cfg, struct ra_ctx *c)
 
     memset(c, 0, sizeof(*c));
     c->cfg = cfg;
-    if (cfg->storage.shards[0] == '\0') {
-        fprintf(stderr, "tessera: storage.shards is empty: there is no ring\n");
-        return E_INVALID;
-    }
-    rc = ra_tmp(cfg, c->tmp, sizeof(c->tmp));
-    if (rc != OK) {
-        fprintf(stderr, "tessera: cannot use storage.data_dir \"%s\"\n", cfg->storage.data_dir);
-        return rc;
-    }
-    rc = ra_meta_open(cfg, &c->meta);
-    if (rc != OK)
-        return rc;
-    return ring_admin_open_store(cfg, c->meta, NULL, c->tmp, &c->store);
+    rc = runtime_open(cfg, RT_META | RT_BLOBS | RT_RING, &c->rt);
+    c->meta = c->rt.meta;
+    c->store = c->rt.blobs;
+    return rc;
 }
 
 int ring_admin_repair_cmd(const struct config *cfg, int argc, char **argv)
@@ -533,7 +407,7 @@ out:
 
 static int ra_show(const struct config *cfg)
 {
-    struct meta_store *meta = NULL;
+    struct runtime rt = {0};
     struct ring *ring = NULL;
     char recorded[64] = "";
     int rc;
@@ -546,7 +420,8 @@ static int ra_show(const struct config *cfg)
     rc = ra_parse_configured(cfg, &ring);
     if (rc != OK)
         return rc;
-    if (ra_meta_open(cfg, &meta) == OK && ra_recorded(meta, recorded, sizeof(recorded)) != OK)
+    if (runtime_open(cfg, RT_META, &rt) == OK &&
+        ring_state_epoch(rt.meta, recorded, sizeof(recorded)) != OK)
         snprintf(recorded, sizeof(recorded), "(none)");
     printf("configured ring epoch %s, recorded %s%s\nR=%u W=%u, %zu shards:\n", ring->epoch,
            recorded, strcmp(recorded, ring->epoch) == 0 ? " (in force)" : " (DIFFERENT)",
@@ -556,32 +431,32 @@ static int ra_show(const struct config *cfg)
         printf("  %-12s %-8s %8g  %s\n", ring->shards[i].id,
                ring->shards[i].zone[0] ? ring->shards[i].zone : "-", ring->shards[i].weight,
                ring->shards[i].url);
-    meta_close(meta);
+    runtime_close(&rt);
     ring_free(ring);
     return OK;
 }
 
 static int ra_apply(const struct config *cfg)
 {
-    struct meta_store *meta = NULL;
+    struct runtime rt = {0};
     struct ring *ring = NULL;
     char recorded[64] = "";
     int rc = ra_parse_configured(cfg, &ring);
 
     if (rc != OK)
         goto out;
-    rc = ra_meta_open(cfg, &meta);
+    rc = runtime_open(cfg, RT_META, &rt);
     if (rc != OK)
         goto out;
-    if (ra_recorded(meta, recorded, sizeof(recorded)) != OK)
+    if (ring_state_epoch(rt.meta, recorded, sizeof(recorded)) != OK)
         snprintf(recorded, sizeof(recorded), "(none)");
-    rc = ra_record(meta, ring);
+    rc = ring_state_record(rt.meta, ring);
     if (rc == OK)
         printf("ring epoch %s recorded (was %s); blobs were not moved: `tessera repair` puts "
                "them on their new homes\n",
                ring->epoch, recorded);
 out:
-    meta_close(meta);
+    runtime_close(&rt);
     ring_free(ring);
     return rc;
 }
@@ -636,26 +511,25 @@ struct ra_move {
 
 static int ra_rebalance(const struct config *cfg, bool execute, long rate, long wait_s)
 {
+    struct runtime rt = {0};
     struct meta_store *meta = NULL;
     struct ring *old = NULL, *nw = NULL, *uni = NULL;
     struct blob_store *store = NULL;
     struct ra_walk w = {0};
     struct ra_move mv = {0};
-    char *text = NULL, recorded[64] = "", tmp[PATH_MAX], err[512];
+    char *text = NULL, recorded[64] = "", err[512];
     size_t errors = 0;
     int64_t t0 = time_mono_us();
     int rc;
 
     rc = ra_parse_configured(cfg, &nw);
     if (rc == OK)
-        rc = ra_meta_open(cfg, &meta);
-    if (rc == OK)
-        rc = ra_tmp(cfg, tmp, sizeof(tmp));
+        rc = runtime_open(cfg, RT_META, &rt);
     if (rc != OK)
         goto out;
-    text = xmalloc(RA_CONFIG_MAX);
-    if (meta_setting_get(meta, RA_CONFIG_SETTING, text, RA_CONFIG_MAX) != OK ||
-        ra_recorded(meta, recorded, sizeof(recorded)) != OK) {
+    meta = rt.meta;
+    if (ring_state_config(meta, &text) != OK ||
+        ring_state_epoch(meta, recorded, sizeof(recorded)) != OK) {
         fprintf(stderr, "tessera ring: no ring recorded yet: `tessera ring apply` records the "
                         "configured one\n");
         rc = E_INVALID;
@@ -673,7 +547,7 @@ static int ra_rebalance(const struct config *cfg, bool execute, long rate, long 
     rc = ra_union_ring(old, nw, &uni);
     if (rc != OK)
         goto out;
-    struct blob_ring_opts o = {tmp, (long)cfg->storage.connect_timeout_ms,
+    struct blob_ring_opts o = {rt.tmp_dir, (long)cfg->storage.connect_timeout_ms,
                                (long)cfg->storage.read_timeout_ms,
                                (long)cfg->storage.down_backoff_ms};
     rc = blob_ring_open(uni, &o, &store);
@@ -780,7 +654,7 @@ static int ra_rebalance(const struct config *cfg, bool execute, long rate, long 
             }
             /* Switch: the new ring is in force. Services reading find every blob at its new
              * home; the old copies stay until the services had time to follow. */
-            rc = ra_record(meta, nw);
+            rc = ring_state_record(meta, nw);
             if (rc != OK)
                 goto out;
             printf("ring rebalance: epoch %s in force; old copies removed in %ld s\n", nw->epoch,
@@ -797,7 +671,7 @@ static int ra_rebalance(const struct config *cfg, bool execute, long rate, long 
 out:
     ra_walk_release(&w);
     blob_store_free(store);
-    meta_close(meta);
+    runtime_close(&rt);
     ring_free(old);
     ring_free(nw);
     free(text);

@@ -6,19 +6,16 @@
  */
 #include "services/serve.h"
 
-#include "cache/cache.h"
+#include "app/app.h"
+#include "app/runtime.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "http/http.h"
 #include "image/image.h"
-#include "jobs/worker.h"
-#include "meta/meta.h"
+#include "jobs/jobs.h"
 #include "services/api.h"
-#include "services/ring_admin.h"
 #include "services/signals.h"
 #include "services/web.h"
-#include "store/blob.h"
-#include "store/blob_cache.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -28,15 +25,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static int serve_mkdir(const char *path)
-{
-    if (mkdir(path, 0755) != 0 && errno != EEXIST) {
-        log_error("serve", "cannot create \"%s\": %s", path, strerror(errno));
-        return E_IO;
-    }
-    return OK;
-}
 
 /* serve_clean_tmp removes upload bodies a crash left behind (never acknowledged). */
 static void serve_clean_tmp(const char *dir)
@@ -63,83 +51,34 @@ int serve_run(const struct config *cfg)
 
 int service_run(const struct config *cfg, unsigned parts, const char *role)
 {
-    struct api app;
-    struct meta_store *meta = NULL;
-    struct blob_store *blobs = NULL;
+    struct runtime rt;
+    struct app app;
+    struct api api;
     struct http_server *srv = NULL;
     struct jobs *jobs = NULL;
-    struct cache *cache = NULL;
     struct jobs_opts jo;
-    char tmp_dir[4096], db_path[4096], blob_url[4200];
-    bool api_ok = false, img_ok = false;
+    /* serve migrates its own database; a cluster's roles leave that to `tessera migrate` */
+    unsigned rt_parts = RT_IMAGE | RT_META | RT_BLOBS | RT_BLOB_CACHE | RT_CACHE | RT_CDN |
+                        (parts == SERVICE_ALL ? RT_MIGRATE : 0u);
+    bool up = false;
     int rc;
 
-    rc = serve_mkdir(cfg->storage.data_dir);
-    if (rc != OK)
-        goto out;
-    snprintf(tmp_dir, sizeof(tmp_dir), "%s/tmp", cfg->storage.data_dir);
-    rc = serve_mkdir(tmp_dir);
-    if (rc != OK)
-        goto out;
-    serve_clean_tmp(tmp_dir);
-    if (cfg->storage.db[0] != '\0')
-        snprintf(db_path, sizeof(db_path), "%s", cfg->storage.db);
-    else
-        snprintf(db_path, sizeof(db_path), "%s/meta.db", cfg->storage.data_dir);
-    if (cfg->storage.blobs[0] != '\0') {
-        snprintf(blob_url, sizeof(blob_url), "%s", cfg->storage.blobs);
-    } else {
-        char abs[4096];
-        if (realpath(cfg->storage.data_dir, abs) == NULL) {
-            log_error("serve", "cannot resolve \"%s\": %s", cfg->storage.data_dir, strerror(errno));
-            rc = E_IO;
-            goto out;
-        }
-        snprintf(blob_url, sizeof(blob_url), "file://%s/blobs", abs);
-    }
-
-    rc = img_init("tessera", (int)cfg->image.concurrency, (size_t)cfg->image.cache_bytes);
-    if (rc != OK) {
-        log_error("serve", "cannot start libvips");
-        goto out;
-    }
-    img_ok = true;
-    /* serve migrates its own database; a cluster's roles leave that to `tessera migrate` */
-    rc = db_open(cfg, db_path, parts == SERVICE_ALL, &meta);
-    if (rc != OK) {
-        log_error("serve", "cannot open the database \"%s\": %s",
-                  cfg->db.url[0] ? "db.url" : db_path, err_str(rc));
-        goto out;
-    }
-    rc = ring_admin_open_store(cfg, meta, blob_url, tmp_dir, &blobs);
-    if (rc != OK) {
-        log_error("serve", "cannot open the blob store \"%s\": %s", blob_url, err_str(rc));
-        goto out;
-    }
-    if (cfg->storage.cache_bytes > 0 && blob_store_may_block(blobs)) {
-        /* remote shards: keep local copies of what this service reads */
-        char dir[4200];
-        struct blob_store *cached = NULL;
-        if (realpath(cfg->storage.data_dir, dir) != NULL &&
-            strlen(dir) + sizeof("/blobcache") <= sizeof(dir)) {
-            strcat(dir, "/blobcache");
-            if (blob_cache_open(blobs, dir, (uint64_t)cfg->storage.cache_bytes, &cached) == OK)
-                blobs = cached;
-        }
-    }
-    api_init(&app, cfg, meta, blobs);
-    api_ok = true;
     /* without Redis the LRU is safe only where every delete happens: one process on SQLite */
-    rc = cache_new(cfg, (parts & SERVICE_WRITE) && cfg->db.url[0] == '\0', &cache);
+    if ((parts & SERVICE_WRITE) && cfg->db.url[0] == '\0')
+        rt_parts |= RT_LOCAL_DELETES;
+    rc = runtime_open(cfg, rt_parts, &rt);
     if (rc != OK)
-        goto out;
-    app.cache = cache;
+        return rc;
+    serve_clean_tmp(rt.tmp_dir);
+    app_init(&app, &rt);
+    api_init(&api, &rt, &app);
+    up = true;
 
     signals_block();
     struct route routes[WEB_MAX_ROUTES], api_r[WEB_MAX_ROUTES];
     unsigned methods = ((parts & SERVICE_READ) ? HTTP_GET : 0u) |
                        ((parts & SERVICE_WRITE) ? (HTTP_POST | HTTP_DELETE) : 0u);
-    size_t n_api = api_routes_build(&app, methods, api_r, WEB_MAX_ROUTES);
+    size_t n_api = api_routes_build(&api, methods, api_r, WEB_MAX_ROUTES);
     size_t n_routes = n_api;
     if (parts & SERVICE_WEB) {
         web_init(cfg);
@@ -155,11 +94,11 @@ int service_run(const struct config *cfg, unsigned parts, const char *role)
         .max_header_bytes = (size_t)cfg->server.max_header_bytes,
         .max_url_bytes = (size_t)cfg->server.max_url_bytes,
         .max_body_bytes = (uint64_t)cfg->limits.max_upload_bytes,
-        .tmp_dir = tmp_dir,
+        .tmp_dir = rt.tmp_dir,
         .access_log = cfg->log.access,
         .routes = routes,
         .nroutes = n_routes,
-        .app = &app,
+        .app = &api,
         .ready = api_ready,
         .ready_detail = api_ready_detail,
         .gate = api_gate,
@@ -171,13 +110,13 @@ int service_run(const struct config *cfg, unsigned parts, const char *role)
     if (rc != OK)
         goto out;
     if (parts & SERVICE_JOBS) {
-        jobs_opts_from(cfg, &jo);
-        rc = jobs_start(meta, &jo, api_job_run, &app, &jobs);
+        runtime_jobs_opts(cfg, &jo);
+        rc = jobs_start(rt.meta, &jo, app_job_run, &app, &jobs);
         if (rc != OK)
             goto out;
     }
     log_info(role, "listening on %s (port %u); public URL %s; data in %s", cfg->server.listen,
-             http_server_port(srv), app.base_url, cfg->storage.data_dir);
+             http_server_port(srv), rt.base_url, rt.data_dir);
     int sig = signals_wait();
     log_info(role, "%s: stopping (up to %lld ms for requests in flight)", strsignal(sig),
              (long long)cfg->server.shutdown_timeout_ms);
@@ -187,12 +126,10 @@ int service_run(const struct config *cfg, unsigned parts, const char *role)
 out:
     jobs_stop(jobs);
     http_server_stop(srv, 0);
-    if (api_ok)
-        api_release(&app);
-    cache_free(cache);
-    blob_store_free(blobs);
-    meta_close(meta);
-    if (img_ok)
-        img_shutdown();
+    if (up) {
+        api_release(&api);
+        app_release(&app);
+    }
+    runtime_close(&rt);
     return rc;
 }

@@ -1,0 +1,410 @@
+/*
+ * app.c - the use cases on the metadata store, blob store, cache and CDN.
+ *
+ * Invariant (nothing lost): an upload's blob is durably stored before its row
+ * is committed, under a pin on its key (meta_blob_pin) taken before the bytes
+ * are written; a delete drops rows first and queues a release job, which
+ * removes the bytes only under the blob row's lock while no reference and no
+ * pin is left (meta_blob_release), in whichever process runs it.
+ */
+#include "app/app.h"
+
+#include "app/runtime.h"
+#include "cache/cache.h"
+#include "cdn/cdn.h"
+#include "config/config.h"
+#include "core/codec.h"
+#include "core/crypto.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "image/image.h"
+#include "store/blob.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+void app_init(struct app *a, const struct runtime *rt)
+{
+    memset(a, 0, sizeof(*a));
+    a->cfg = rt->cfg;
+    a->meta = rt->meta;
+    a->blobs = rt->blobs;
+    a->cache = rt->cache;
+    a->cdn = rt->cdn;
+    pthread_mutex_init(&a->lock, NULL);
+    pthread_cond_init(&a->flight_done, NULL);
+    pthread_mutex_init(&a->work_lock, NULL);
+    pthread_cond_init(&a->work_free, NULL);
+}
+
+void app_release(struct app *a)
+{
+    pthread_mutex_destroy(&a->lock);
+    pthread_cond_destroy(&a->flight_done);
+    pthread_mutex_destroy(&a->work_lock);
+    pthread_cond_destroy(&a->work_free);
+}
+
+/* --- bounded image work --- */
+
+static void work_enter(struct app *a)
+{
+    pthread_mutex_lock(&a->work_lock);
+    while (a->work_running >= a->cfg->image.max_parallel)
+        pthread_cond_wait(&a->work_free, &a->work_lock);
+    a->work_running++;
+    pthread_mutex_unlock(&a->work_lock);
+}
+
+static void work_leave(struct app *a)
+{
+    /*
+     * Connection threads come and go (thread per connection) and libmicrohttpd
+     * gives no hook on the exiting thread, so libvips' per-thread buffers are
+     * freed after each operation rather than at thread exit.
+     */
+    img_thread_exit();
+    pthread_mutex_lock(&a->work_lock);
+    a->work_running--;
+    pthread_cond_signal(&a->work_free);
+    pthread_mutex_unlock(&a->work_lock);
+}
+
+/* --- upload --- */
+
+/* upload_store hashes the file at path, stores it under a pin and records img. */
+static int upload_store(struct app *a, const char *path, struct image_rec *img)
+{
+    uint8_t digest[SHA256_LEN];
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int rc;
+
+    if (fd < 0)
+        return E_IO;
+    rc = sha256_fd(fd, digest);
+    if (rc == OK && fstat(fd, &st) != 0)
+        rc = E_IO;
+    close(fd);
+    if (rc != OK)
+        return rc;
+    hex_encode(digest, SHA256_LEN, img->key);
+    img->bytes = (uint64_t)st.st_size;
+
+    rc = meta_blob_pin(a->meta, img->key, img->bytes);
+    if (rc != OK)
+        return rc;
+    rc = blob_put_path(a->blobs, img->key, path);
+    if (rc == OK) {
+        do {
+            image_id_new(img->id);
+            rc = meta_image_insert(a->meta, img);
+        } while (rc == E_EXISTS);
+    }
+    if (meta_blob_unpin(a->meta, img->key) != OK)
+        log_warn("app", "blob %.16s stays pinned (gc clears stale pins)", img->key);
+    return rc;
+}
+
+int app_upload(struct app *a, const char *body_path, const char *owner, struct app_upload *out)
+{
+    const struct config *cfg = a->cfg;
+    struct img_limits lim = {(uint64_t)cfg->limits.max_pixels, (uint64_t)cfg->limits.max_frames,
+                             (uint64_t)cfg->limits.max_animation_pixels};
+    struct image_rec *img = &out->img;
+    struct img_info info;
+    struct img_error ierr = {""};
+    char out_path[512] = "";
+    bool unchanged = false;
+    struct stat st;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    snprintf(img->owner, sizeof(img->owner), "%s", owner);
+    if (stat(body_path, &st) != 0 || st.st_size == 0) {
+        snprintf(out->message, sizeof(out->message), "the upload is empty");
+        return E_UNSUPPORTED;
+    }
+    rc = blob_tmp_path(a->blobs, out_path, sizeof(out_path));
+    if (rc != OK) {
+        snprintf(out->message, sizeof(out->message), "no temporary path");
+        return E_INTERNAL;
+    }
+    work_enter(a);
+    rc = img_ingest(body_path, &lim, out_path, &unchanged, &info, &ierr);
+    work_leave(a);
+    if (rc != OK) {
+        snprintf(out->message, sizeof(out->message), "%s", ierr.msg[0] ? ierr.msg : err_str(rc));
+        goto out;
+    }
+    snprintf(img->format, sizeof(img->format), "%s", img_format_name(info.format));
+    img->width = info.width;
+    img->height = info.height;
+    img->frames = info.frames;
+    img->created_at = time_now_us() / 1000000;
+    delete_token_new(out->token);
+    delete_token_hash(out->token, strlen(out->token), img->token_hash);
+    rc = upload_store(a, unchanged ? body_path : out_path, img);
+    if (rc != OK) {
+        log_error("app", "upload not stored: %s", err_str(rc));
+        snprintf(out->message, sizeof(out->message), "the image could not be stored: %s",
+                 err_str(rc));
+        memset(out->token, 0, sizeof(out->token));
+        goto out;
+    }
+    log_info("app", "uploaded %s %s %ux%u %llu bytes key %.16s", img->id, img->format, img->width,
+             img->height, (unsigned long long)img->bytes, img->key);
+out:
+    unlink(out_path);
+    return rc;
+}
+
+/* --- metadata, listing, delete --- */
+
+int app_image_get(struct app *a, const char *id, size_t len, struct image_rec *out)
+{
+    char buf[IMAGE_ID_MAX + 1];
+
+    if (!image_id_valid(id, len))
+        return E_NOTFOUND;
+    memcpy(buf, id, len);
+    buf[len] = '\0';
+    int rc = cache_image_get(a->cache, a->meta, buf, out);
+    return rc == OK || rc == E_NOTFOUND ? rc : E_UNAVAILABLE;
+}
+
+int app_list(struct app *a, int64_t before, size_t limit, struct image_rec *out, size_t *n,
+             bool *more)
+{
+    size_t got = 0;
+
+    *n = 0;
+    *more = false;
+    if (limit == 0 || limit > (size_t)a->cfg->limits.max_list || before < 0)
+        return E_INVALID;
+    /* one row past the page says whether a next page exists */
+    if (meta_image_list(a->meta, before, limit + 1, out, &got) != OK)
+        return E_UNAVAILABLE;
+    *more = got > limit;
+    *n = got > limit ? limit : got;
+    return OK;
+}
+
+int app_delete(struct app *a, const char *id, size_t len, const char *token, bool admin)
+{
+    struct meta_released rel = {0};
+    struct image_rec img;
+    int rc = app_image_get(a, id, len, &img);
+
+    if (rc != OK)
+        return rc;
+    if (!admin) {
+        char h[SHA256_HEX];
+        if (token == NULL)
+            return E_UNAUTHORIZED;
+        delete_token_hash(token, strlen(token), h);
+        if (!ct_equal(h, img.token_hash, SHA256_HEX - 1))
+            return E_FORBIDDEN;
+    }
+    rc = meta_image_delete(a->meta, img.id, &rel);
+    if (rc != OK)
+        return rc == E_NOTFOUND ? rc : E_UNAVAILABLE;
+    /* row first, then the caches: a reader can no longer re-fill them from the store */
+    cache_image_deleted(a->cache, img.id);
+    /* the bytes go in the release jobs queued by the delete's transaction */
+    log_info("app", "deleted %s (%zu blobs to release)", img.id, rel.n);
+    return OK;
+}
+
+/* --- variants --- */
+
+/* flight_join returns true when this thread must make the variant, false after another made it. */
+static bool flight_join(struct app *a, const char *id, const char *name, struct app_flight **out)
+{
+    struct app_flight *free_slot = NULL;
+    bool lead = true;
+
+    pthread_mutex_lock(&a->lock);
+    for (;;) {
+        struct app_flight *mine = NULL;
+        free_slot = NULL;
+        for (size_t i = 0; i < APP_VARIANT_FLIGHTS; i++) {
+            struct app_flight *f = &a->flights[i];
+            if (f->busy && strcmp(f->image_id, id) == 0 && strcmp(f->name, name) == 0)
+                mine = f;
+            else if (!f->busy && f->waiters == 0 && free_slot == NULL)
+                free_slot = f;
+        }
+        if (mine == NULL)
+            break;
+        mine->waiters++;
+        pthread_cond_wait(&a->flight_done, &a->lock);
+        mine->waiters--;
+        lead = false;
+        if (!mine->busy)
+            goto out;
+    }
+    lead = true;
+    if (free_slot != NULL) {
+        snprintf(free_slot->image_id, sizeof(free_slot->image_id), "%s", id);
+        snprintf(free_slot->name, sizeof(free_slot->name), "%s", name);
+        free_slot->busy = true;
+    }
+out:
+    pthread_mutex_unlock(&a->lock);
+    *out = lead ? free_slot : NULL;
+    return lead;
+}
+
+static void flight_land(struct app *a, struct app_flight *f)
+{
+    if (f == NULL)
+        return;
+    pthread_mutex_lock(&a->lock);
+    f->busy = false;
+    pthread_cond_broadcast(&a->flight_done);
+    pthread_mutex_unlock(&a->lock);
+}
+
+/* variant_make makes, stores and records one variant; fills *v. */
+static int variant_make(struct app *a, const struct image_rec *img, const struct variant_preset *vp,
+                        struct variant_rec *v)
+{
+    struct img_variant_spec spec = {vp->width, vp->height,
+                                    img_format_from_name(str_from(vp->format)), vp->quality};
+    struct img_info info;
+    struct img_error ierr = {""};
+    char src[64], out_path[512] = "";
+    uint8_t digest[SHA256_LEN];
+    uint64_t size = 0;
+    struct stat st;
+    int fd = -1, ofd = -1;
+    int rc;
+
+    rc = blob_open(a->blobs, img->key, &fd, &size);
+    if (rc == E_NOTFOUND) {
+        /* a live image whose bytes no shard has: not "gone", a fault to retry and repair */
+        log_error("app", "image %s: blob %.16s not found on any shard", img->id, img->key);
+        rc = E_UNAVAILABLE;
+    }
+    if (rc != OK)
+        goto out;
+    rc = blob_tmp_path(a->blobs, out_path, sizeof(out_path));
+    if (rc != OK)
+        goto out;
+    snprintf(src, sizeof(src), "/proc/self/fd/%d", fd);
+    work_enter(a);
+    rc = img_variant(src, &spec, out_path, &info, &ierr);
+    work_leave(a);
+    if (rc != OK) {
+        log_error("app", "variant %s of %s: %s", vp->name, img->id, ierr.msg);
+        goto out;
+    }
+    ofd = open(out_path, O_RDONLY | O_CLOEXEC);
+    if (ofd < 0 || sha256_fd(ofd, digest) != OK || fstat(ofd, &st) != 0) {
+        rc = E_IO;
+        goto out;
+    }
+    memset(v, 0, sizeof(*v));
+    snprintf(v->image_id, sizeof(v->image_id), "%s", img->id);
+    snprintf(v->name, sizeof(v->name), "%s", vp->name);
+    hex_encode(digest, SHA256_LEN, v->key);
+    snprintf(v->format, sizeof(v->format), "%s", vp->format);
+    v->width = info.width;
+    v->height = info.height;
+    v->bytes = (uint64_t)st.st_size;
+    rc = meta_blob_pin(a->meta, v->key, v->bytes);
+    if (rc != OK)
+        goto out;
+    rc = blob_put_path(a->blobs, v->key, out_path);
+    if (rc == OK)
+        rc = meta_variant_put(a->meta, v);
+    /* the image deleted meanwhile: the unpin queues the release of the unused bytes */
+    if (meta_blob_unpin(a->meta, v->key) != OK)
+        log_warn("app", "blob %.16s stays pinned (gc clears stale pins)", v->key);
+out:
+    if (fd >= 0)
+        close(fd);
+    if (ofd >= 0)
+        close(ofd);
+    if (out_path[0] != '\0')
+        unlink(out_path);
+    return rc;
+}
+
+int app_variant(struct app *a, const struct image_rec *img, const struct variant_preset *vp,
+                struct variant_rec *out)
+{
+    struct app_flight *flight = NULL;
+    int rc = meta_variant_get(a->meta, img->id, vp->name, out);
+
+    /* the first request makes it; concurrent ones wait for it (and retry if it failed) */
+    for (int attempt = 0; rc == E_NOTFOUND && attempt < 3; attempt++) {
+        if (flight_join(a, img->id, vp->name, &flight)) {
+            rc = meta_variant_get(a->meta, img->id, vp->name, out);
+            if (rc == E_NOTFOUND)
+                rc = variant_make(a, img, vp, out);
+            flight_land(a, flight);
+            break;
+        }
+        rc = meta_variant_get(a->meta, img->id, vp->name, out);
+    }
+    return rc;
+}
+
+/* --- jobs --- */
+
+static int release_fn(void *arg, const char *key)
+{
+    struct app *a = arg;
+
+    return blob_delete(a->blobs, key);
+}
+
+/* job_variants makes every preset variant of an image not made yet (idempotent). */
+static int job_variants(struct app *a, const char *id, char *err, size_t cap)
+{
+    struct image_rec img;
+    struct variant_rec v;
+    int rc = meta_image_get(a->meta, id, &img);
+
+    if (rc == E_NOTFOUND)
+        return OK; /* deleted meanwhile: nothing to make */
+    if (rc != OK) {
+        snprintf(err, cap, "image %s: %s", id, err_str(rc));
+        return rc;
+    }
+    for (size_t i = 0; i < a->cfg->n_variants && rc == OK; i++) {
+        rc = app_variant(a, &img, &a->cfg->variant[i], &v);
+        if (rc == E_NOTFOUND)
+            rc = OK; /* the image went away */
+        if (rc != OK)
+            snprintf(err, cap, "variant %s of %s: %s", a->cfg->variant[i].name, img.id,
+                     err_str(rc));
+    }
+    return rc;
+}
+
+int app_job_run(void *arg, const struct meta_job *job, char *err, size_t cap)
+{
+    struct app *a = arg;
+    int rc;
+
+    if (strcmp(job->kind, META_JOB_VARIANTS) == 0)
+        return job_variants(a, job->payload, err, cap);
+    if (strcmp(job->kind, META_JOB_RELEASE) == 0) {
+        rc = meta_blob_release(a->meta, job->payload, release_fn, a);
+        if (rc == E_EXISTS)
+            rc = OK; /* referenced or pinned again: the bytes stay */
+        if (rc != OK)
+            snprintf(err, cap, "release %.16s: %s", job->payload, err_str(rc));
+        return rc;
+    }
+    if (strcmp(job->kind, META_JOB_PURGE) == 0)
+        return cdn_purge(a->cdn, job->payload, err, cap); /* idempotent; OK without a purger */
+    snprintf(err, cap, "unknown job kind \"%s\"", job->kind);
+    return E_INVALID;
+}

@@ -1,0 +1,121 @@
+/*
+ * app.h - the use cases of an image host, with no HTTP and no JSON.
+ *
+ * Upload, look up, list, delete, get-or-make a variant, and the job handlers
+ * (variants, blob release, CDN purge). Each takes the stores through one
+ * struct app and returns a status code of core/err.h plus a record; the
+ * adapters in services/ turn those into answers. The invariant every use
+ * case keeps (nothing lost): an upload's bytes are durably stored, under a pin
+ * on their key, before the row that names them is committed; a delete drops
+ * rows first and queues a release job, which removes bytes only while no
+ * reference and no pin is left (meta_blob_release).
+ */
+#ifndef APP_APP_H
+#define APP_APP_H
+
+#include "core/ident.h"
+#include "meta/meta.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+struct config;
+struct runtime;
+struct variant_preset;
+struct blob_store;
+struct cache;
+struct cdn;
+
+#define APP_VARIANT_FLIGHTS 64
+#define APP_MESSAGE_MAX     256
+
+/* One variant being made; others asking for it wait instead of making it again. */
+struct app_flight {
+    char image_id[IMAGE_ID_MAX + 1];
+    char name[META_VARIANT_MAX];
+    int waiters;
+    bool busy;
+};
+
+struct app {
+    const struct config *cfg;
+    struct meta_store *meta;
+    struct blob_store *blobs;
+    struct cache *cache; /* NULL: none */
+    struct cdn *cdn;     /* NULL: none (purge jobs do nothing) */
+    pthread_mutex_t lock;
+    pthread_cond_t flight_done;
+    struct app_flight flights[APP_VARIANT_FLIGHTS];
+    pthread_mutex_t work_lock; /* bounds concurrent decodes: memory stays bounded */
+    pthread_cond_t work_free;
+    int work_running;
+};
+
+/* app_init prepares a on the parts of rt (borrowed: rt must outlive a). */
+void app_init(struct app *a, const struct runtime *rt);
+
+/* app_release frees what app_init made (not the stores). */
+void app_release(struct app *a);
+
+/* What an upload made: the record, its one-time delete token, and whether it was a duplicate. */
+struct app_upload {
+    struct image_rec img;
+    char token[DELETE_TOKEN_LEN + 1];
+    char message[APP_MESSAGE_MAX]; /* why, on an error */
+};
+
+/*
+ * app_upload validates the image in the file at body_path (the request body,
+ * left in place), normalises it, stores its bytes and records a new image
+ * owned by owner ("" for none). OK: out->img and out->token are set.
+ * Errors, each with out->message: E_UNSUPPORTED (empty or not an accepted
+ * format), E_BADIMAGE (corrupt, too many pixels or frames), E_TOOBIG, and
+ * from the stores E_UNAVAILABLE, E_NOSPACE, E_IO (nothing recorded).
+ * Blocks; thread-safe.
+ */
+int app_upload(struct app *a, const char *body_path, const char *owner, struct app_upload *out);
+
+/*
+ * app_image_get reads the live image with the id of len bytes at id (cache,
+ * then the store). E_NOTFOUND for a malformed, unknown or deleted id,
+ * E_UNAVAILABLE when the store cannot answer. Blocks; thread-safe.
+ */
+int app_image_get(struct app *a, const char *id, size_t len, struct image_rec *out);
+
+/*
+ * app_list fills out (capacity limit + 1) with the live images older than seq
+ * before (0: from the newest), newest first; *n how many, *more whether
+ * older ones remain. E_INVALID for a limit of 0 or over limits.max_list,
+ * E_UNAVAILABLE. Blocks; thread-safe.
+ */
+int app_list(struct app *a, int64_t before, size_t limit, struct image_rec *out, size_t *n,
+             bool *more);
+
+/*
+ * app_delete deletes the live image id: allowed with admin, or with token
+ * (its delete token; compared in constant time). OK when deleted: its rows
+ * are gone, caches invalidated, and release and purge jobs queued.
+ * E_UNAUTHORIZED (no token and not admin), E_FORBIDDEN (wrong token),
+ * E_NOTFOUND (unknown or already deleted), E_UNAVAILABLE. Blocks; thread-safe.
+ */
+int app_delete(struct app *a, const char *id, size_t len, const char *token, bool admin);
+
+/*
+ * app_variant returns the variant vp of img, making it on first request:
+ * concurrent requests for one variant in this process wait for one maker
+ * (single flight). E_NOTFOUND when the image went away, E_BADIMAGE when the
+ * source cannot be decoded, E_UNAVAILABLE, E_IO. Blocks; thread-safe.
+ */
+int app_variant(struct app *a, const struct image_rec *img, const struct variant_preset *vp,
+                struct variant_rec *out);
+
+/*
+ * app_job_run is the job handler (jobs_handler_fn, arg a struct app) of every
+ * role that runs jobs: "variants" makes an image's missing preset variants,
+ * "release" removes a blob nothing references, "purge" purges the CDN.
+ * Idempotent; may block.
+ */
+int app_job_run(void *arg, const struct meta_job *job, char *err, size_t cap);
+
+#endif

@@ -1,0 +1,275 @@
+/*
+ * runtime.c - opening and closing a process's parts from the configuration.
+ *
+ * Order: directories, image library, metadata store, blob store (the ring is
+ * checked against the one in force, which needs the metadata store), local
+ * blob cache, metadata cache, CDN purger. runtime_close undoes it backwards.
+ */
+#include "app/runtime.h"
+
+#include "app/ring_state.h"
+#include "cache/cache.h"
+#include "cdn/cdn.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "image/image.h"
+#include "jobs/jobs.h"
+#include "meta/meta.h"
+#include "store/blob.h"
+#include "store/blob_cache.h"
+#include "store/blob_ring.h"
+#include "store/ring.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static int rt_mkdir(const char *path)
+{
+    if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+        log_error("runtime", "cannot create \"%s\": %s", path, strerror(errno));
+        return E_IO;
+    }
+    return OK;
+}
+
+static int rt_path(char *buf, size_t cap, const char *a, const char *b)
+{
+    int n = snprintf(buf, cap, "%s%s", a, b);
+
+    if (n < 0 || (size_t)n >= cap) {
+        log_error("runtime", "path too long: \"%s%s\"", a, b);
+        return E_INVALID;
+    }
+    return OK;
+}
+
+/* rt_dirs makes data_dir and data_dir/tmp and fills the paths derived from them. */
+static int rt_dirs(const struct config *cfg, struct runtime *rt)
+{
+    int rc = rt_mkdir(cfg->storage.data_dir);
+
+    if (rc != OK)
+        return rc;
+    if (realpath(cfg->storage.data_dir, rt->data_dir) == NULL) {
+        log_error("runtime", "cannot resolve \"%s\": %s", cfg->storage.data_dir, strerror(errno));
+        return E_IO;
+    }
+    rc = rt_path(rt->tmp_dir, sizeof(rt->tmp_dir), rt->data_dir, "/tmp");
+    if (rc == OK)
+        rc = rt_mkdir(rt->tmp_dir);
+    if (rc != OK)
+        return rc;
+    if (cfg->storage.db[0] != '\0')
+        rc = rt_path(rt->db_path, sizeof(rt->db_path), cfg->storage.db, "");
+    else
+        rc = rt_path(rt->db_path, sizeof(rt->db_path), rt->data_dir, "/meta.db");
+    if (rc != OK)
+        return rc;
+    if (cfg->storage.blobs[0] != '\0')
+        return rt_path(rt->blob_url, sizeof(rt->blob_url), cfg->storage.blobs, "");
+    int n = snprintf(rt->blob_url, sizeof(rt->blob_url), "file://%s/blobs", rt->data_dir);
+    return n > 0 && (size_t)n < sizeof(rt->blob_url) ? OK : E_INVALID;
+}
+
+/* rt_base_url: cdn.base_url, else server.public_url, else the listen address; no trailing /. */
+static void rt_base_url(const struct config *cfg, struct runtime *rt)
+{
+    const char *base = cfg->cdn.base_url[0]        ? cfg->cdn.base_url
+                       : cfg->server.public_url[0] ? cfg->server.public_url
+                                                   : NULL;
+    const char *listen = cfg->server.listen;
+
+    if (base != NULL)
+        snprintf(rt->base_url, sizeof(rt->base_url), "%s", base);
+    else if (strncmp(listen, "0.0.0.0:", 8) == 0 || listen[0] == ':')
+        snprintf(rt->base_url, sizeof(rt->base_url), "http://127.0.0.1:%s",
+                 strrchr(listen, ':') + 1);
+    else
+        snprintf(rt->base_url, sizeof(rt->base_url), "http://%s", listen);
+    size_t n = strlen(rt->base_url);
+    while (n > 0 && rt->base_url[n - 1] == '/')
+        rt->base_url[--n] = '\0';
+}
+
+static int rt_meta(const struct config *cfg, bool migrate, struct runtime *rt)
+{
+    struct meta_options o = {
+        .url = cfg->db.url,
+        .replicas = cfg->db.replicas,
+        .sqlite_path = rt->db_path,
+        .max_replica_lag_ms = cfg->db.max_replica_lag_ms,
+        .statement_timeout_ms = cfg->db.statement_timeout_ms,
+        .connect_timeout_ms = cfg->db.connect_timeout_ms,
+        .pool = (int)cfg->db.pool,
+        .migrate = migrate,
+    };
+    int rc = meta_open(&o, &rt->meta);
+
+    if (rc != OK)
+        log_error("runtime", "cannot open the metadata store \"%s\": %s",
+                  cfg->db.url[0] ? "db.url" : rt->db_path, err_str(rc));
+    return rc;
+}
+
+/*
+ * rt_ring_check compares the configured ring with the one in force: records
+ * it when none is, refuses a different one, and starts unchecked when the
+ * database cannot be read now (the service is not ready until it answers).
+ */
+static int rt_ring_check(struct runtime *rt, const struct ring *ring)
+{
+    char recorded[64];
+    int rc = ring_state_epoch(rt->meta, recorded, sizeof(recorded));
+
+    if (rc == E_NOTFOUND) {
+        log_info("ring", "no ring recorded yet: recording this one (epoch %s, %zu shards)",
+                 ring->epoch, ring->n);
+        return ring_state_record(rt->meta, ring);
+    }
+    if (rc == E_UNAVAILABLE) {
+        log_warn("ring",
+                 "the recorded ring could not be read: starting on the configured ring "
+                 "(epoch %s) unchecked",
+                 ring->epoch);
+        return OK;
+    }
+    if (rc == OK && strcmp(recorded, ring->epoch) != 0) {
+        log_error("ring",
+                  "the configured ring (storage.shards, epoch %s) is not the ring in force (epoch "
+                  "%s): `tessera ring plan` shows what the change moves, `tessera ring "
+                  "rebalance` moves the blobs and records it; `tessera ring apply` records it "
+                  "without moving anything (then run `tessera repair`)",
+                  ring->epoch, recorded);
+        return E_INVALID;
+    }
+    return rc;
+}
+
+static int rt_blobs(const struct config *cfg, unsigned parts, struct runtime *rt)
+{
+    struct ring *ring = NULL;
+    char why[512];
+    int rc;
+
+    if (cfg->storage.shards[0] == '\0') {
+        if (parts & RT_RING) {
+            log_error("runtime", "storage.shards is empty: there is no ring");
+            return E_INVALID;
+        }
+        rc = blob_store_open(rt->blob_url, &rt->blobs);
+        if (rc != OK)
+            log_error("runtime", "cannot open the blob store \"%s\": %s", rt->blob_url,
+                      err_str(rc));
+        return rc;
+    }
+    rc = ring_parse_spec(cfg->storage.shards, (unsigned)cfg->storage.replicas,
+                         (unsigned)cfg->storage.write_quorum, &ring, why, sizeof(why));
+    if (rc != OK) {
+        log_error("ring", "%s", why);
+        return rc;
+    }
+    rc = rt->meta != NULL ? rt_ring_check(rt, ring) : OK;
+    if (rc != OK) {
+        ring_free(ring);
+        return rc;
+    }
+    log_info("ring", "ring epoch %s: %zu shards, %u replicas, write quorum %u", ring->epoch,
+             ring->n, ring->replicas, ring->write_quorum);
+    struct blob_ring_opts o = {rt->tmp_dir, (long)cfg->storage.connect_timeout_ms,
+                               (long)cfg->storage.read_timeout_ms,
+                               (long)cfg->storage.down_backoff_ms};
+    rc = blob_ring_open(ring, &o, &rt->blobs);
+    if (rc != OK) {
+        ring_free(ring);
+        log_error("runtime", "cannot open the ring store: %s", err_str(rc));
+    }
+    return rc;
+}
+
+/* rt_blob_cache wraps a remote store in a local copy cache; without one it goes on uncached. */
+static void rt_blob_cache(const struct config *cfg, struct runtime *rt)
+{
+    char dir[PATH_MAX];
+    struct blob_store *cached = NULL;
+
+    if (cfg->storage.cache_bytes <= 0 || !blob_store_may_block(rt->blobs))
+        return;
+    if (rt_path(dir, sizeof(dir), rt->data_dir, "/blobcache") != OK)
+        return;
+    if (blob_cache_open(rt->blobs, dir, (uint64_t)cfg->storage.cache_bytes, &cached) == OK)
+        rt->blobs = cached;
+    else
+        log_warn("runtime", "no local blob cache in \"%s\": reads go to the shards", dir);
+}
+
+int runtime_open(const struct config *cfg, unsigned parts, struct runtime *rt)
+{
+    int rc;
+
+    memset(rt, 0, sizeof(*rt));
+    rt->cfg = cfg;
+    rt_base_url(cfg, rt);
+    rc = rt_dirs(cfg, rt);
+    if (rc != OK)
+        goto out;
+    if (parts & RT_IMAGE) {
+        rc = img_init("tessera", (int)cfg->image.concurrency, (size_t)cfg->image.cache_bytes);
+        if (rc != OK) {
+            log_error("runtime", "cannot start libvips");
+            goto out;
+        }
+        rt->parts |= RT_IMAGE;
+    }
+    if (parts & RT_META) {
+        rc = rt_meta(cfg, (parts & RT_MIGRATE) != 0, rt);
+        if (rc != OK)
+            goto out;
+    }
+    if (parts & RT_BLOBS) {
+        rc = rt_blobs(cfg, parts, rt);
+        if (rc != OK)
+            goto out;
+        if (parts & RT_BLOB_CACHE)
+            rt_blob_cache(cfg, rt);
+    }
+    if (parts & RT_CACHE) {
+        rc = cache_new(cfg, (parts & RT_LOCAL_DELETES) != 0, &rt->cache);
+        if (rc != OK)
+            goto out;
+    }
+    if ((parts & RT_CDN) && cdn_new(cfg, rt->base_url, &rt->cdn) != OK)
+        log_warn("runtime", "no CDN purger: deletes leave the CDN's copies to expire");
+out:
+    if (rc != OK)
+        runtime_close(rt);
+    else
+        rt->parts = parts;
+    return rc;
+}
+
+void runtime_close(struct runtime *rt)
+{
+    cdn_free(rt->cdn);
+    rt->cdn = NULL;
+    cache_free(rt->cache);
+    rt->cache = NULL;
+    blob_store_free(rt->blobs);
+    rt->blobs = NULL;
+    meta_close(rt->meta);
+    rt->meta = NULL;
+    if (rt->parts & RT_IMAGE)
+        img_shutdown();
+    rt->parts = 0;
+}
+
+void runtime_jobs_opts(const struct config *cfg, struct jobs_opts *o)
+{
+    o->workers = (int)cfg->jobs.workers;
+    o->lease_ms = cfg->jobs.lease_ms;
+    o->max_attempts = (int)cfg->jobs.max_attempts;
+    o->backoff_ms = cfg->jobs.backoff_ms;
+    o->poll_ms = cfg->jobs.poll_ms;
+}
