@@ -273,3 +273,16 @@ void runtime_jobs_opts(const struct config *cfg, struct jobs_opts *o)
     o->backoff_ms = cfg->jobs.backoff_ms;
     o->poll_ms = cfg->jobs.poll_ms;
 }
+
+int runtime_check_config(const struct config *cfg, char *why, size_t cap)
+{
+    struct ring *ring = NULL;
+    int rc;
+
+    if (cfg->storage.shards[0] == '\0')
+        return OK;
+    rc = ring_parse_spec(cfg->storage.shards, (unsigned)cfg->storage.replicas,
+                         (unsigned)cfg->storage.write_quorum, &ring, why, cap);
+    ring_free(ring);
+    return rc;
+}

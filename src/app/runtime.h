@@ -60,6 +60,13 @@ struct runtime {
  */
 int runtime_open(const struct config *cfg, unsigned parts, struct runtime *rt);
 
+/*
+ * runtime_check_config checks the settings runtime_open turns into modules'
+ * options that config.c cannot judge (the ring's shard list): a
+ * config_check_fn, registered by the command line before loading.
+ */
+int runtime_check_config(const struct config *cfg, char *why, size_t cap);
+
 struct jobs_opts;
 
 /* runtime_jobs_opts fills o from the jobs section of cfg. */

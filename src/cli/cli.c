@@ -6,6 +6,7 @@
  */
 #include "cli/cli.h"
 
+#include "app/runtime.h"
 #include "cli/client.h"
 #include "cli/migrate.h"
 #include "config/config.h"
@@ -246,6 +247,7 @@ int cli_main(int argc, char **argv)
             rest[n_rest++] = argv[i];
         }
     }
+    config_add_check(runtime_check_config);
     if (config_load(&cfg, config_path, environ, flags, n_flags, err, sizeof(err)) != OK) {
         fprintf(stderr, "tessera: configuration: %s\n", err);
         goto out;

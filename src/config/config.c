@@ -9,7 +9,6 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/xalloc.h"
-#include "store/ring.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -530,6 +529,19 @@ static int cfg_parse_variants(struct config *cfg, struct cfg_err *e)
     return OK;
 }
 
+static config_check_fn *cfg_checks[CONFIG_MAX_CHECKS];
+static size_t cfg_n_checks;
+
+void config_add_check(config_check_fn *fn)
+{
+    for (size_t i = 0; i < cfg_n_checks; i++) {
+        if (cfg_checks[i] == fn)
+            return;
+    }
+    if (cfg_n_checks < CONFIG_MAX_CHECKS)
+        cfg_checks[cfg_n_checks++] = fn;
+}
+
 static int cfg_validate(struct config *cfg, struct cfg_err *e)
 {
     int rc;
@@ -545,13 +557,10 @@ static int cfg_validate(struct config *cfg, struct cfg_err *e)
         return cfg_fail(e, "storage.blobs: \"%s\" is not a file:/// URL", cfg->storage.blobs);
     if (cfg->storage.data_dir[0] == '\0')
         return cfg_fail(e, "storage.data_dir: must not be empty");
-    if (cfg->storage.shards[0] != '\0') {
-        struct ring *ring = NULL;
-        char why[512];
-        if (ring_parse_spec(cfg->storage.shards, (unsigned)cfg->storage.replicas,
-                            (unsigned)cfg->storage.write_quorum, &ring, why, sizeof(why)) != OK)
+    for (size_t i = 0; i < cfg_n_checks; i++) {
+        char why[512] = "";
+        if (cfg_checks[i](cfg, why, sizeof(why)) != OK)
             return cfg_fail(e, "%s", why);
-        ring_free(ring);
     }
     if (cfg->cdn.purger[0] != '\0' && strcmp(cfg->cdn.purger, "varnish") != 0 &&
         strcmp(cfg->cdn.purger, "cloudflare") != 0 && strcmp(cfg->cdn.purger, "fastly") != 0 &&

@@ -143,6 +143,22 @@ void config_release(struct config *cfg);
 int config_load(struct config *cfg, const char *path, char *const *environ_vars, char *const *flags,
                 size_t n_flags, char *errbuf, size_t errcap);
 
+/*
+ * config_check_fn checks settings whose syntax belongs to another module
+ * (the ring's shard list, say): OK, or E_INVALID with a sentence naming the
+ * key in why (capacity cap).
+ */
+typedef int config_check_fn(const struct config *cfg, char *why, size_t cap);
+
+#define CONFIG_MAX_CHECKS 8
+
+/*
+ * config_add_check adds fn to the checks every later config_load runs after
+ * its own validation; so config.c depends on no module. At start-up only
+ * (not thread-safe); a check added twice runs once.
+ */
+void config_add_check(config_check_fn *fn);
+
 /* config_set sets one "section.key" from text, as a flag would; for tests and tools. */
 int config_set(struct config *cfg, const char *name, const char *value, char *errbuf,
                size_t errcap);

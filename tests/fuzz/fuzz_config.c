@@ -6,6 +6,7 @@
  * the environment. Invariants: an error names where it came from; a load that
  * succeeds leaves every limit inside its bounds (validated).
  */
+#include "app/runtime.h"
 #include "config/config.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -23,6 +24,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
     (void)argc;
     (void)argv;
+    config_add_check(runtime_check_config); /* as the command line does: the shard list too */
     snprintf(path, sizeof(path), "/tmp/fuzz-config-%d.ini", (int)getpid());
     fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0600);
     if (fd >= 0)
