@@ -236,7 +236,22 @@ int runtime_open(const struct config *cfg, unsigned parts, struct runtime *rt)
             rt_blob_cache(cfg, rt);
     }
     if (parts & RT_CACHE) {
-        rc = cache_new(cfg, (parts & RT_LOCAL_DELETES) != 0, &rt->cache);
+        struct cache_opts co = {
+            .redis = cfg->cache.redis,
+            .channel = cfg->cache.channel,
+            .ttl_ms = cfg->cache.ttl_ms,
+            .negative_ttl_ms = cfg->cache.negative_ttl_ms,
+            .tombstone_ttl_ms = cfg->cache.tombstone_ttl_ms,
+            .ack_timeout_ms = cfg->cache.ack_timeout_ms,
+            .lru_entries = cfg->cache.lru_entries,
+            .lru_ttl_ms = cfg->cache.lru_ttl_ms,
+            .connect_timeout_ms = cfg->cache.connect_timeout_ms,
+            .timeout_ms = cfg->cache.timeout_ms,
+            .down_backoff_ms = cfg->cache.down_backoff_ms,
+            .pool = cfg->cache.pool,
+            .local_deletes_only = (parts & RT_LOCAL_DELETES) != 0,
+        };
+        rc = cache_new(&co, &rt->cache);
         if (rc != OK)
             goto out;
     }

@@ -49,7 +49,7 @@ struct cache_layer {
 };
 
 struct cache {
-    const struct config *cfg;
+    struct cache_opts o;
     struct lru *lru;
     struct rcluster *rc;
     struct rcluster_sub *sub;
@@ -188,9 +188,9 @@ static void cache_on_msg(void *arg, const char *msg, size_t len)
     count(&c->invalidations_received, 1);
     log_debug("cache", "invalidation of %s received", id);
     if (c->lru != NULL)
-        lru_put(c->lru, id, NULL, now + c->cfg->cache.tombstone_ttl_ms * 1000, now, true);
+        lru_put(c->lru, id, NULL, now + c->o.tombstone_ttl_ms * 1000, now, true);
     text[0] = 'a';
-    if (rcluster_publish(c->rc, c->cfg->cache.channel, text, NULL) != OK)
+    if (rcluster_publish(c->rc, c->o.channel, text, NULL) != OK)
         count(&c->invalidation_errors, 1);
 }
 
@@ -209,41 +209,40 @@ static void cache_on_state(void *arg, bool subscribed)
 
 /* --- lifecycle --- */
 
-int cache_new(const struct config *cfg, bool local_deletes_only, struct cache **out)
+int cache_new(const struct cache_opts *o, struct cache **out)
 {
     struct cache *c = xcalloc(1, sizeof(*c));
     int rc = OK;
 
     *out = NULL;
-    c->cfg = cfg;
-    c->local_only = local_deletes_only;
+    c->o = *o;
+    c->local_only = o->local_deletes_only;
     pthread_mutex_init(&c->wait_lock, NULL);
     pthread_cond_init(&c->wait_cond, NULL);
-    if (cfg->cache.redis[0] != '\0') {
-        struct rcluster_opts o = {
-            .nodes = cfg->cache.redis,
-            .connect_timeout_ms = cfg->cache.connect_timeout_ms,
-            .timeout_ms = cfg->cache.timeout_ms,
-            .down_backoff_ms = cfg->cache.down_backoff_ms,
-            .pool = (size_t)cfg->cache.pool,
+    if (o->redis[0] != '\0') {
+        struct rcluster_opts ro = {
+            .nodes = o->redis,
+            .connect_timeout_ms = o->connect_timeout_ms,
+            .timeout_ms = o->timeout_ms,
+            .down_backoff_ms = o->down_backoff_ms,
+            .pool = (size_t)o->pool,
         };
-        rc = rcluster_new(&o, &c->rc);
+        rc = rcluster_new(&ro, &c->rc);
         if (rc != OK) {
-            log_error("cache", "cache.redis \"%s\": not a list of host:port", cfg->cache.redis);
+            log_error("cache", "cache.redis \"%s\": not a list of host:port", o->redis);
             goto out;
         }
     }
-    if (cfg->cache.lru_entries > 0 && (c->rc != NULL || local_deletes_only))
-        c->lru = lru_new((size_t)cfg->cache.lru_entries, sizeof(struct image_rec));
+    if (o->lru_entries > 0 && (c->rc != NULL || o->local_deletes_only))
+        c->lru = lru_new((size_t)o->lru_entries, sizeof(struct image_rec));
     if (c->rc != NULL) {
-        rc =
-            rcluster_subscribe(c->rc, cfg->cache.channel, cache_on_msg, cache_on_state, c, &c->sub);
+        rc = rcluster_subscribe(c->rc, o->channel, cache_on_msg, cache_on_state, c, &c->sub);
         if (rc != OK)
             goto out;
     }
     metrics_add_renderer(cache_metrics, c);
     log_info("cache", "metadata cache: lru %s, redis %s", c->lru ? "on" : "off",
-             c->rc ? cfg->cache.redis : "off");
+             c->rc ? o->redis : "off");
 out:
     if (rc != OK) {
         cache_free(c);
@@ -295,7 +294,7 @@ static void lru_fill(struct cache *c, const char *id, const struct image_rec *re
 
 int cache_image_get(struct cache *c, struct meta_store *ms, const char *id, struct image_rec *out)
 {
-    const struct config *cfg;
+    const struct cache_opts *o;
     char key[IMAGE_ID_MAX + sizeof(CACHE_KEY_PREFIX) + 1], val[CACHE_VALUE_MAX];
     size_t len = 0;
     int64_t t0;
@@ -303,7 +302,7 @@ int cache_image_get(struct cache *c, struct meta_store *ms, const char *id, stru
 
     if (c == NULL)
         return meta_image_get(ms, id, out);
-    cfg = c->cfg;
+    o = &c->o;
     if (lru_usable(c)) {
         t0 = time_mono_us();
         enum lru_state st = lru_get(c->lru, id, t0, out);
@@ -324,8 +323,7 @@ int cache_image_get(struct cache *c, struct meta_store *ms, const char *id, stru
             bool gone = rc == E_NOTFOUND && len > 0;
             if (rc == OK || gone) {
                 layer_done(c, CL_REDIS, t0, &c->layer[CL_REDIS].hits);
-                lru_fill(c, id, gone ? NULL : out,
-                         gone ? cfg->cache.negative_ttl_ms : cfg->cache.lru_ttl_ms);
+                lru_fill(c, id, gone ? NULL : out, gone ? o->negative_ttl_ms : o->lru_ttl_ms);
                 return rc;
             }
             layer_done(c, CL_REDIS, t0, &c->layer[CL_REDIS].misses);
@@ -347,15 +345,14 @@ int cache_image_get(struct cache *c, struct meta_store *ms, const char *id, stru
             len = cache_rec_encode(out, val);
         else
             len = (size_t)snprintf(val, sizeof(val), "0");
-        int src = rcluster_set(c->rc, key, val, len,
-                               rc == OK ? cfg->cache.ttl_ms : cfg->cache.negative_ttl_ms, true);
+        int src =
+            rcluster_set(c->rc, key, val, len, rc == OK ? o->ttl_ms : o->negative_ttl_ms, true);
         if (src == E_EXISTS)
             count(&c->fills_refused, 1);
         else if (src != OK)
             count(&c->layer[CL_REDIS].errors, 1);
     }
-    lru_fill(c, id, rc == OK ? out : NULL,
-             rc == OK ? cfg->cache.lru_ttl_ms : cfg->cache.negative_ttl_ms);
+    lru_fill(c, id, rc == OK ? out : NULL, rc == OK ? o->lru_ttl_ms : o->negative_ttl_ms);
     return rc;
 }
 
@@ -388,11 +385,11 @@ void cache_image_deleted(struct cache *c, const char *id)
         return;
     now = time_mono_us();
     if (c->lru != NULL)
-        lru_put(c->lru, id, NULL, now + c->cfg->cache.tombstone_ttl_ms * 1000, now, true);
+        lru_put(c->lru, id, NULL, now + c->o.tombstone_ttl_ms * 1000, now, true);
     if (c->rc == NULL)
         return;
     redis_key(id, key, sizeof(key));
-    rc = rcluster_set(c->rc, key, "0", 1, c->cfg->cache.tombstone_ttl_ms, false);
+    rc = rcluster_set(c->rc, key, "0", 1, c->o.tombstone_ttl_ms, false);
     if (rc != OK) {
         count(&c->invalidation_errors, 1);
         log_warn("cache", "image %s: tombstone not written: %s", id, err_str(rc));
@@ -403,7 +400,7 @@ void cache_image_deleted(struct cache *c, const char *id)
     nonce |= 1;
     snprintf(msg, sizeof(msg), "i %s %llu", id, (unsigned long long)nonce);
     w = wait_slot(c, nonce); /* before publishing: acknowledgements may be quick */
-    rc = rcluster_publish(c->rc, c->cfg->cache.channel, msg, &receivers);
+    rc = rcluster_publish(c->rc, c->o.channel, msg, &receivers);
     if (rc != OK) {
         count(&c->invalidation_errors, 1);
         log_warn("cache", "image %s: invalidation not published: %s", id, err_str(rc));
@@ -415,7 +412,7 @@ void cache_image_deleted(struct cache *c, const char *id)
     /* every subscriber (this process's too) acknowledges once its LRU dropped the id */
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
-    int64_t ns = until.tv_nsec + c->cfg->cache.ack_timeout_ms * 1000000;
+    int64_t ns = until.tv_nsec + c->o.ack_timeout_ms * 1000000;
     until.tv_sec += ns / 1000000000;
     until.tv_nsec = ns % 1000000000;
     pthread_mutex_lock(&c->wait_lock);

@@ -12,24 +12,40 @@
 #ifndef CACHE_CACHE_H
 #define CACHE_CACHE_H
 
-#include "config/config.h"
-
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct cache;
 struct meta_store;
 struct image_rec;
 
+/* The cache's settings (the [cache] section); strings are borrowed and must outlive the cache. */
+struct cache_opts {
+    const char *redis;   /* Redis Cluster seed nodes "host:port,..."; "" = no Redis */
+    const char *channel; /* pub/sub channel of invalidations */
+    int64_t ttl_ms;      /* of a Redis entry */
+    int64_t negative_ttl_ms;
+    int64_t tombstone_ttl_ms;
+    int64_t ack_timeout_ms; /* a delete waits this long for the LRUs' acknowledgements */
+    int64_t lru_entries;    /* 0 = no in-process cache */
+    int64_t lru_ttl_ms;
+    int64_t connect_timeout_ms;
+    int64_t timeout_ms;
+    int64_t down_backoff_ms;
+    int64_t pool;
+    bool local_deletes_only; /* every delete happens in this process */
+};
+
 /*
- * cache_new makes the cache of cfg->cache: an LRU unless cache.lru_entries is
- * 0, a Redis Cluster client and its invalidation subscriber unless
- * cache.redis is "". Without Redis, a process learns of no other process's
- * deletes, so its LRU is used only when local_deletes_only (it is the sole
- * deleter, e.g. tessera serve on SQLite). Never connects synchronously: Redis
- * may be down. E_INVALID for a malformed cache.redis.
+ * cache_new makes the cache of o: an LRU unless o->lru_entries is 0, a
+ * Redis Cluster client and its invalidation subscriber unless o->redis is "".
+ * Without Redis, a process learns of no other process's deletes, so its LRU
+ * is used only when o->local_deletes_only (it is the sole deleter, e.g.
+ * tessera serve on SQLite). Never connects synchronously: Redis may be down.
+ * E_INVALID for a malformed o->redis.
  */
-int cache_new(const struct config *cfg, bool local_deletes_only, struct cache **out);
+int cache_new(const struct cache_opts *o, struct cache **out);
 
 /* cache_free stops the subscriber and frees c; NULL is fine. */
 void cache_free(struct cache *c);
