@@ -48,3 +48,31 @@ int ring_state_config(struct meta_store *meta, char **out)
     *out = text;
     return rc;
 }
+
+int ring_state_set_previous(struct meta_store *meta, const struct ring *prev)
+{
+    char *text = prev != NULL ? ring_describe(prev) : NULL;
+    int rc = meta_setting_set(meta, RING_STATE_PREVIOUS, text != NULL ? text : "");
+
+    free(text);
+    if (rc != OK)
+        log_error("ring", "cannot record the previous ring: %s", err_str(rc));
+    return rc;
+}
+
+int ring_state_previous(struct meta_store *meta, char **out)
+{
+    char *text = xmalloc(RING_STATE_MAX);
+    int rc = meta_setting_get(meta, RING_STATE_PREVIOUS, text, RING_STATE_MAX);
+
+    if (rc == E_NOTFOUND) {
+        text[0] = '\0';
+        rc = OK;
+    }
+    if (rc != OK) {
+        free(text);
+        text = NULL;
+    }
+    *out = text;
+    return rc;
+}

@@ -13,9 +13,10 @@
 struct meta_store;
 struct ring;
 
-#define RING_STATE_EPOCH  "ring.epoch"
-#define RING_STATE_CONFIG "ring.config"
-#define RING_STATE_MAX    (1024 * 1024) /* bytes of a recorded description */
+#define RING_STATE_EPOCH    "ring.epoch"
+#define RING_STATE_CONFIG   "ring.config"
+#define RING_STATE_PREVIOUS "ring.previous" /* during a rebalance: the ring blobs move from */
+#define RING_STATE_MAX      (1024 * 1024)   /* bytes of a recorded description */
 
 /* ring_state_record makes ring the one in force: its text, then its epoch. Logs failures. */
 int ring_state_record(struct meta_store *meta, const struct ring *ring);
@@ -31,5 +32,18 @@ int ring_state_epoch(struct meta_store *meta, char *epoch, size_t cap);
  * string (*out, the caller frees it). E_NOTFOUND when none was recorded.
  */
 int ring_state_config(struct meta_store *meta, char **out);
+
+/*
+ * ring_state_set_previous records prev (NULL: none) as the ring a rebalance
+ * moves blobs from: services read there when the new placement has no copy
+ * yet. Logs failures.
+ */
+int ring_state_set_previous(struct meta_store *meta, const struct ring *prev);
+
+/*
+ * ring_state_previous reads the description of the previous ring into a new
+ * string (*out, the caller frees it; "" when no rebalance is in progress).
+ */
+int ring_state_previous(struct meta_store *meta, char **out);
 
 #endif

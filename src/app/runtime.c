@@ -7,6 +7,7 @@
  */
 #include "app/runtime.h"
 
+#include "app/ring_follow.h"
 #include "app/ring_state.h"
 #include "cache/cache.h"
 #include "cdn/cdn.h"
@@ -18,6 +19,7 @@
 #include "store/blob.h"
 #include "store/blob_cache.h"
 #include "store/blob_ring.h"
+#include "store/blob_switch.h"
 #include "store/ring.h"
 
 #include <errno.h>
@@ -181,11 +183,24 @@ static int rt_blobs(const struct config *cfg, unsigned parts, struct runtime *rt
     struct blob_ring_opts o = {rt->tmp_dir, (long)cfg->storage.connect_timeout_ms,
                                (long)cfg->storage.read_timeout_ms,
                                (long)cfg->storage.down_backoff_ms};
+    char epoch[sizeof(ring->epoch)];
+    snprintf(epoch, sizeof(epoch), "%s", ring->epoch);
     rc = blob_ring_open(ring, &o, &rt->blobs);
     if (rc != OK) {
         ring_free(ring);
         log_error("runtime", "cannot open the ring store: %s", err_str(rc));
+        return rc;
     }
+    if (!(parts & RT_RING_FOLLOW) || rt->meta == NULL)
+        return OK;
+    rc = blob_switch_open(rt->blobs, &rt->ring_switch);
+    if (rc != OK)
+        return rc;
+    rt->blobs = rt->ring_switch;
+    rc = ring_follow_start(rt->meta, rt->ring_switch, &o, cfg->storage.ring_poll_ms, epoch,
+                           &rt->follow);
+    if (rc != OK)
+        log_error("runtime", "cannot follow the ring: %s", err_str(rc));
     return rc;
 }
 
@@ -267,12 +282,15 @@ out:
 
 void runtime_close(struct runtime *rt)
 {
+    ring_follow_stop(rt->follow);
+    rt->follow = NULL;
     cdn_free(rt->cdn);
     rt->cdn = NULL;
     cache_free(rt->cache);
     rt->cache = NULL;
-    blob_store_free(rt->blobs);
+    blob_store_free(rt->blobs); /* the switch is under it (or is it) */
     rt->blobs = NULL;
+    rt->ring_switch = NULL;
     meta_close(rt->meta);
     rt->meta = NULL;
     if (rt->parts & RT_IMAGE)

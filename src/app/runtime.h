@@ -19,6 +19,7 @@ struct meta_store;
 struct blob_store;
 struct cache;
 struct cdn;
+struct ring_follow;
 
 enum runtime_part {
     RT_IMAGE = 1u << 0,      /* libvips (image.concurrency, image.cache_bytes) */
@@ -30,6 +31,7 @@ enum runtime_part {
     RT_CACHE = 1u << 6,      /* the metadata cache (LRU, Redis Cluster) */
     RT_LOCAL_DELETES = 1u << 7, /* with RT_CACHE: every delete happens in this process */
     RT_CDN = 1u << 8,           /* the purger of cdn.purger (none when unset) */
+    RT_RING_FOLLOW = 1u << 9,   /* with RT_BLOBS: follow ring changes live (services) */
 };
 
 #define RUNTIME_BASE_URL_MAX 512
@@ -45,8 +47,10 @@ struct runtime {
         base_url[RUNTIME_BASE_URL_MAX]; /* public URLs: cdn.base_url, server.public_url or listen */
     struct meta_store *meta;
     struct blob_store *blobs;
-    struct cache *cache; /* NULL when the configuration asks for none */
-    struct cdn *cdn;     /* NULL when cdn.purger is empty */
+    struct blob_store *ring_switch; /* with RT_RING_FOLLOW and a ring: under blobs, swapped live */
+    struct ring_follow *follow;     /* the thread that swaps it */
+    struct cache *cache;            /* NULL when the configuration asks for none */
+    struct cdn *cdn;                /* NULL when cdn.purger is empty */
 };
 
 /*

@@ -111,6 +111,9 @@ static const struct cfg_entry config_table[] = {
     {"storage", "repair_grace", CFG_DURATION, "24h", 0, 3650LL * 24 * 3600000,
      F(storage.repair_grace_ms),
      "tessera repair removes copies no image references only when older than this."},
+    {"storage", "ring_poll", CFG_DURATION, "2s", 100, 60000, F(storage.ring_poll_ms),
+     "How often a service looks for a new ring in force (after `tessera ring rebalance`) and "
+     "follows it without a restart."},
 
     {"db", "url", CFG_STR, "", 0, 0, F(db.url),
      "PostgreSQL primary: a postgresql:// URL or conninfo (multi-host for failover, e.g. "

@@ -59,6 +59,7 @@ struct config {
         int64_t down_backoff_ms;
         int64_t min_free;
         int64_t repair_grace_ms;
+        int64_t ring_poll_ms;
         int64_t cache_bytes;
     } storage;
     struct {

@@ -58,8 +58,8 @@ int service_run(const struct config *cfg, unsigned parts, const char *role)
     struct jobs *jobs = NULL;
     struct jobs_opts jo;
     /* serve migrates its own database; a cluster's roles leave that to `tessera migrate` */
-    unsigned rt_parts = RT_IMAGE | RT_META | RT_BLOBS | RT_BLOB_CACHE | RT_CACHE | RT_CDN |
-                        (parts == SERVICE_ALL ? RT_MIGRATE : 0u);
+    unsigned rt_parts = RT_IMAGE | RT_META | RT_BLOBS | RT_RING_FOLLOW | RT_BLOB_CACHE | RT_CACHE |
+                        RT_CDN | (parts == SERVICE_ALL ? RT_MIGRATE : 0u);
     bool up = false;
     int rc;
 

@@ -35,7 +35,7 @@ int worker_cmd(const struct config *cfg, int argc, char **argv)
     runtime_jobs_opts(cfg, &jo);
     if (jo.workers < 1)
         jo.workers = 1;
-    rc = runtime_open(cfg, RT_IMAGE | RT_META | RT_BLOBS | RT_CDN, &rt);
+    rc = runtime_open(cfg, RT_IMAGE | RT_META | RT_BLOBS | RT_RING_FOLLOW | RT_CDN, &rt);
     if (rc != OK)
         return 1;
     app_init(&app, &rt);

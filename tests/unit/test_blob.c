@@ -14,12 +14,14 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "store/blob.h"
+#include "store/blob_switch.h"
 
 #include <cmocka.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -386,6 +388,122 @@ static void test_concurrent_same_key(void **state)
     assert_int_equal(tmp_entries(f->root), 0);
 }
 
+/* open_store opens a file:// store at dir/name. */
+static struct blob_store *open_store(const struct fixture *f, const char *name)
+{
+    char url[160];
+    struct blob_store *bs = NULL;
+
+    snprintf(url, sizeof(url), "file://%s/%s", f->dir, name);
+    assert_int_equal(blob_store_open(url, &bs), OK);
+    return bs;
+}
+
+static bool has(struct blob_store *bs, const char *key)
+{
+    bool there = false;
+
+    assert_int_equal(blob_exists(bs, key, &there), OK);
+    return there;
+}
+
+/* A switch writes to the current store, reads fall back to the previous one, deletes reach both. */
+static void test_switch(void **state)
+{
+    struct fixture *f = *state;
+    struct blob_store *a = open_store(f, "a"), *b = open_store(f, "b");
+    struct blob_store *sw = NULL, *a2, *b2;
+    char k1[SHA256_HEX], k2[SHA256_HEX];
+    uint64_t size = 0;
+    int fd = -1;
+
+    write_file(f->src, 5000, 1);
+    key_of_file(f->src, k1);
+    assert_int_equal(blob_put_path(a, k1, f->src), OK); /* k1 lives on the old placement */
+    assert_int_equal(blob_switch_open(a, &sw), OK);
+    assert_true(blob_switch_current(sw) == a);
+    /* the ring changes: b is current, a the previous one */
+    a2 = open_store(f, "a");
+    assert_int_equal(blob_switch_set(sw, b, a2), OK);
+    assert_true(blob_switch_current(sw) == b);
+    write_file(f->src, 7000, 2);
+    key_of_file(f->src, k2);
+    assert_int_equal(blob_put_path(sw, k2, f->src), OK);
+    assert_true(has(b, k2)); /* writes go to the new placement */
+    assert_false(has(a2, k2));
+    assert_true(has(sw, k1)); /* not moved yet: found on the previous one */
+    assert_int_equal(blob_open(sw, k1, &fd, &size), OK);
+    assert_int_equal(size, 5000);
+    close(fd);
+    assert_int_equal(blob_delete(sw, k1), OK); /* deletes reach both */
+    assert_false(has(a2, k1));
+    assert_int_equal(blob_open(sw, k1, &fd, &size), E_NOTFOUND);
+    /* the rebalance is over: no fallback any more */
+    b2 = open_store(f, "b");
+    assert_int_equal(blob_switch_set(sw, b2, NULL), OK);
+    assert_true(has(sw, k2));
+    assert_int_equal(blob_switch_set(f->bs, open_store(f, "c"), NULL), E_INVALID);
+    blob_store_free(sw);
+}
+
+struct swapper {
+    struct fixture *f;
+    struct blob_store *sw;
+    atomic_bool stop;
+    atomic_int reads, fails;
+};
+
+static void *sw_reader(void *arg)
+{
+    struct swapper *s = arg;
+    char key[SHA256_HEX];
+    uint64_t size;
+    int fd;
+
+    key_of_file(s->f->src, key);
+    while (!atomic_load(&s->stop)) {
+        if (blob_open(s->sw, key, &fd, &size) == OK) {
+            close(fd);
+            atomic_fetch_add(&s->reads, 1);
+        } else {
+            atomic_fetch_add(&s->fails, 1);
+        }
+    }
+    return NULL;
+}
+
+/* Swapping while readers run: no reader sees a freed store (ASan in CI), every read finds the blob.
+ */
+static void test_switch_under_readers(void **state)
+{
+    struct fixture *f = *state;
+    struct swapper s = {.f = f};
+    pthread_t th[3];
+    char key[SHA256_HEX];
+
+    write_file(f->src, 3000, 9);
+    key_of_file(f->src, key);
+    struct blob_store *a = open_store(f, "a");
+    assert_int_equal(blob_put_path(a, key, f->src), OK);
+    assert_int_equal(blob_switch_open(a, &s.sw), OK);
+    atomic_init(&s.stop, false);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, sw_reader, &s), 0);
+    for (int i = 0; i < 200; i++) {
+        /* alternate: the blob current, then only on the fallback */
+        if (i % 2 == 0)
+            assert_int_equal(blob_switch_set(s.sw, open_store(f, "b"), open_store(f, "a")), OK);
+        else
+            assert_int_equal(blob_switch_set(s.sw, open_store(f, "a"), NULL), OK);
+    }
+    atomic_store(&s.stop, true);
+    for (int i = 0; i < 3; i++)
+        pthread_join(th[i], NULL);
+    assert_true(atomic_load(&s.reads) > 0);
+    assert_int_equal(atomic_load(&s.fails), 0);
+    blob_store_free(s.sw);
+}
+
 static void test_disk_full(void **state)
 {
     struct fixture *f = *state;
@@ -442,6 +560,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_urls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_same_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_disk_full, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_switch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_switch_under_readers, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
