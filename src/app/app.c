@@ -124,7 +124,11 @@ int app_upload(struct app *a, const char *body_path, const char *owner, struct a
 
     memset(out, 0, sizeof(*out));
     snprintf(img->owner, sizeof(img->owner), "%s", owner);
-    if (stat(body_path, &st) != 0 || st.st_size == 0) {
+    if (stat(body_path, &st) != 0) {
+        snprintf(out->message, sizeof(out->message), "the upload body is unreadable");
+        return E_IO;
+    }
+    if (st.st_size == 0) {
         snprintf(out->message, sizeof(out->message), "the upload is empty");
         return E_UNSUPPORTED;
     }
@@ -221,8 +225,12 @@ int app_delete(struct app *a, const char *id, size_t len, const char *token, boo
 
 /* --- variants --- */
 
-/* flight_join returns true when this thread must make the variant, false after another made it. */
-static bool flight_join(struct app *a, const char *id, const char *name, struct app_flight **out)
+/*
+ * flight_join returns true when this thread must make the variant, false
+ * after another made it (or failed: its result is then in *made_rc).
+ */
+static bool flight_join(struct app *a, const char *id, const char *name, struct app_flight **out,
+                        int *made_rc)
 {
     struct app_flight *free_slot = NULL;
     bool lead = true;
@@ -244,8 +252,10 @@ static bool flight_join(struct app *a, const char *id, const char *name, struct 
         pthread_cond_wait(&a->flight_done, &a->lock);
         mine->waiters--;
         lead = false;
-        if (!mine->busy)
+        if (!mine->busy) {
+            *made_rc = mine->rc; /* the slot is not reused while we wait on it */
             goto out;
+        }
     }
     lead = true;
     if (free_slot != NULL) {
@@ -259,11 +269,12 @@ out:
     return lead;
 }
 
-static void flight_land(struct app *a, struct app_flight *f)
+static void flight_land(struct app *a, struct app_flight *f, int rc)
 {
     if (f == NULL)
         return;
     pthread_mutex_lock(&a->lock);
+    f->rc = rc;
     f->busy = false;
     pthread_cond_broadcast(&a->flight_done);
     pthread_mutex_unlock(&a->lock);
@@ -341,16 +352,25 @@ int app_variant(struct app *a, const struct image_rec *img, const struct variant
     struct app_flight *flight = NULL;
     int rc = meta_variant_get(a->meta, img->id, vp->name, out);
 
-    /* the first request makes it; concurrent ones wait for it (and retry if it failed) */
+    /*
+     * The first request makes it; concurrent ones wait for it and take its
+     * result: the variant it recorded, or its error (not "the image went
+     * away"). With every flight slot busy, a thread makes it unshared.
+     */
     for (int attempt = 0; rc == E_NOTFOUND && attempt < 3; attempt++) {
-        if (flight_join(a, img->id, vp->name, &flight)) {
+        int made_rc = OK;
+        if (flight_join(a, img->id, vp->name, &flight, &made_rc)) {
             rc = meta_variant_get(a->meta, img->id, vp->name, out);
             if (rc == E_NOTFOUND)
                 rc = variant_make(a, img, vp, out);
-            flight_land(a, flight);
+            flight_land(a, flight, rc);
             break;
         }
         rc = meta_variant_get(a->meta, img->id, vp->name, out);
+        if (rc == E_NOTFOUND && made_rc != OK) {
+            rc = made_rc;
+            break;
+        }
     }
     return rc;
 }

@@ -36,6 +36,7 @@ struct app_flight {
     char name[META_VARIANT_MAX];
     int waiters;
     bool busy;
+    int rc; /* the maker's result, once it landed */
 };
 
 struct app {
