@@ -59,6 +59,7 @@ struct config {
         int64_t down_backoff_ms;
         int64_t min_free;
         int64_t repair_grace_ms;
+        int64_t pin_grace_ms;
         int64_t cache_bytes;
     } storage;
     struct {
@@ -75,6 +76,7 @@ struct config {
         int64_t max_attempts;
         int64_t backoff_ms;
         int64_t poll_ms;
+        int64_t dead_retention_ms;
     } jobs;
     struct {
         char *upload_keys;
