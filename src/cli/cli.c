@@ -8,6 +8,7 @@
 
 #include "app/runtime.h"
 #include "cli/client.h"
+#include "cli/gc.h"
 #include "cli/migrate.h"
 #include "config/config.h"
 #include "core/err.h"
@@ -40,7 +41,6 @@ static int cmd_read(const struct config *cfg, int argc, char **argv);
 static int cmd_write(const struct config *cfg, int argc, char **argv);
 static int cmd_config(const struct config *cfg, int argc, char **argv);
 static int cmd_version(const struct config *cfg, int argc, char **argv);
-static int cmd_later(const struct config *cfg, int argc, char **argv);
 
 static const struct cli_cmd cli_cmds[] = {
     {"serve", cmd_serve, "single node: read + write + worker on SQLite and local directories"},
@@ -52,7 +52,8 @@ static const struct cli_cmd cli_cmds[] = {
     {"ring", ring_admin_cmd, "show, apply, plan, rebalance and simulate the storage ring"},
     {"repair", ring_admin_repair_cmd,
      "restore missing blob replicas, move hinted copies home, remove strays"},
-    {"gc", cmd_later, "collect orphan blobs"},
+    {"gc", gc_cmd,
+     "collect unreferenced and orphan blobs, stale pins, dead jobs; dry run unless --apply"},
     {"upload", client_cmd, "upload images to a server (--server URL or TESSERA_URL); --json"},
     {"ls", client_cmd, "list a server's images, newest first; --limit N, --json"},
     {"info", client_cmd, "print one image's metadata; --json"},
@@ -71,17 +72,6 @@ static void cli_usage(FILE *f)
     fprintf(f, "\nshortcuts: --listen HOST:PORT (server.listen), --data-dir DIR "
                "(storage.data_dir)\n"
                "Every setting: `tessera config --defaults`; reference: docs/configuration.md\n");
-}
-
-static int cmd_later(const struct config *cfg, int argc, char **argv)
-{
-    (void)cfg;
-    (void)argc;
-    fprintf(stderr,
-            "tessera %s: this role is not in this build yet; `tessera serve` runs the "
-            "whole service on one machine\n",
-            argv[0]);
-    return 2;
 }
 
 static int cmd_version(const struct config *cfg, int argc, char **argv)

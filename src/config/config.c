@@ -110,10 +110,15 @@ static const struct cfg_entry config_table[] = {
      "kept in <data_dir>/blobcache; 0 turns it off."},
     {"storage", "repair_grace", CFG_DURATION, "24h", 0, 3650LL * 24 * 3600000,
      F(storage.repair_grace_ms),
-     "tessera repair removes copies no image references only when older than this."},
+     "tessera repair and tessera gc remove bytes no image references only when older than "
+     "this (gc: blobs rows and stored copies alike)."},
     {"storage", "ring_poll", CFG_DURATION, "2s", 100, 60000, F(storage.ring_poll_ms),
      "How often a service looks for a new ring in force (after `tessera ring rebalance`) and "
      "follows it without a restart."},
+    {"storage", "pin_grace", CFG_DURATION, "1h", 1000, 3650LL * 24 * 3600000,
+     F(storage.pin_grace_ms),
+     "tessera gc clears a blob's pin older than this (an upload that crashed between writing the "
+     "blob and recording the image); keep it above the longest upload."},
 
     {"db", "url", CFG_STR, "", 0, 0, F(db.url),
      "PostgreSQL primary: a postgresql:// URL or conninfo (multi-host for failover, e.g. "
@@ -140,6 +145,10 @@ static const struct cfg_entry config_table[] = {
      "Delay before the first retry of a failed job; doubles each attempt (capped at 1 h)."},
     {"jobs", "poll", CFG_DURATION, "500ms", 10, 60000, F(jobs.poll_ms),
      "How often an idle job thread looks for due jobs."},
+    {"jobs", "dead_retention", CFG_DURATION, "168h", 0, 3650LL * 24 * 3600000,
+     F(jobs.dead_retention_ms),
+     "tessera gc deletes dead jobs (failed max_attempts times) whose last attempt is older than "
+     "this."},
 
     {"auth", "upload_keys", CFG_STR, "", 0, 0, F(auth.upload_keys),
      "Comma-separated API keys allowed to upload; empty: anyone may upload."},

@@ -60,6 +60,7 @@ struct config {
         int64_t min_free;
         int64_t repair_grace_ms;
         int64_t ring_poll_ms;
+        int64_t pin_grace_ms;
         int64_t cache_bytes;
     } storage;
     struct {
@@ -76,6 +77,7 @@ struct config {
         int64_t max_attempts;
         int64_t backoff_ms;
         int64_t poll_ms;
+        int64_t dead_retention_ms;
     } jobs;
     struct {
         char *upload_keys;

@@ -218,6 +218,64 @@ int meta_blob_release(struct meta_store *ms, const char *key, meta_release_fn *f
     return ms->ops->blob_release(ms->be, key, fn, arg);
 }
 
+int meta_blob_get(struct meta_store *ms, const char *key, struct meta_blob *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!key_ok(key))
+        return E_INVALID;
+    return ms->ops->blob_get(ms->be, key, out);
+}
+
+int meta_gc_count(struct meta_store *ms, const struct meta_gc_cutoffs *c,
+                  struct meta_gc_counts *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (c == NULL)
+        return E_INVALID;
+    return ms->ops->gc_count(ms->be, c, out);
+}
+
+int meta_blob_list_unused(struct meta_store *ms, const char *after, int64_t created_before,
+                          struct meta_blob *out, size_t cap, size_t *n)
+{
+    *n = 0;
+    if (after == NULL)
+        after = "";
+    if ((after[0] != '\0' && !key_ok(after)) || out == NULL)
+        return E_INVALID;
+    if (cap == 0)
+        return OK;
+    return ms->ops->blob_list_unused(ms->be, after, created_before, out, cap, n);
+}
+
+int meta_blob_unpin_stale(struct meta_store *ms, int64_t pinned_before, int64_t *n)
+{
+    *n = 0;
+    return ms->ops->blob_unpin_stale(ms->be, pinned_before, n);
+}
+
+int meta_blob_collect_orphan(struct meta_store *ms, const char *key, meta_release_fn *fn, void *arg)
+{
+    if (!key_ok(key) || fn == NULL)
+        return E_INVALID;
+    return ms->ops->blob_collect_orphan(ms->be, key, fn, arg);
+}
+
+int meta_variants_drop_dead(struct meta_store *ms, size_t limit, int64_t *n, uint64_t *bytes)
+{
+    *n = 0;
+    *bytes = 0;
+    if (limit == 0)
+        return OK;
+    return ms->ops->variants_drop_dead(ms->be, limit, n, bytes);
+}
+
+int meta_job_purge_dead(struct meta_store *ms, int64_t before_ms, int64_t *n)
+{
+    *n = 0;
+    return ms->ops->job_purge_dead(ms->be, before_ms, n);
+}
+
 static bool payload_ok(const char *payload)
 {
     size_t len = payload ? strnlen(payload, META_JOB_PAYLOAD_MAX) : META_JOB_PAYLOAD_MAX;

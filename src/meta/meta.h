@@ -243,6 +243,87 @@ typedef int meta_release_fn(void *arg, const char *key);
  */
 int meta_blob_release(struct meta_store *ms, const char *key, meta_release_fn *fn, void *arg);
 
+/* ---- garbage collection (tessera gc): see docs/operations.md ---- */
+
+/* A blobs row as gc sees it. */
+struct meta_blob {
+    char key[SHA256_HEX];
+    int64_t refs;
+    int64_t pins;
+    uint64_t bytes;
+    int64_t created_at; /* seconds since the epoch */
+    int64_t pinned_at;  /* seconds since the epoch of the last pin, 0 never pinned */
+};
+
+/* What gc would collect with the given cutoffs (meta_gc_count). */
+struct meta_gc_cutoffs {
+    int64_t created_before; /* seconds: blobs rows created before this may go */
+    int64_t pinned_before;  /* seconds: pins taken before this are stale */
+    int64_t job_before_ms;  /* ms: dead jobs whose last attempt is before this go */
+};
+
+struct meta_gc_counts {
+    int64_t stale_pins; /* rows with pins whose last pin is stale */
+    uint64_t stale_pin_bytes;
+    int64_t unused; /* refs 0, no pin (or only a stale one), created before the cutoff */
+    uint64_t unused_bytes;
+    int64_t dead_variants; /* variants rows whose image is deleted */
+    uint64_t dead_variant_bytes;
+    int64_t dead_jobs;
+};
+
+/*
+ * meta_blob_get fills *out with key's blobs row, read on the primary (it
+ * decides what is removed). E_NOTFOUND when the blob has no row, E_INVALID bad key.
+ */
+int meta_blob_get(struct meta_store *ms, const char *key, struct meta_blob *out);
+
+/* meta_gc_count counts, on the primary, what each gc category holds for cutoffs c. */
+int meta_gc_count(struct meta_store *ms, const struct meta_gc_cutoffs *c,
+                  struct meta_gc_counts *out);
+
+/*
+ * meta_blob_list_unused fills out[0..*n) (at most cap) with the blobs rows
+ * that have neither references nor pins and were created before
+ * created_before, in key order after after ("": from the first); *n < cap
+ * means the end. Read on the primary. The caller removes them with
+ * meta_blob_release, which checks again under the row lock.
+ */
+int meta_blob_list_unused(struct meta_store *ms, const char *after, int64_t created_before,
+                          struct meta_blob *out, size_t cap, size_t *n);
+
+/*
+ * meta_blob_unpin_stale clears the pins of every blob last pinned before
+ * pinned_before (seconds): an upload that crashed between its blob write and
+ * its unpin. In the same transaction a release job is queued for each blob
+ * left without references, as meta_blob_unpin does. *n gets the rows reset.
+ * The cutoff must be older than any upload in flight can be.
+ */
+int meta_blob_unpin_stale(struct meta_store *ms, int64_t pinned_before, int64_t *n);
+
+/*
+ * meta_blob_collect_orphan removes bytes that have no blobs row: in one write
+ * transaction that holds a claim on key which a concurrent meta_blob_pin (or
+ * reference) waits for, it checks that key still has no row, calls fn to
+ * remove the bytes and drops the claim. So an upload that pins key either
+ * comes first (E_EXISTS: nothing removed) or waits and writes its bytes after
+ * fn removed the old ones. OK when removed, E_EXISTS when key has a row, fn's
+ * error (nothing changed). Keep fn short: uploads of key wait for it.
+ */
+int meta_blob_collect_orphan(struct meta_store *ms, const char *key, meta_release_fn *fn,
+                             void *arg);
+
+/*
+ * meta_variants_drop_dead drops up to limit variants rows whose image is
+ * deleted (none should remain: a delete drops them in its transaction) and
+ * one reference from each of their blobs, queueing a release job for each
+ * blob left unreferenced, in one transaction. *n and *bytes get what went.
+ */
+int meta_variants_drop_dead(struct meta_store *ms, size_t limit, int64_t *n, uint64_t *bytes);
+
+/* meta_job_purge_dead deletes dead jobs whose last attempt is before before_ms; *n: how many. */
+int meta_job_purge_dead(struct meta_store *ms, int64_t before_ms, int64_t *n);
+
 /* meta_job_enqueue queues a job due in delay_ms; kind [a-z]{1,15}, payload < 128 bytes. */
 int meta_job_enqueue(struct meta_store *ms, const char *kind, const char *payload,
                      int64_t delay_ms);

@@ -28,6 +28,14 @@ struct meta_ops {
     int (*blob_pin)(void *be, const char *key, uint64_t bytes);
     int (*blob_unpin)(void *be, const char *key);
     int (*blob_release)(void *be, const char *key, meta_release_fn *fn, void *arg);
+    int (*blob_get)(void *be, const char *key, struct meta_blob *out);
+    int (*gc_count)(void *be, const struct meta_gc_cutoffs *c, struct meta_gc_counts *out);
+    int (*blob_list_unused)(void *be, const char *after, int64_t created_before,
+                            struct meta_blob *out, size_t cap, size_t *n);
+    int (*blob_unpin_stale)(void *be, int64_t pinned_before, int64_t *n);
+    int (*blob_collect_orphan)(void *be, const char *key, meta_release_fn *fn, void *arg);
+    int (*variants_drop_dead)(void *be, size_t limit, int64_t *n, uint64_t *bytes);
+    int (*job_purge_dead)(void *be, int64_t before_ms, int64_t *n);
     int (*job_enqueue)(void *be, const char *kind, const char *payload, int64_t delay_ms);
     int (*job_claim)(void *be, int64_t lease_ms, struct meta_job *out);
     int (*job_done)(void *be, const struct meta_job *job);

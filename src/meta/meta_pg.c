@@ -110,6 +110,12 @@ const int meta_pg_schema_version = (int)(sizeof(pg_migrations) / sizeof(pg_migra
     "id, seq, key, format, width, height, frames, bytes, created_at, coalesce(owner, ''),"         \
     " token_hash"
 
+#define PG_BLOB_COLS "key, refs, pins, bytes, created_at, coalesce(pinned_at, 0)"
+
+/* What gc collects: no reference, and no pin or only a stale one ($2), created before $1. */
+#define PG_GC_UNUSED                                                                               \
+    "refs = 0 AND (pins = 0 OR coalesce(pinned_at, 0) < $2::bigint) AND created_at < $1::bigint"
+
 const char meta_pg_list_sql[] = "SELECT " PG_IMAGE_COLS " FROM images"
                                 " WHERE deleted_at IS NULL AND seq < $1::bigint"
                                 " ORDER BY seq DESC LIMIT $2::bigint";
@@ -143,6 +149,13 @@ enum pg_stmt {
     PS_SETTING_GET,
     PS_PRIMARY_LSN,
     PS_LAG,
+    PS_BLOB_GET,
+    PS_GC_COUNT,
+    PS_BLOB_LIST_UNUSED,
+    PS_BLOB_UNPIN_STALE,
+    PS_BLOB_CLAIM,
+    PS_VARIANTS_DROP_DEAD,
+    PS_JOB_PURGE_DEAD,
     PS_COUNT
 };
 
@@ -206,6 +219,35 @@ static const char *const pg_sql[PS_COUNT] = {
                " OR pg_last_wal_replay_lsn() >= $1::pg_lsn THEN 0 ELSE coalesce((extract(epoch"
                " FROM clock_timestamp() - pg_last_xact_replay_timestamp()) * 1000)::bigint, 0)"
                " END",
+    /* gc: read on the primary, which decides what is removed */
+    [PS_BLOB_GET] = "SELECT " PG_BLOB_COLS " FROM blobs WHERE key = $1",
+    [PS_GC_COUNT] =
+        "SELECT count(*) FILTER (WHERE pins > 0 AND coalesce(pinned_at, 0) < $2::bigint),"
+        " coalesce(sum(bytes) FILTER (WHERE pins > 0 AND coalesce(pinned_at, 0) < $2::bigint), 0),"
+        " count(*) FILTER (WHERE " PG_GC_UNUSED "),"
+        " coalesce(sum(bytes) FILTER (WHERE " PG_GC_UNUSED "), 0),"
+        " (SELECT count(*) FROM variants v JOIN images i ON i.id = v.image_id"
+        " WHERE i.deleted_at IS NOT NULL),"
+        " (SELECT coalesce(sum(v.bytes), 0) FROM variants v JOIN images i ON i.id = v.image_id"
+        " WHERE i.deleted_at IS NOT NULL),"
+        " (SELECT count(*) FROM jobs WHERE state = 'dead' AND run_after < $3::bigint) FROM blobs",
+    [PS_BLOB_LIST_UNUSED] = "SELECT " PG_BLOB_COLS " FROM blobs WHERE key > $1 AND refs = 0"
+                            " AND pins = 0 AND created_at < $2::bigint ORDER BY key"
+                            " LIMIT $3::bigint",
+    [PS_BLOB_UNPIN_STALE] = "UPDATE blobs SET pins = 0 WHERE pins > 0"
+                            " AND coalesce(pinned_at, 0) < $1::bigint RETURNING key, refs",
+    /*
+     * The claim of a row-less blob: an uncommitted row a concurrent pin's
+     * INSERT ... ON CONFLICT waits for; gc deletes it again in the same transaction.
+     */
+    [PS_BLOB_CLAIM] =
+        "INSERT INTO blobs (key, refs, pins, bytes, created_at)"
+        " VALUES ($1, 0, 0, 0, $2::bigint) ON CONFLICT (key) DO NOTHING RETURNING key",
+    [PS_VARIANTS_DROP_DEAD] = "DELETE FROM variants WHERE (image_id, name) IN"
+                              " (SELECT v.image_id, v.name FROM variants v JOIN images i"
+                              " ON i.id = v.image_id WHERE i.deleted_at IS NOT NULL"
+                              " LIMIT $1::bigint FOR UPDATE OF v) RETURNING key, bytes",
+    [PS_JOB_PURGE_DEAD] = "DELETE FROM jobs WHERE state = 'dead' AND run_after < $1::bigint",
 };
 
 struct pg_conn {
@@ -956,6 +998,239 @@ static int pg_blob_release(void *be, const char *key, meta_release_fn *fn, void 
     return pg_write(be, pg_release_fn, &pp);
 }
 
+/* ---- garbage collection ---- */
+
+struct pg_gc {
+    const char *key;
+    const char *after;
+    int64_t a;
+    int64_t b;
+    int64_t c;
+    size_t cap;
+    size_t n;
+    int64_t count;
+    uint64_t bytes;
+    struct meta_blob *blobs;
+    struct meta_gc_counts *counts;
+    meta_release_fn *fn;
+    void *arg;
+};
+
+static void pg_blob_row(const PGresult *r, int row, struct meta_blob *b)
+{
+    memset(b, 0, sizeof(*b));
+    pg_text(r, row, 0, b->key, sizeof(b->key));
+    b->refs = pg_i64(r, row, 1);
+    b->pins = pg_i64(r, row, 2);
+    b->bytes = (uint64_t)pg_i64(r, row, 3);
+    b->created_at = pg_i64(r, row, 4);
+    b->pinned_at = pg_i64(r, row, 5);
+}
+
+static int pg_blob_get_fn(struct pg_node *n, struct pg_conn *c, void *arg)
+{
+    struct pg_gc *g = arg;
+    const char *v[] = {g->key};
+    PGresult *r = NULL;
+    int rc = pg_exec(n, c, PS_BLOB_GET, 1, v, &r);
+
+    if (rc == OK && PQntuples(r) == 0)
+        rc = E_NOTFOUND;
+    else if (rc == OK)
+        pg_blob_row(r, 0, g->blobs);
+    PQclear(r);
+    return rc;
+}
+
+static int pg_blob_get(void *be, const char *key, struct meta_blob *out)
+{
+    struct pg *p = be;
+    struct pg_gc g = {.key = key, .blobs = out};
+
+    return pg_on(p, &p->primary, pg_blob_get_fn, &g);
+}
+
+static int pg_gc_count_fn(struct pg_node *n, struct pg_conn *c, void *arg)
+{
+    struct pg_gc *g = arg;
+    char a[24], b[24], t[24];
+    const char *v[] = {a, b, t};
+    PGresult *r = NULL;
+    int rc;
+
+    snprintf(a, sizeof(a), "%lld", (long long)g->a);
+    snprintf(b, sizeof(b), "%lld", (long long)g->b);
+    snprintf(t, sizeof(t), "%lld", (long long)g->c);
+    rc = pg_exec(n, c, PS_GC_COUNT, 3, v, &r);
+    if (rc == OK) {
+        g->counts->stale_pins = pg_i64(r, 0, 0);
+        g->counts->stale_pin_bytes = (uint64_t)pg_i64(r, 0, 1);
+        g->counts->unused = pg_i64(r, 0, 2);
+        g->counts->unused_bytes = (uint64_t)pg_i64(r, 0, 3);
+        g->counts->dead_variants = pg_i64(r, 0, 4);
+        g->counts->dead_variant_bytes = (uint64_t)pg_i64(r, 0, 5);
+        g->counts->dead_jobs = pg_i64(r, 0, 6);
+    }
+    PQclear(r);
+    return rc;
+}
+
+static int pg_gc_count(void *be, const struct meta_gc_cutoffs *c, struct meta_gc_counts *out)
+{
+    struct pg *p = be;
+    struct pg_gc g = {
+        .a = c->created_before, .b = c->pinned_before, .c = c->job_before_ms, .counts = out};
+
+    return pg_on(p, &p->primary, pg_gc_count_fn, &g);
+}
+
+static int pg_list_unused_fn(struct pg_node *n, struct pg_conn *c, void *arg)
+{
+    struct pg_gc *g = arg;
+    char a[24], l[24];
+    const char *v[] = {g->after, a, l};
+    PGresult *r = NULL;
+    int rc;
+
+    snprintf(a, sizeof(a), "%lld", (long long)g->a);
+    snprintf(l, sizeof(l), "%zu", g->cap);
+    rc = pg_exec(n, c, PS_BLOB_LIST_UNUSED, 3, v, &r);
+    g->n = 0;
+    for (int i = 0; rc == OK && i < PQntuples(r) && g->n < g->cap; i++)
+        pg_blob_row(r, i, &g->blobs[g->n++]);
+    PQclear(r);
+    return rc;
+}
+
+static int pg_blob_list_unused(void *be, const char *after, int64_t created_before,
+                               struct meta_blob *out, size_t cap, size_t *n)
+{
+    struct pg *p = be;
+    struct pg_gc g = {.after = after, .a = created_before, .cap = cap, .blobs = out};
+    int rc = pg_on(p, &p->primary, pg_list_unused_fn, &g);
+
+    *n = rc == OK ? g.n : 0;
+    return rc;
+}
+
+static int pg_unpin_stale_fn(struct pg_node *n, struct pg_conn *c, void *arg)
+{
+    struct pg_gc *g = arg;
+    char a[24];
+    const char *v[] = {a};
+    PGresult *r = NULL;
+    int rc;
+
+    snprintf(a, sizeof(a), "%lld", (long long)g->a);
+    rc = pg_exec(n, c, PS_BLOB_UNPIN_STALE, 1, v, &r);
+    g->count = 0;
+    for (int i = 0; rc == OK && i < PQntuples(r); i++) {
+        g->count++;
+        if (pg_i64(r, i, 1) == 0)
+            rc = pg_job_insert(n, c, META_JOB_RELEASE, PQgetvalue(r, i, 0), 0);
+    }
+    PQclear(r);
+    return rc;
+}
+
+static int pg_blob_unpin_stale(void *be, int64_t pinned_before, int64_t *n)
+{
+    struct pg_gc g = {.a = pinned_before};
+    int rc = pg_write(be, pg_unpin_stale_fn, &g);
+
+    *n = rc == OK ? g.count : 0;
+    return rc;
+}
+
+/* The claim row is held (uncommitted) while fn removes the bytes: a pin of key waits for it. */
+static int pg_collect_orphan_fn(struct pg_node *n, struct pg_conn *c, void *arg)
+{
+    struct pg_gc *g = arg;
+    char t[24];
+    const char *v[] = {g->key, t};
+    PGresult *r = NULL;
+    int rc;
+
+    snprintf(t, sizeof(t), "%lld", (long long)time(NULL));
+    rc = pg_exec(n, c, PS_BLOB_CLAIM, 2, v, &r);
+    if (rc != OK)
+        goto out;
+    if (PQntuples(r) == 0) {
+        rc = E_EXISTS; /* a row exists: pinned or referenced, not an orphan */
+        goto out;
+    }
+    rc = g->fn(g->arg, g->key);
+    if (rc == OK)
+        rc = pg_exec(n, c, PS_BLOB_DROP, 1, v, NULL);
+out:
+    PQclear(r);
+    return rc;
+}
+
+static int pg_blob_collect_orphan(void *be, const char *key, meta_release_fn *fn, void *arg)
+{
+    struct pg_gc g = {.key = key, .fn = fn, .arg = arg};
+
+    return pg_write(be, pg_collect_orphan_fn, &g);
+}
+
+static int pg_variants_drop_dead_fn(struct pg_node *n, struct pg_conn *c, void *arg)
+{
+    struct pg_gc *g = arg;
+    char l[24];
+    const char *v[] = {l};
+    PGresult *r = NULL;
+    int rc;
+
+    snprintf(l, sizeof(l), "%zu", g->cap);
+    rc = pg_exec(n, c, PS_VARIANTS_DROP_DEAD, 1, v, &r);
+    g->count = 0;
+    g->bytes = 0;
+    for (int i = 0; rc == OK && i < PQntuples(r); i++) {
+        struct meta_released rel = {.n = 0};
+        g->count++;
+        g->bytes += (uint64_t)pg_i64(r, i, 1);
+        rc = pg_unref(n, c, PQgetvalue(r, i, 0), &rel);
+    }
+    PQclear(r);
+    return rc;
+}
+
+static int pg_variants_drop_dead(void *be, size_t limit, int64_t *n, uint64_t *bytes)
+{
+    struct pg_gc g = {.cap = limit};
+    int rc = pg_write(be, pg_variants_drop_dead_fn, &g);
+
+    *n = rc == OK ? g.count : 0;
+    *bytes = rc == OK ? g.bytes : 0;
+    return rc;
+}
+
+static int pg_job_purge_dead_fn(struct pg_node *n, struct pg_conn *c, void *arg)
+{
+    struct pg_gc *g = arg;
+    char a[24];
+    const char *v[] = {a};
+    PGresult *r = NULL;
+    int rc;
+
+    snprintf(a, sizeof(a), "%lld", (long long)g->a);
+    rc = pg_exec(n, c, PS_JOB_PURGE_DEAD, 1, v, &r);
+    if (rc == OK)
+        g->count = strtoll(PQcmdTuples(r), NULL, 10);
+    PQclear(r);
+    return rc;
+}
+
+static int pg_job_purge_dead(void *be, int64_t before_ms, int64_t *n)
+{
+    struct pg_gc g = {.a = before_ms};
+    int rc = pg_write(be, pg_job_purge_dead_fn, &g);
+
+    *n = rc == OK ? g.count : 0;
+    return rc;
+}
+
 struct pg_jobq {
     const char *kind;
     const char *payload;
@@ -1600,6 +1875,13 @@ static const struct meta_ops pg_ops = {
     .blob_pin = pg_blob_pin,
     .blob_unpin = pg_blob_unpin,
     .blob_release = pg_blob_release,
+    .blob_get = pg_blob_get,
+    .gc_count = pg_gc_count,
+    .blob_list_unused = pg_blob_list_unused,
+    .blob_unpin_stale = pg_blob_unpin_stale,
+    .blob_collect_orphan = pg_blob_collect_orphan,
+    .variants_drop_dead = pg_variants_drop_dead,
+    .job_purge_dead = pg_job_purge_dead,
     .job_enqueue = pg_job_enqueue,
     .job_claim = pg_job_claim,
     .job_done = pg_job_done,

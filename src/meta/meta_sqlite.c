@@ -100,6 +100,11 @@ const int meta_sqlite_schema_version = (int)(sizeof(sq_migrations) / sizeof(sq_m
 #define SQ_IMAGE_COLS                                                                              \
     "id, seq, key, format, width, height, frames, bytes, created_at, owner, token_hash"
 
+#define SQ_BLOB_COLS "key, refs, pins, bytes, created_at, coalesce(pinned_at, 0)"
+
+/* What gc collects: no reference, and no pin or only a stale one (?2), created before ?1. */
+#define SQ_GC_UNUSED "refs = 0 AND (pins = 0 OR coalesce(pinned_at, 0) < ?2) AND created_at < ?1"
+
 const char meta_sqlite_list_sql[] = "SELECT " SQ_IMAGE_COLS " FROM images"
                                     " WHERE deleted_at IS NULL AND seq < ?1"
                                     " ORDER BY seq DESC LIMIT ?2";
@@ -127,6 +132,9 @@ enum sq_stmt {
     ST_JOB_DONE,
     ST_JOB_FAIL,
     ST_JOB_EXTEND,
+    ST_BLOB_UNPIN_STALE,
+    ST_VARIANTS_DROP_DEAD,
+    ST_JOB_PURGE_DEAD,
     /* readers */
     ST_PING,
     ST_IMAGE_GET,
@@ -136,6 +144,9 @@ enum sq_stmt {
     ST_IMAGE_COUNT,
     ST_SETTING_GET,
     ST_JOB_STATS,
+    ST_BLOB_GET,
+    ST_GC_COUNT,
+    ST_BLOB_LIST_UNUSED,
     ST_COUNT
 };
 
@@ -212,6 +223,31 @@ static const struct {
                         " ON CONFLICT (name) DO UPDATE SET value = ?2, updated_at = ?3",
                         false},
     [ST_SETTING_GET] = {"SELECT value FROM settings WHERE name = ?1", true},
+    /* gc: stale pins, unused rows, variants of deleted images, dead jobs */
+    [ST_BLOB_UNPIN_STALE] = {"UPDATE blobs SET pins = 0"
+                             " WHERE pins > 0 AND coalesce(pinned_at, 0) < ?1 RETURNING key, refs",
+                             false},
+    [ST_VARIANTS_DROP_DEAD] = {"DELETE FROM variants WHERE (image_id, name) IN"
+                               " (SELECT v.image_id, v.name FROM variants v JOIN images i"
+                               " ON i.id = v.image_id WHERE i.deleted_at IS NOT NULL LIMIT ?1)"
+                               " RETURNING key, bytes",
+                               false},
+    [ST_JOB_PURGE_DEAD] = {"DELETE FROM jobs WHERE state = 'dead' AND run_after < ?1", false},
+    [ST_BLOB_GET] = {"SELECT " SQ_BLOB_COLS " FROM blobs WHERE key = ?1", true},
+    [ST_GC_COUNT] =
+        {"SELECT count(*) FILTER (WHERE pins > 0 AND coalesce(pinned_at, 0) < ?2),"
+         " coalesce(sum(bytes) FILTER (WHERE pins > 0 AND coalesce(pinned_at, 0) < ?2), 0),"
+         " count(*) FILTER (WHERE " SQ_GC_UNUSED "),"
+         " coalesce(sum(bytes) FILTER (WHERE " SQ_GC_UNUSED "), 0),"
+         " (SELECT count(*) FROM variants v JOIN images i ON i.id = v.image_id"
+         " WHERE i.deleted_at IS NOT NULL),"
+         " (SELECT coalesce(sum(v.bytes), 0) FROM variants v JOIN images i ON i.id = v.image_id"
+         " WHERE i.deleted_at IS NOT NULL),"
+         " (SELECT count(*) FROM jobs WHERE state = 'dead' AND run_after < ?3) FROM blobs",
+         true},
+    [ST_BLOB_LIST_UNUSED] = {"SELECT " SQ_BLOB_COLS " FROM blobs WHERE key > ?1 AND refs = 0"
+                             " AND pins = 0 AND created_at < ?2 ORDER BY key LIMIT ?3",
+                             true},
 };
 
 struct sq_conn {
@@ -1038,6 +1074,243 @@ out:
     return sq_end_as(s, rc, E_EXISTS);
 }
 
+/* ---- garbage collection ---- */
+
+static void sq_col_blob(sqlite3_stmt *st, struct meta_blob *b)
+{
+    memset(b, 0, sizeof(*b));
+    sq_col_text(st, 0, b->key, sizeof(b->key));
+    b->refs = sqlite3_column_int64(st, 1);
+    b->pins = sqlite3_column_int64(st, 2);
+    b->bytes = (uint64_t)sqlite3_column_int64(st, 3);
+    b->created_at = sqlite3_column_int64(st, 4);
+    b->pinned_at = sqlite3_column_int64(st, 5);
+}
+
+static int sq_blob_get(void *be, const char *key, struct meta_blob *out)
+{
+    struct sq *s = be;
+    struct sq_conn *r = NULL;
+    sqlite3_stmt *st;
+    int rc = sq_reader_get(s, &r);
+    int src;
+
+    if (rc != OK)
+        goto out;
+    st = r->st[ST_BLOB_GET];
+    sq_bind_text(st, 1, key);
+    src = sqlite3_step(st);
+    if (src == SQLITE_ROW)
+        sq_col_blob(st, out);
+    else if (src == SQLITE_DONE)
+        rc = E_NOTFOUND;
+    else
+        rc = sq_fail(r->db, src, "blob get");
+    sq_reset(st);
+out:
+    if (r != NULL)
+        sq_reader_put(s, r);
+    return rc;
+}
+
+static int sq_gc_count(void *be, const struct meta_gc_cutoffs *c, struct meta_gc_counts *out)
+{
+    struct sq *s = be;
+    struct sq_conn *r = NULL;
+    sqlite3_stmt *st;
+    int rc = sq_reader_get(s, &r);
+    int src;
+
+    if (rc != OK)
+        goto out;
+    st = r->st[ST_GC_COUNT];
+    sqlite3_bind_int64(st, 1, c->created_before);
+    sqlite3_bind_int64(st, 2, c->pinned_before);
+    sqlite3_bind_int64(st, 3, c->job_before_ms);
+    src = sqlite3_step(st);
+    if (src == SQLITE_ROW) {
+        out->stale_pins = sqlite3_column_int64(st, 0);
+        out->stale_pin_bytes = (uint64_t)sqlite3_column_int64(st, 1);
+        out->unused = sqlite3_column_int64(st, 2);
+        out->unused_bytes = (uint64_t)sqlite3_column_int64(st, 3);
+        out->dead_variants = sqlite3_column_int64(st, 4);
+        out->dead_variant_bytes = (uint64_t)sqlite3_column_int64(st, 5);
+        out->dead_jobs = sqlite3_column_int64(st, 6);
+    } else {
+        rc = sq_fail(r->db, src, "gc count");
+    }
+    sq_reset(st);
+out:
+    if (r != NULL)
+        sq_reader_put(s, r);
+    return rc;
+}
+
+static int sq_blob_list_unused(void *be, const char *after, int64_t created_before,
+                               struct meta_blob *out, size_t cap, size_t *n)
+{
+    struct sq *s = be;
+    struct sq_conn *r = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = sq_reader_get(s, &r);
+    int src = SQLITE_DONE;
+    size_t got = 0;
+
+    if (rc != OK)
+        goto out;
+    st = r->st[ST_BLOB_LIST_UNUSED];
+    sq_bind_text(st, 1, after);
+    sqlite3_bind_int64(st, 2, created_before);
+    sqlite3_bind_int64(st, 3, cap > INT_MAX ? INT_MAX : (sqlite3_int64)cap);
+    while (got < cap) {
+        src = sqlite3_step(st);
+        if (src != SQLITE_ROW)
+            break;
+        sq_col_blob(st, &out[got++]);
+    }
+    if (src != SQLITE_ROW && src != SQLITE_DONE)
+        rc = sq_fail(r->db, src, "blob list unused");
+    sq_reset(st);
+out:
+    if (r != NULL)
+        sq_reader_put(s, r);
+    *n = rc == OK ? got : 0;
+    return rc;
+}
+
+static int sq_blob_unpin_stale(void *be, int64_t pinned_before, int64_t *n)
+{
+    struct sq *s = be;
+    struct sq_conn *w = &s->writer;
+    sqlite3_stmt *st = w->st[ST_BLOB_UNPIN_STALE];
+    char(*keys)[SHA256_HEX] = NULL; /* the keys left unreferenced */
+    size_t nkeys = 0, cap = 0;
+    int64_t reset = 0;
+    int rc = sq_begin(s);
+    int src;
+
+    if (rc != OK)
+        goto out;
+    sqlite3_bind_int64(st, 1, pinned_before);
+    /* Collect the keys first: RETURNING rows are read before other statements run. */
+    for (;;) {
+        src = sqlite3_step(st);
+        if (src != SQLITE_ROW)
+            break;
+        reset++;
+        if (sqlite3_column_int64(st, 1) != 0)
+            continue;
+        if (nkeys == cap) {
+            cap = cap ? 2 * cap : 16;
+            keys = xrealloc(keys, cap * sizeof(*keys));
+        }
+        sq_col_text(st, 0, keys[nkeys++], SHA256_HEX);
+    }
+    sq_reset(st);
+    if (src != SQLITE_DONE) {
+        rc = sq_fail(w->db, src, "blob unpin stale");
+        goto out;
+    }
+    for (size_t i = 0; i < nkeys && rc == OK; i++)
+        rc = sq_job_insert(w, META_JOB_RELEASE, keys[i], 0);
+out:
+    rc = sq_end(s, rc);
+    *n = rc == OK ? reset : 0;
+    free(keys);
+    return rc;
+}
+
+/*
+ * The write transaction is the claim: SQLite has one writer per database, so
+ * no pin (in this process or another) can create key's row until fn is done.
+ */
+static int sq_blob_collect_orphan(void *be, const char *key, meta_release_fn *fn, void *arg)
+{
+    struct sq *s = be;
+    struct sq_conn *w = &s->writer;
+    sqlite3_stmt *st = w->st[ST_BLOB_STATE];
+    int rc = sq_begin(s);
+    int src;
+
+    if (rc != OK)
+        goto out;
+    sq_bind_text(st, 1, key);
+    src = sqlite3_step(st);
+    sq_reset(st);
+    if (src == SQLITE_ROW) {
+        rc = E_EXISTS; /* pinned or referenced meanwhile: not an orphan */
+        goto out;
+    }
+    if (src != SQLITE_DONE) {
+        rc = sq_fail(w->db, src, "blob state");
+        goto out;
+    }
+    rc = fn(arg, key);
+out:
+    return sq_end_as(s, rc, E_EXISTS);
+}
+
+static int sq_variants_drop_dead(void *be, size_t limit, int64_t *n, uint64_t *bytes)
+{
+    struct sq *s = be;
+    struct sq_conn *w = &s->writer;
+    sqlite3_stmt *st = w->st[ST_VARIANTS_DROP_DEAD];
+    char(*keys)[SHA256_HEX] = NULL;
+    size_t nkeys = 0, cap = 0;
+    uint64_t sum = 0;
+    int rc = sq_begin(s);
+    int src;
+
+    if (rc != OK)
+        goto out;
+    sqlite3_bind_int64(st, 1, limit > INT_MAX ? INT_MAX : (sqlite3_int64)limit);
+    for (;;) {
+        src = sqlite3_step(st);
+        if (src != SQLITE_ROW)
+            break;
+        if (nkeys == cap) {
+            cap = cap ? 2 * cap : 16;
+            keys = xrealloc(keys, cap * sizeof(*keys));
+        }
+        sq_col_text(st, 0, keys[nkeys++], SHA256_HEX);
+        sum += (uint64_t)sqlite3_column_int64(st, 1);
+    }
+    sq_reset(st);
+    if (src != SQLITE_DONE) {
+        rc = sq_fail(w->db, src, "variants drop dead");
+        goto out;
+    }
+    for (size_t i = 0; i < nkeys && rc == OK; i++) {
+        struct meta_released rel = {.n = 0};
+        rc = sq_blob_unref(w, keys[i], &rel);
+    }
+out:
+    rc = sq_end(s, rc);
+    *n = rc == OK ? (int64_t)nkeys : 0;
+    *bytes = rc == OK ? sum : 0;
+    free(keys);
+    return rc;
+}
+
+static int sq_job_purge_dead(void *be, int64_t before_ms, int64_t *n)
+{
+    struct sq *s = be;
+    struct sq_conn *w = &s->writer;
+    int64_t purged = 0;
+    int rc = sq_begin(s);
+
+    if (rc != OK)
+        goto out;
+    sqlite3_bind_int64(w->st[ST_JOB_PURGE_DEAD], 1, before_ms);
+    rc = sq_exec(w, ST_JOB_PURGE_DEAD, "job purge dead");
+    if (rc == OK)
+        purged = sqlite3_changes(w->db);
+out:
+    rc = sq_end(s, rc);
+    *n = rc == OK ? purged : 0;
+    return rc;
+}
+
 static int sq_job_enqueue(void *be, const char *kind, const char *payload, int64_t delay_ms)
 {
     struct sq *s = be;
@@ -1214,6 +1487,13 @@ static const struct meta_ops sq_ops = {
     .blob_pin = sq_blob_pin,
     .blob_unpin = sq_blob_unpin,
     .blob_release = sq_blob_release,
+    .blob_get = sq_blob_get,
+    .gc_count = sq_gc_count,
+    .blob_list_unused = sq_blob_list_unused,
+    .blob_unpin_stale = sq_blob_unpin_stale,
+    .blob_collect_orphan = sq_blob_collect_orphan,
+    .variants_drop_dead = sq_variants_drop_dead,
+    .job_purge_dead = sq_job_purge_dead,
     .job_enqueue = sq_job_enqueue,
     .job_claim = sq_job_claim,
     .job_done = sq_job_done,

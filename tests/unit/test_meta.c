@@ -402,6 +402,55 @@ static void test_refcounts(void **state)
     assert_int_equal(refs_of(f->ms, a.key), 0);
 }
 
+static int gc_count_fn(void *arg, const char *key)
+{
+    (void)key;
+    *(int *)arg += 1;
+    return OK;
+}
+
+/* The gc primitives, on both backends: every statement runs once. */
+static void test_gc_primitives(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_gc_cutoffs cut = {time(NULL) + 10, time(NULL) + 10, meta_now_ms() + 10000};
+    struct meta_gc_counts c;
+    struct meta_blob rows[4], row;
+    struct image_rec a;
+    char orphan[SHA256_HEX];
+    int64_t n = 0;
+    uint64_t bytes = 0;
+    size_t got = 0;
+    int calls = 0;
+
+    image_make(&a, 7);
+    memset(orphan, 'e', SHA256_HEX - 1);
+    orphan[SHA256_HEX - 1] = '\0';
+    assert_int_equal(meta_blob_pin(f->ms, a.key, 10), OK); /* stale with the cutoffs above */
+    assert_int_equal(meta_gc_count(f->ms, &cut, &c), OK);
+    assert_int_equal(c.stale_pins, 1);
+    assert_int_equal(c.unused, 1);
+    assert_int_equal(meta_blob_get(f->ms, a.key, &row), OK);
+    assert_int_equal(row.pins, 1);
+    assert_int_equal(meta_blob_get(f->ms, orphan, &row), E_NOTFOUND);
+    assert_int_equal(meta_blob_collect_orphan(f->ms, a.key, gc_count_fn, &calls), E_EXISTS);
+    assert_int_equal(calls, 0);
+    assert_int_equal(meta_blob_collect_orphan(f->ms, orphan, gc_count_fn, &calls), OK);
+    assert_int_equal(calls, 1);
+    assert_int_equal(meta_blob_get(f->ms, orphan, &row), E_NOTFOUND); /* the claim is gone */
+    assert_int_equal(meta_blob_list_unused(f->ms, "", cut.created_before, rows, 4, &got), OK);
+    assert_int_equal(got, 0); /* still pinned */
+    assert_int_equal(meta_blob_unpin_stale(f->ms, cut.pinned_before, &n), OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(meta_blob_list_unused(f->ms, "", cut.created_before, rows, 4, &got), OK);
+    assert_int_equal(got, 1);
+    assert_string_equal(rows[0].key, a.key);
+    assert_int_equal(meta_variants_drop_dead(f->ms, 10, &n, &bytes), OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(meta_job_purge_dead(f->ms, cut.job_before_ms, &n), OK);
+    assert_int_equal(n, 0);
+}
+
 static void test_variants(void **state)
 {
     struct fixture *f = *state;
@@ -1186,6 +1235,7 @@ static void pg_stop(void)
         cmocka_unit_test_setup_teardown(test_invalid, setup, teardown),                            \
         cmocka_unit_test_setup_teardown(test_keyset_pagination, setup, teardown),                  \
         cmocka_unit_test_setup_teardown(test_refcounts, setup, teardown),                          \
+        cmocka_unit_test_setup_teardown(test_gc_primitives, setup, teardown),                      \
         cmocka_unit_test_setup_teardown(test_variants, setup, teardown),                           \
         cmocka_unit_test_setup_teardown(test_variant_cap, setup, teardown),                        \
         cmocka_unit_test_setup_teardown(test_settings, setup, teardown),                           \
