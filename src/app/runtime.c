@@ -13,6 +13,7 @@
 #include "cdn/cdn.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/str.h"
 #include "image/image.h"
 #include "jobs/jobs.h"
 #include "meta/meta.h"
@@ -220,6 +221,31 @@ static void rt_blob_cache(const struct config *cfg, struct runtime *rt)
         log_warn("runtime", "no local blob cache in \"%s\": reads go to the shards", dir);
 }
 
+_Static_assert(CONFIG_MAX_VARIANTS <= CDN_MAX_VARIANTS, "the purger must name every preset");
+
+/* rt_cdn_opts: the [cdn] section, the public base URL, and each preset's name and URL extension. */
+static void rt_cdn_opts(const struct config *cfg, const struct runtime *rt, struct cdn_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->purger = cfg->cdn.purger;
+    o->purge_urls = cfg->cdn.purge_urls;
+    o->purge_timeout_ms = cfg->cdn.purge_timeout_ms;
+    o->base_url = rt->base_url;
+    o->cloudflare_api = cfg->cdn.cloudflare_api;
+    o->cloudflare_zone = cfg->cdn.cloudflare_zone;
+    o->cloudflare_token = cfg->cdn.cloudflare_token;
+    o->cloudflare_tags = cfg->cdn.cloudflare_tags;
+    o->fastly_api = cfg->cdn.fastly_api;
+    o->fastly_service = cfg->cdn.fastly_service;
+    o->fastly_key = cfg->cdn.fastly_key;
+    for (size_t i = 0; i < cfg->n_variants; i++) {
+        const struct variant_preset *vp = &cfg->variant[i];
+        o->variant[i].name = vp->name;
+        o->variant[i].ext = img_format_ext(img_format_from_name(str_from(vp->format)));
+    }
+    o->n_variants = cfg->n_variants;
+}
+
 int runtime_open(const struct config *cfg, unsigned parts, struct runtime *rt)
 {
     int rc;
@@ -270,8 +296,12 @@ int runtime_open(const struct config *cfg, unsigned parts, struct runtime *rt)
         if (rc != OK)
             goto out;
     }
-    if ((parts & RT_CDN) && cdn_new(cfg, rt->base_url, &rt->cdn) != OK)
-        log_warn("runtime", "no CDN purger: deletes leave the CDN's copies to expire");
+    if (parts & RT_CDN) {
+        struct cdn_opts co;
+        rt_cdn_opts(cfg, rt, &co);
+        if (cdn_new(&co, &rt->cdn) != OK)
+            log_warn("runtime", "no CDN purger: deletes leave the CDN's copies to expire");
+    }
 out:
     if (rc != OK)
         runtime_close(rt);

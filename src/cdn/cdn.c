@@ -27,13 +27,21 @@
 #define CDN_ID_MAX   64
 #define CDN_BODY_CAP 4096 /* of an answer we look at (Cloudflare's JSON) */
 
+/* Everything of cdn_opts a purge needs, copied: the options need not outlive the purger. */
 struct cdn {
     enum cdn_kind kind;
-    const struct config *cfg;
     char base_url[512];
     char *token; /* Cloudflare token or Fastly key */
     char *caches[CDN_MAX_CACHES];
     size_t n_caches;
+    int64_t timeout_ms;
+    char *cloudflare_api;
+    char *cloudflare_zone;
+    bool cloudflare_tags;
+    char *fastly_api;
+    char *fastly_service;
+    char *variants[CDN_MAX_VARIANTS]; /* "{name}.{ext}" */
+    size_t n_variants;
 };
 
 /* --- metrics --- */
@@ -115,32 +123,55 @@ static char *trim_slashes(char *s)
     return s;
 }
 
-int cdn_new(const struct config *cfg, const char *base_url, struct cdn **out)
+/* opt: a string of cdn_opts, NULL read as "". */
+static const char *opt(const char *s)
 {
-    enum cdn_kind kind = cdn_kind_parse(cfg->cdn.purger);
+    return s != NULL ? s : "";
+}
+
+int cdn_new(const struct cdn_opts *o, struct cdn **out)
+{
+    const char *purger = opt(o->purger);
+    enum cdn_kind kind = cdn_kind_parse(purger);
     struct cdn *c;
     const char *tok = NULL;
 
     *out = NULL;
+    if (o->n_variants > CDN_MAX_VARIANTS) {
+        log_error("cdn", "%zu variant presets: at most %d can be purged", o->n_variants,
+                  CDN_MAX_VARIANTS);
+        return E_INVALID;
+    }
+    for (size_t i = 0; i < o->n_variants; i++)
+        if (o->variant[i].name == NULL || o->variant[i].name[0] == '\0' ||
+            o->variant[i].ext == NULL || o->variant[i].ext[0] == '\0') {
+            log_error("cdn", "variant preset %zu has no name or no extension", i);
+            return E_INVALID;
+        }
     if (kind == CDN_NONE)
         return OK;
     pthread_once(&cdn_once, cdn_global_init);
     c = xcalloc(1, sizeof(*c));
     c->kind = kind;
-    c->cfg = cfg;
-    snprintf(c->base_url, sizeof(c->base_url), "%s", base_url);
+    snprintf(c->base_url, sizeof(c->base_url), "%s", opt(o->base_url));
     trim_slashes(c->base_url);
+    c->timeout_ms = o->purge_timeout_ms;
+    c->cloudflare_api = xstrdup(opt(o->cloudflare_api));
+    c->cloudflare_zone = xstrdup(opt(o->cloudflare_zone));
+    c->cloudflare_tags = o->cloudflare_tags;
+    c->fastly_api = xstrdup(opt(o->fastly_api));
+    c->fastly_service = xstrdup(opt(o->fastly_service));
+    for (size_t i = 0; i < o->n_variants; i++)
+        c->variants[c->n_variants++] = xasprintf("%s.%s", o->variant[i].name, o->variant[i].ext);
     if (kind == CDN_CLOUDFLARE)
-        tok = cfg->cdn.cloudflare_token[0] ? cfg->cdn.cloudflare_token
-                                           : getenv("CLOUDFLARE_API_TOKEN");
+        tok = opt(o->cloudflare_token)[0] ? o->cloudflare_token : getenv("CLOUDFLARE_API_TOKEN");
     if (kind == CDN_FASTLY)
-        tok = cfg->cdn.fastly_key[0] ? cfg->cdn.fastly_key : getenv("FASTLY_API_KEY");
+        tok = opt(o->fastly_key)[0] ? o->fastly_key : getenv("FASTLY_API_KEY");
     c->token = xstrdup(tok != NULL ? tok : "");
     if ((kind == CDN_CLOUDFLARE || kind == CDN_FASTLY) && c->token[0] == '\0')
-        log_warn("cdn", "the %s purger has no API token: its purges will be refused",
-                 cfg->cdn.purger);
+        log_warn("cdn", "the %s purger has no API token: its purges will be refused", purger);
     /* the caches: "http://a:6081, http://b:6081" */
-    const char *p = cfg->cdn.purge_urls;
+    const char *p = opt(o->purge_urls);
     while (*p != '\0' && c->n_caches < CDN_MAX_CACHES) {
         size_t len = strcspn(p, ",");
         size_t b = 0;
@@ -155,7 +186,7 @@ int cdn_new(const struct config *cfg, const char *base_url, struct cdn **out)
         if (*p == ',')
             p++;
     }
-    log_info("cdn", "purger %s (%zu cache(s))", cfg->cdn.purger, c->n_caches);
+    log_info("cdn", "purger %s (%zu cache(s))", purger, c->n_caches);
     *out = c;
     return OK;
 }
@@ -166,7 +197,13 @@ void cdn_free(struct cdn *c)
         return;
     for (size_t i = 0; i < c->n_caches; i++)
         free(c->caches[i]);
+    for (size_t i = 0; i < c->n_variants; i++)
+        free(c->variants[i]);
     free(c->token);
+    free(c->cloudflare_api);
+    free(c->cloudflare_zone);
+    free(c->fastly_api);
+    free(c->fastly_service);
     free(c);
 }
 
@@ -207,7 +244,7 @@ static int payload_parse(const char *payload, char id[CDN_ID_MAX], char format[1
     return OK;
 }
 
-size_t cdn_paths(const struct config *cfg, const char *id, const char *format, char **out)
+size_t cdn_paths(const struct cdn *c, const char *id, const char *format, char **out)
 {
     size_t n = 0;
 
@@ -217,11 +254,8 @@ size_t cdn_paths(const struct config *cfg, const char *id, const char *format, c
         if (f != IMG_UNKNOWN)
             out[n++] = xasprintf("/i/%s.%s", id, img_format_ext(f));
     }
-    for (size_t i = 0; i < cfg->n_variants && n < CDN_MAX_PATHS; i++) {
-        const struct variant_preset *vp = &cfg->variant[i];
-        enum img_format vf = img_format_from_name(str_from(vp->format));
-        out[n++] = xasprintf("/i/%s/%s.%s", id, vp->name, img_format_ext(vf));
-    }
+    for (size_t i = 0; c != NULL && i < c->n_variants && n < CDN_MAX_PATHS; i++)
+        out[n++] = xasprintf("/i/%s/%s", id, c->variants[i]);
     return n;
 }
 
@@ -252,10 +286,9 @@ static void req_header(struct cdn_req *r, char *h)
 static void plan_cloudflare(const struct cdn *c, const char *id, char **paths, size_t np,
                             struct cdn_plan *p)
 {
-    const struct config *cfg = c->cfg;
     char base[600];
 
-    snprintf(base, sizeof(base), "%s", cfg->cdn.cloudflare_api);
+    snprintf(base, sizeof(base), "%s", c->cloudflare_api);
     trim_slashes(base);
     for (size_t i = 0; i < np; i += CDN_CF_FILES) {
         json_t *files = json_array();
@@ -264,8 +297,8 @@ static void plan_cloudflare(const struct cdn *c, const char *id, char **paths, s
             json_array_append_new(files, json_string(u));
             free(u);
         }
-        struct cdn_req *r = plan_add(
-            p, "POST", xasprintf("%s/zones/%s/purge_cache", base, cfg->cdn.cloudflare_zone));
+        struct cdn_req *r =
+            plan_add(p, "POST", xasprintf("%s/zones/%s/purge_cache", base, c->cloudflare_zone));
         if (r == NULL) {
             json_decref(files);
             return;
@@ -276,9 +309,9 @@ static void plan_cloudflare(const struct cdn *c, const char *id, char **paths, s
         r->body = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
         json_decref(j);
     }
-    if (cfg->cdn.cloudflare_tags) {
-        struct cdn_req *r = plan_add(
-            p, "POST", xasprintf("%s/zones/%s/purge_cache", base, cfg->cdn.cloudflare_zone));
+    if (c->cloudflare_tags) {
+        struct cdn_req *r =
+            plan_add(p, "POST", xasprintf("%s/zones/%s/purge_cache", base, c->cloudflare_zone));
         if (r == NULL)
             return;
         req_header(r, xasprintf("Authorization: Bearer %s", c->token));
@@ -313,7 +346,7 @@ int cdn_plan_build(const struct cdn *c, const char *payload, struct cdn_plan *p)
         }
         break;
     case CDN_HTTP:
-        np = cdn_paths(c->cfg, id, format, paths);
+        np = cdn_paths(c, id, format, paths);
         for (size_t i = 0; i < c->n_caches; i++)
             for (size_t k = 0; k < np; k++) {
                 struct cdn_req *r = plan_add(p, "PURGE", xasprintf("%s%s", c->caches[i], paths[k]));
@@ -322,16 +355,15 @@ int cdn_plan_build(const struct cdn *c, const char *payload, struct cdn_plan *p)
             }
         break;
     case CDN_CLOUDFLARE:
-        np = cdn_paths(c->cfg, id, format, paths);
+        np = cdn_paths(c, id, format, paths);
         plan_cloudflare(c, id, paths, np, p);
         break;
     case CDN_FASTLY: {
         char base[600];
-        snprintf(base, sizeof(base), "%s", c->cfg->cdn.fastly_api);
+        snprintf(base, sizeof(base), "%s", c->fastly_api);
         trim_slashes(base);
-        struct cdn_req *r =
-            plan_add(p, "POST",
-                     xasprintf("%s/service/%s/purge/img-%s", base, c->cfg->cdn.fastly_service, id));
+        struct cdn_req *r = plan_add(
+            p, "POST", xasprintf("%s/service/%s/purge/img-%s", base, c->fastly_service, id));
         if (r != NULL) {
             req_header(r, xasprintf("Fastly-Key: %s", c->token));
             req_header(r, xstrdup("Accept: application/json"));
@@ -355,7 +387,7 @@ int cdn_plan_fallback(const struct cdn *c, const char *payload, size_t cache, st
     p->n = 0;
     if (rc != OK || c == NULL || cache >= c->n_caches)
         return rc != OK ? rc : E_INVALID;
-    size_t np = cdn_paths(c->cfg, id, format, paths);
+    size_t np = cdn_paths(c, id, format, paths);
     for (size_t k = 0; k < np; k++) {
         struct cdn_req *r = plan_add(p, "PURGE", xasprintf("%s%s", c->caches[cache], paths[k]));
         if (r != NULL)
@@ -420,8 +452,8 @@ static int cdn_send(const struct cdn *c, CURL *h, const struct cdn_req *r, struc
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_URL, r->url);
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, r->method);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)c->cfg->cdn.purge_timeout_ms);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)c->cfg->cdn.purge_timeout_ms);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)c->timeout_ms);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)c->timeout_ms);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, a);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);

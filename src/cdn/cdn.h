@@ -9,17 +9,16 @@
 #ifndef CDN_CDN_H
 #define CDN_CDN_H
 
-#include "config/config.h"
-
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#define CDN_MAX_CACHES  16 /* entries of cdn.purge_urls */
-#define CDN_MAX_PATHS   (3 + CONFIG_MAX_VARIANTS)
-#define CDN_PLAN_MAX    (CDN_MAX_CACHES * CDN_MAX_PATHS)
-#define CDN_REQ_HEADERS 4
-#define CDN_CF_FILES    30 /* URLs per Cloudflare purge_cache call */
+#define CDN_MAX_CACHES   16 /* entries of cdn.purge_urls */
+#define CDN_MAX_VARIANTS 16 /* variant presets whose URLs a purge names */
+#define CDN_MAX_PATHS    (3 + CDN_MAX_VARIANTS)
+#define CDN_PLAN_MAX     (CDN_MAX_CACHES * CDN_MAX_PATHS)
+#define CDN_REQ_HEADERS  4
+#define CDN_CF_FILES     30 /* URLs per Cloudflare purge_cache call */
 
 enum cdn_kind { CDN_NONE, CDN_VARNISH, CDN_CLOUDFLARE, CDN_FASTLY, CDN_HTTP };
 
@@ -40,15 +39,42 @@ struct cdn_plan {
     size_t n;
 };
 
+/* A variant preset as its URL shows it: "/i/{id}/{name}.{ext}". */
+struct cdn_variant {
+    const char *name; /* "thumb" */
+    const char *ext;  /* "webp": the URL extension of the preset's format */
+};
+
+/*
+ * The purger's settings (the [cdn] section and the variant presets). Read
+ * only during cdn_new, which copies what it keeps. A NULL string is "".
+ */
+struct cdn_opts {
+    const char *purger;     /* "", "varnish", "cloudflare", "fastly", "http"; else none */
+    const char *purge_urls; /* comma-separated base URLs of caches (varnish, http) */
+    int64_t purge_timeout_ms;
+    const char *base_url; /* public base of image URLs (Cloudflare's file list) */
+    const char *cloudflare_api;
+    const char *cloudflare_zone;
+    const char *cloudflare_token; /* "": $CLOUDFLARE_API_TOKEN */
+    bool cloudflare_tags;
+    const char *fastly_api;
+    const char *fastly_service;
+    const char *fastly_key; /* "": $FASTLY_API_KEY */
+    size_t n_variants;      /* at most CDN_MAX_VARIANTS */
+    struct cdn_variant variant[CDN_MAX_VARIANTS];
+};
+
 struct cdn;
 
 /*
- * cdn_new builds the purger cfg->cdn names (*out NULL for none); base_url is
- * the public base of image URLs (what the Cloudflare purger names in its file
- * list). The token settings fall back to $CLOUDFLARE_API_TOKEN and
- * $FASTLY_API_KEY. Registers the purge metrics. Not thread-safe (start-up).
+ * cdn_new builds the purger o->purger names (*out NULL for none, OK). The
+ * token settings fall back to $CLOUDFLARE_API_TOKEN and $FASTLY_API_KEY.
+ * E_INVALID (and *out NULL) when o->n_variants exceeds CDN_MAX_VARIANTS or a
+ * variant lacks its name or extension. Registers the purge metrics. Not
+ * thread-safe (start-up).
  */
-int cdn_new(const struct config *cfg, const char *base_url, struct cdn **out);
+int cdn_new(const struct cdn_opts *o, struct cdn **out);
 
 /* cdn_free frees c; NULL is fine. */
 void cdn_free(struct cdn *c);
@@ -59,9 +85,10 @@ enum cdn_kind cdn_kind_of(const struct cdn *c);
 /*
  * cdn_paths fills out[0..n) with the URL paths of an image: "/i/{id}",
  * "/i/{id}.{ext}" (when format is known), "/i/{id}/{variant}.{ext}" for each
- * preset. The caller frees each string. Returns n (at most CDN_MAX_PATHS).
+ * preset of c (none for a NULL c). The caller frees each string. Returns n
+ * (at most CDN_MAX_PATHS). Thread-safe.
  */
-size_t cdn_paths(const struct config *cfg, const char *id, const char *format, char **out);
+size_t cdn_paths(const struct cdn *c, const char *id, const char *format, char **out);
 
 /*
  * cdn_plan_build plans the purge of payload ("id:format" or "id", the purge

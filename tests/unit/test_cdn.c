@@ -1,9 +1,10 @@
 /*
  * test_cdn.c - unit tests of cdn/: the purgers' requests, without a network.
  *
- * The URL list of an image, the settings' validation, and for each purger the
- * requests it plans: methods, URLs, headers (tokens from the configuration or
- * the environment), JSON bodies; the varnish fallback to URL PURGEs.
+ * The URL list of an image, the settings' validation (config.c's and
+ * cdn_new's), and for each purger the requests it plans: methods, URLs,
+ * headers (tokens from the options or the environment), JSON bodies; the
+ * varnish fallback to URL PURGEs. The purgers are built from struct cdn_opts.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -29,6 +30,22 @@ static int load(struct config *cfg, char **flags, size_t n)
     config_init(cfg);
     err[0] = '\0';
     return config_load(cfg, NULL, NULL, flags, n, err, sizeof(err));
+}
+
+/* opts: options of purger with two presets and the API bases config.c defaults to. */
+static struct cdn_opts opts(const char *purger, const char *purge_urls, const char *base_url)
+{
+    struct cdn_opts o = {
+        .purger = purger,
+        .purge_urls = purge_urls,
+        .purge_timeout_ms = 5000,
+        .base_url = base_url,
+        .cloudflare_api = "https://api.cloudflare.com/client/v4",
+        .fastly_api = "https://api.fastly.com",
+        .n_variants = 2,
+        .variant = {{"thumb", "webp"}, {"large", "jpg"}},
+    };
+    return o;
 }
 
 static const char *header_of(const struct cdn_req *r, const char *name)
@@ -67,51 +84,77 @@ static void test_settings_validated(void **state)
     config_release(&c);
     /* no purger: no object, and a purge is a no-op */
     struct cdn *cdn = (struct cdn *)&c;
-    assert_int_equal(load(&c, NULL, 0), OK);
-    assert_int_equal(cdn_new(&c, "http://x", &cdn), OK);
+    struct cdn_opts o = opts("", NULL, "http://x");
+    assert_int_equal(cdn_new(&o, &cdn), OK);
+    assert_null(cdn);
+    cdn = (struct cdn *)&c;
+    memset(&o, 0, sizeof(o)); /* every string NULL: "" */
+    assert_int_equal(cdn_new(&o, &cdn), OK);
     assert_null(cdn);
     assert_int_equal(cdn_purge(NULL, "id:jpeg", err, sizeof(err)), OK);
-    config_release(&c);
+    /* presets cdn_new cannot name: refused, no object */
+    cdn = (struct cdn *)&c;
+    o = opts("http", "http://a:1", "http://x");
+    o.n_variants = CDN_MAX_VARIANTS + 1;
+    assert_int_equal(cdn_new(&o, &cdn), E_INVALID);
+    assert_null(cdn);
+    cdn = (struct cdn *)&c;
+    o = opts("http", "http://a:1", "http://x");
+    o.variant[1].ext = "";
+    assert_int_equal(cdn_new(&o, &cdn), E_INVALID);
+    assert_null(cdn);
+    o.variant[1].ext = "jpg";
+    o.variant[0].name = NULL;
+    assert_int_equal(cdn_new(&o, &cdn), E_INVALID);
+    assert_null(cdn);
 }
 
 static void test_paths(void **state)
 {
-    struct config c;
+    struct cdn_opts o = opts("http", "http://a:1", "http://x");
+    struct cdn *cdn = NULL;
     char *paths[CDN_MAX_PATHS];
     size_t n;
     (void)state;
 
-    assert_int_equal(load(&c, NULL, 0), OK);
-    assert_true(c.n_variants >= 1);
-    n = cdn_paths(&c, ID, "jpeg", paths);
-    assert_int_equal(n, 2 + c.n_variants);
+    assert_int_equal(cdn_new(&o, &cdn), OK);
+    assert_true(o.n_variants >= 1);
+    n = cdn_paths(cdn, ID, "jpeg", paths);
+    assert_int_equal(n, 2 + o.n_variants);
     assert_string_equal(paths[0], "/i/AbCdEf123456");
     assert_string_equal(paths[1], "/i/AbCdEf123456.jpg");
-    for (size_t i = 0; i < c.n_variants; i++) {
+    for (size_t i = 0; i < o.n_variants; i++) {
         char want[128];
-        snprintf(want, sizeof(want), "/i/%s/%s.", ID, c.variant[i].name);
+        snprintf(want, sizeof(want), "/i/%s/%s.", ID, o.variant[i].name);
         assert_memory_equal(paths[2 + i], want, strlen(want));
+        snprintf(want, sizeof(want), "/i/%s/%s.%s", ID, o.variant[i].name, o.variant[i].ext);
+        assert_string_equal(paths[2 + i], want);
     }
     for (size_t i = 0; i < n; i++)
         free(paths[i]);
     /* an unknown format (an old payload of the id alone): no extension URL */
-    n = cdn_paths(&c, ID, "", paths);
-    assert_int_equal(n, 1 + c.n_variants);
+    n = cdn_paths(cdn, ID, "", paths);
+    assert_int_equal(n, 1 + o.n_variants);
     for (size_t i = 0; i < n; i++)
         free(paths[i]);
-    config_release(&c);
+    /* no purger: no presets to name */
+    n = cdn_paths(NULL, ID, "png", paths);
+    assert_int_equal(n, 2);
+    assert_string_equal(paths[1], "/i/AbCdEf123456.png");
+    for (size_t i = 0; i < n; i++)
+        free(paths[i]);
+    cdn_free(cdn);
 }
 
 static void test_varnish_plan(void **state)
 {
-    struct config c;
+    struct cdn_opts o =
+        opts("varnish", "http://127.0.0.1:8000/,http://e2:6081", "http://cdn.example/");
     struct cdn *cdn = NULL;
     struct cdn_plan *p = calloc(1, sizeof(*p));
-    char *flags[] = {"cdn.purger=varnish", "cdn.purge_urls=http://127.0.0.1:8000/,http://e2:6081"};
     (void)state;
 
-    assert_int_equal(load(&c, flags, 2), OK);
-    assert_int_equal(cdn_new(&c, "http://cdn.example/", &cdn), OK);
+    assert_int_equal(cdn_new(&o, &cdn), OK);
     assert_int_equal(cdn_kind_of(cdn), CDN_VARNISH);
     /* one xkey purge per cache */
     assert_int_equal(cdn_plan_build(cdn, "AbCdEf123456:png", p), OK);
@@ -126,7 +169,7 @@ static void test_varnish_plan(void **state)
     cdn_plan_release(p);
     /* the fallback: a PURGE per URL of the image and its variants, to that cache */
     assert_int_equal(cdn_plan_fallback(cdn, "AbCdEf123456:png", 1, p), OK);
-    assert_int_equal(p->n, 2 + c.n_variants);
+    assert_int_equal(p->n, 2 + o.n_variants);
     assert_string_equal(p->req[0].url, "http://e2:6081/i/AbCdEf123456");
     assert_string_equal(p->req[1].url, "http://e2:6081/i/AbCdEf123456.png");
     assert_false(p->req[1].xkey);
@@ -140,22 +183,19 @@ static void test_varnish_plan(void **state)
     assert_int_equal(p->n, 0);
     assert_int_equal(cdn_purge(cdn, "a b", err, sizeof(err)), E_INVALID);
     cdn_free(cdn);
-    config_release(&c);
     free(p);
 }
 
 static void test_http_plan(void **state)
 {
-    struct config c;
+    struct cdn_opts o = opts("http", " http://a:1 , http://b:2//", "http://cdn.example");
     struct cdn *cdn = NULL;
     struct cdn_plan *p = calloc(1, sizeof(*p));
-    char *flags[] = {"cdn.purger=http", "cdn.purge_urls= http://a:1 , http://b:2//"};
     (void)state;
 
-    assert_int_equal(load(&c, flags, 2), OK);
-    assert_int_equal(cdn_new(&c, "http://cdn.example", &cdn), OK);
+    assert_int_equal(cdn_new(&o, &cdn), OK);
     assert_int_equal(cdn_plan_build(cdn, "AbCdEf123456:gif", p), OK);
-    size_t per = 2 + c.n_variants;
+    size_t per = 2 + o.n_variants;
     assert_int_equal(p->n, 2 * per);
     assert_string_equal(p->req[0].url, "http://a:1/i/AbCdEf123456");
     assert_string_equal(p->req[1].url, "http://a:1/i/AbCdEf123456.gif");
@@ -167,25 +207,23 @@ static void test_http_plan(void **state)
     }
     cdn_plan_release(p);
     cdn_free(cdn);
-    config_release(&c);
     free(p);
 }
 
 static void test_cloudflare_plan(void **state)
 {
-    struct config c;
+    struct cdn_opts o = opts("cloudflare", "", "https://img.example.com/");
     struct cdn *cdn = NULL;
     struct cdn_plan *p = calloc(1, sizeof(*p));
-    char *flags[] = {"cdn.purger=cloudflare", "cdn.cloudflare_zone=z123",
-                     "cdn.cloudflare_api=http://127.0.0.1:9/client/v4/",
-                     "cdn.cloudflare_tags=true"};
     json_t *j, *files;
     (void)state;
 
+    o.cloudflare_zone = "z123";
+    o.cloudflare_api = "http://127.0.0.1:9/client/v4/";
+    o.cloudflare_tags = true;
     /* the token from the environment when the setting is empty */
     setenv("CLOUDFLARE_API_TOKEN", "env-token", 1);
-    assert_int_equal(load(&c, flags, 4), OK);
-    assert_int_equal(cdn_new(&c, "https://img.example.com/", &cdn), OK);
+    assert_int_equal(cdn_new(&o, &cdn), OK);
     assert_int_equal(cdn_plan_build(cdn, "AbCdEf123456:webp", p), OK);
     assert_int_equal(p->n, 2); /* files, then tags */
     assert_string_equal(p->req[0].method, "POST");
@@ -196,7 +234,7 @@ static void test_cloudflare_plan(void **state)
     assert_non_null(j);
     files = json_object_get(j, "files");
     assert_true(json_is_array(files));
-    assert_int_equal(json_array_size(files), 2 + c.n_variants);
+    assert_int_equal(json_array_size(files), 2 + o.n_variants);
     assert_string_equal(json_string_value(json_array_get(files, 0)),
                         "https://img.example.com/i/AbCdEf123456");
     assert_string_equal(json_string_value(json_array_get(files, 1)),
@@ -206,13 +244,12 @@ static void test_cloudflare_plan(void **state)
     assert_string_equal(header_of(&p->req[1], "Authorization"), "Bearer env-token");
     cdn_plan_release(p);
     cdn_free(cdn);
-    config_release(&c);
 
-    /* the token of the configuration wins; no tags unless asked */
-    char *flags2[] = {"cdn.purger=cloudflare", "cdn.cloudflare_zone=z9",
-                      "cdn.cloudflare_token=cfg-token"};
-    assert_int_equal(load(&c, flags2, 3), OK);
-    assert_int_equal(cdn_new(&c, "https://img.example.com", &cdn), OK);
+    /* the token of the options wins; no tags unless asked */
+    o = opts("cloudflare", "", "https://img.example.com");
+    o.cloudflare_zone = "z9";
+    o.cloudflare_token = "cfg-token";
+    assert_int_equal(cdn_new(&o, &cdn), OK);
     assert_int_equal(cdn_plan_build(cdn, "AbCdEf123456:jpeg", p), OK);
     assert_int_equal(p->n, 1);
     assert_string_equal(p->req[0].url, "https://api.cloudflare.com/client/v4/zones/z9/purge_cache");
@@ -220,21 +257,20 @@ static void test_cloudflare_plan(void **state)
     assert_null(strstr(p->req[0].body, "tags"));
     cdn_plan_release(p);
     cdn_free(cdn);
-    config_release(&c);
     unsetenv("CLOUDFLARE_API_TOKEN");
     free(p);
 }
 
 static void test_fastly_plan(void **state)
 {
-    struct config c;
+    struct cdn_opts o = opts("fastly", "", "https://img.example.com");
     struct cdn *cdn = NULL;
     struct cdn_plan *p = calloc(1, sizeof(*p));
-    char *flags[] = {"cdn.purger=fastly", "cdn.fastly_service=SVC1", "cdn.fastly_key=fk"};
     (void)state;
 
-    assert_int_equal(load(&c, flags, 3), OK);
-    assert_int_equal(cdn_new(&c, "https://img.example.com", &cdn), OK);
+    o.fastly_service = "SVC1";
+    o.fastly_key = "fk";
+    assert_int_equal(cdn_new(&o, &cdn), OK);
     assert_int_equal(cdn_plan_build(cdn, "AbCdEf123456:png", p), OK);
     assert_int_equal(p->n, 1);
     assert_string_equal(p->req[0].method, "POST");
@@ -243,7 +279,6 @@ static void test_fastly_plan(void **state)
     assert_string_equal(header_of(&p->req[0], "Fastly-Key"), "fk");
     cdn_plan_release(p);
     cdn_free(cdn);
-    config_release(&c);
     free(p);
 }
 
