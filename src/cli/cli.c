@@ -10,11 +10,12 @@
 #include "cli/client.h"
 #include "cli/gc.h"
 #include "cli/migrate.h"
+#include "cli/repair.h"
+#include "cli/ring.h"
 #include "config/config.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/xalloc.h"
-#include "services/ring_admin.h"
 #include "services/serve.h"
 #include "services/storage.h"
 #include "services/worker.h"
@@ -49,9 +50,8 @@ static const struct cli_cmd cli_cmds[] = {
     {"worker", worker_cmd, "job worker: variants, blob release; --once: until none is due"},
     {"storage", storage_cmd, "storage shard node: blobs by key on local disk (ring member)"},
     {"migrate", migrate_cmd, "apply the embedded schema migrations (PostgreSQL primary or SQLite)"},
-    {"ring", ring_admin_cmd, "show, apply, plan, rebalance and simulate the storage ring"},
-    {"repair", ring_admin_repair_cmd,
-     "restore missing blob replicas, move hinted copies home, remove strays"},
+    {"ring", ring_cmd, "show, apply, plan, rebalance and simulate the storage ring"},
+    {"repair", repair_cmd, "restore missing blob replicas, move hinted copies home, remove strays"},
     {"gc", gc_cmd,
      "collect unreferenced and orphan blobs, stale pins, dead jobs; dry run unless --apply"},
     {"upload", client_cmd, "upload images to a server (--server URL or TESSERA_URL); --json"},

@@ -1,7 +1,9 @@
 /*
  * test_ring.c - placement properties of the ring: determinism, distinct
  * replicas, zone spread, movement only onto an added / off a removed shard,
- * weights honoured; and the errors of ring_parse.
+ * weights honoured; and the errors of ring_parse. The plan of a move between
+ * two rings (store/ring_move.h): the union reaches both placements, adding
+ * one of N+1 shards moves about R/(N+1) of the keys, only onto it.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,6 +12,8 @@
 // cmocka needs the above first
 #include "core/err.h"
 #include "store/ring.h"
+#include "store/ring_move.h"
+#include "store/ring_walk.h"
 
 #include <cmocka.h>
 #include <stdio.h>
@@ -276,6 +280,169 @@ static void test_parse_errors(void **state)
     ring_free(r);
 }
 
+/* --- plans between two rings (store/ring_move.h) --- */
+
+static int cmp_copy(const void *a, const void *b)
+{
+    const struct ring_copy *x = a, *y = b;
+    int c = strcmp(x->key, y->key);
+    return c != 0 ? c : (x->shard > y->shard) - (x->shard < y->shard);
+}
+
+/*
+ * listing_on places KEYS keys of size 10 on their R homes of old and returns
+ * the listing of the union ring uni that the shards would give.
+ */
+static void listing_on(const struct ring *old, const struct ring *uni, struct ring_listing *l)
+{
+    uint64_t st = 7;
+
+    memset(l, 0, sizeof(*l));
+    l->v = calloc((size_t)KEYS * old->replicas, sizeof(*l->v));
+    assert_non_null(l->v);
+    for (unsigned long k = 0; k < KEYS; k++) {
+        char key[BLOB_KEY_LEN + 1];
+        unsigned home[RING_MAX_REPLICAS];
+        snprintf(key, sizeof(key), "%016llx%048d", (unsigned long long)next_key(&st), 0);
+        size_t nh = ring_lookup(old, key, home, old->replicas);
+        for (size_t h = 0; h < nh; h++) {
+            struct ring_copy *c = &l->v[l->n++];
+            int u = ring_find(uni, old->shards[home[h]].id);
+            assert_true(u >= 0);
+            memcpy(c->key, key, sizeof(c->key));
+            c->shard = (unsigned)u;
+            c->size = 10;
+        }
+    }
+    qsort(l->v, l->n, sizeof(*l->v), cmp_copy);
+    l->nkeys = KEYS;
+}
+
+static void test_union_reaches_both(void **state)
+{
+    (void)state;
+    struct ring *a = make_ring(6, 2, NULL, 0);
+    struct ring *b = make_ring(8, 3, NULL, 0);
+    struct ring *u = NULL, *moved = NULL;
+    char err[256] = "";
+
+    assert_int_equal(ring_union(a, b, &u, err, sizeof(err)), OK);
+    assert_int_equal(u->n, 8);
+    assert_int_equal(u->replicas, 1);
+    for (int pass = 0; pass < 2; pass++) {
+        const struct ring *r = pass == 0 ? a : b;
+        for (size_t i = 0; i < r->n; i++) {
+            int j = ring_find(u, r->shards[i].id);
+            assert_true(j >= 0);
+            assert_string_equal(u->shards[j].url, r->shards[i].url);
+        }
+    }
+    /* every home of every key, on either ring, is a shard of the union */
+    uint64_t st = 3;
+    for (int k = 0; k < 1000; k++) {
+        unsigned home[RING_MAX_REPLICAS];
+        uint64_t h = next_key(&st);
+        size_t n = ring_lookup_hash(b, h, home, b->replicas);
+        for (size_t i = 0; i < n; i++)
+            assert_true(ring_find(u, b->shards[home[i]].id) >= 0);
+        n = ring_lookup_hash(a, h, home, a->replicas);
+        for (size_t i = 0; i < n; i++)
+            assert_true(ring_find(u, a->shards[home[i]].id) >= 0);
+    }
+    ring_free(u);
+    /* the same id at another URL is refused: it would be read as the old location */
+    assert_int_equal(ring_parse("s1=http://10.0.0.1:9000,s2=http://10.0.0.99:9000", 1, 1, &moved,
+                                err, sizeof(err)),
+                     OK);
+    assert_int_equal(ring_union(a, moved, &u, err, sizeof(err)), E_INVALID);
+    assert_null(u);
+    assert_non_null(strstr(err, "s2 changes URL"));
+    ring_free(moved);
+    ring_free(a);
+    ring_free(b);
+}
+
+static void test_plan_add_one(void **state)
+{
+    (void)state;
+    for (unsigned r = 1; r <= 2; r++) {
+        struct ring *a = make_ring(8, r, NULL, 0);
+        struct ring *b = make_ring(9, r, NULL, 0);
+        struct ring *u = NULL;
+        struct ring_listing l;
+        struct ring_plan pl;
+        char err[256];
+        assert_int_equal(ring_union(a, b, &u, err, sizeof(err)), OK);
+        int s9 = ring_find(u, "s9");
+        listing_on(a, u, &l);
+        ring_plan(u, b, &l, &pl);
+        assert_int_equal(pl.keys, KEYS);
+        /* HRW: a key moves when the new shard ranks among its top R of N+1 */
+        double ideal = (double)r / 9.0, frac = (double)pl.moving / KEYS;
+        assert_true(frac > ideal / 1.1 && frac < ideal * 1.1);
+        /* one copy a moving key, onto s9; the copy it replaces is the one pruned */
+        assert_int_equal(pl.add, pl.moving);
+        assert_int_equal(pl.remove, pl.add);
+        assert_int_equal(pl.add_bytes, 10 * pl.add);
+        assert_int_equal(pl.remove_bytes, pl.add_bytes);
+        for (size_t i = 0, j; i < l.n; i = j) {
+            struct ring_key_plan kp;
+            j = ring_walk_group(&l, i);
+            ring_key_plan(u, b, &l.v[i], j - i, &kp);
+            assert_int_equal(kp.nhome, r);
+            for (size_t x = 0; x < kp.nadd; x++)
+                assert_int_equal(kp.add[x], s9);
+            /* after the move every home holds it: held before or added now */
+            for (size_t h = 0; h < kp.nhome; h++) {
+                bool held = false;
+                for (size_t q = i; q < j; q++)
+                    held = held || l.v[q].shard == kp.home[h];
+                for (size_t x = 0; x < kp.nadd; x++)
+                    held = held || kp.add[x] == kp.home[h];
+                assert_true(held);
+            }
+        }
+        /* planning the ring in force against itself moves nothing */
+        ring_plan(u, a, &l, &pl);
+        assert_int_equal(pl.moving, 0);
+        assert_int_equal(pl.add, 0);
+        assert_int_equal(pl.remove, 0);
+        free(l.v);
+        ring_free(u);
+        ring_free(a);
+        ring_free(b);
+    }
+}
+
+static void test_plan_remove_one(void **state)
+{
+    (void)state;
+    struct ring *a = make_ring(8, 2, NULL, 0);
+    struct ring *b = make_ring(7, 2, NULL, 0); /* s8 removed */
+    struct ring *u = NULL;
+    struct ring_listing l;
+    struct ring_plan pl;
+    char err[256];
+    size_t on_s8 = 0;
+
+    assert_int_equal(ring_union(a, b, &u, err, sizeof(err)), OK);
+    assert_int_equal(u->n, 8);
+    listing_on(a, u, &l);
+    for (size_t i = 0; i < l.n; i++)
+        on_s8 += l.v[i].shard == (unsigned)ring_find(u, "s8");
+    ring_plan(u, b, &l, &pl);
+    /* exactly the copies on s8 go, each replaced by one copy elsewhere */
+    assert_int_equal(pl.remove, on_s8);
+    assert_int_equal(pl.add, on_s8);
+    assert_int_equal(pl.moving, on_s8);
+    double frac = (double)pl.moving / KEYS;
+    assert_true(frac > 0.25 / 1.1 && frac < 0.25 * 1.1);
+    free(l.v);
+    ring_free(u);
+    ring_free(a);
+    ring_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -286,6 +453,9 @@ int main(void)
         cmocka_unit_test(test_remove_moves_only_from_removed),
         cmocka_unit_test(test_balance_and_weights),
         cmocka_unit_test(test_parse_errors),
+        cmocka_unit_test(test_union_reaches_both),
+        cmocka_unit_test(test_plan_add_one),
+        cmocka_unit_test(test_plan_remove_one),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

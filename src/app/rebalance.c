@@ -1,0 +1,94 @@
+/*
+ * rebalance.c - the ring in force, a store over it and the new ring, the move.
+ *
+ * Moving needs every shard listed: a copy missing from the listing could be
+ * a new home's only copy, and pruning would then remove the last one.
+ */
+#include "app/rebalance.h"
+
+#include "app/ring_state.h"
+#include "app/runtime.h"
+#include "core/err.h"
+#include "core/progress.h"
+#include "store/blob.h"
+#include "store/blob_ring.h"
+#include "store/ring.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int rebalance_open(const struct runtime *rt, const struct ring *nw, struct rebalance *rb,
+                   struct progress *p, char *err, size_t cap)
+{
+    const struct config *cfg = rt->cfg;
+    struct ring *uni = NULL;
+    char *text = NULL;
+    int rc;
+
+    memset(rb, 0, sizeof(*rb));
+    rb->rt = rt;
+    rb->nw = nw;
+    rc = ring_state_config(rt->meta, &text);
+    if (rc == E_NOTFOUND)
+        snprintf(err, cap, "no ring recorded yet: `tessera ring apply` records the configured one");
+    else if (rc != OK)
+        snprintf(err, cap, "cannot read the ring in force: %s", err_str(rc));
+    if (rc != OK)
+        goto out;
+    rc = ring_parse_described(text, &rb->old, err, cap);
+    if (rc != OK || strcmp(rb->old->epoch, nw->epoch) == 0)
+        goto out;
+    rc = ring_union(rb->old, nw, &uni, err, cap);
+    if (rc != OK)
+        goto out;
+    struct blob_ring_opts o = {rt->tmp_dir, (long)cfg->storage.connect_timeout_ms,
+                               (long)cfg->storage.read_timeout_ms,
+                               (long)cfg->storage.down_backoff_ms};
+    rc = blob_ring_open(uni, &o, &rb->store);
+    if (rc != OK) {
+        snprintf(err, cap, "cannot open the shards of both rings: %s", err_str(rc));
+        ring_free(uni);
+        goto out;
+    }
+    progress_note(p, "epoch %s -> %s; listing %zu shards", rb->old->epoch, nw->epoch,
+                  blob_ring_ring(rb->store)->n);
+    rc = ring_walk_list(rb->store, &rb->listing, p);
+    if (rc != OK) {
+        snprintf(err, cap, "every shard must be listed to move blobs safely");
+        goto out;
+    }
+    ring_plan(blob_ring_ring(rb->store), nw, &rb->listing, &rb->plan);
+out:
+    free(text);
+    return rc;
+}
+
+void rebalance_copy(struct rebalance *rb, long rate, struct progress *p)
+{
+    if (rb->store != NULL)
+        ring_move_copy(rb->store, rb->nw, &rb->listing, rate, p, &rb->res);
+}
+
+int rebalance_switch(struct rebalance *rb)
+{
+    if (rb->res.errors > 0)
+        return E_IO;
+    /* Services reading find every blob at its new home from now on; the old copies stay until
+     * they had time to follow. */
+    return ring_state_record(rb->rt->meta, rb->nw);
+}
+
+void rebalance_prune(struct rebalance *rb, struct progress *p)
+{
+    if (rb->store != NULL)
+        ring_move_prune(rb->store, rb->nw, &rb->listing, p, &rb->res);
+}
+
+void rebalance_release(struct rebalance *rb)
+{
+    ring_walk_release(&rb->listing);
+    blob_store_free(rb->store);
+    ring_free(rb->old);
+    memset(rb, 0, sizeof(*rb));
+}

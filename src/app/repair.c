@@ -1,0 +1,124 @@
+/*
+ * repair.c - every key of every shard to its homes, every image to a blob.
+ *
+ * Works from the shards' own listings (every copy, home, hinted or stray) and
+ * from the reference counts of the metadata, so it never removes a blob an
+ * image still names. Blobs stored after the listings were taken are asked
+ * for again before they are called lost.
+ */
+#include "app/repair.h"
+
+#include "app/runtime.h"
+#include "core/codec.h"
+#include "core/err.h"
+#include "core/progress.h"
+#include "core/xalloc.h"
+#include "meta/meta.h"
+#include "store/blob.h"
+#include "store/blob_ring.h"
+#include "store/ring_walk.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define REPAIR_PAGE 1000
+
+/*
+ * repair_missing tells whether key is in no shard's listing and, asked again
+ * now, on no shard: uploads and variants made while repair runs are not lost.
+ */
+static bool repair_missing(struct blob_store *store, const struct ring_listing *l, const char *key)
+{
+    bool exists = false;
+
+    if (ring_walk_has(l, key))
+        return false;
+    return blob_exists(store, key, &exists) != OK || !exists;
+}
+
+/* repair_check_meta counts as lost the images whose blob or a variant's is on no shard. */
+static int repair_check_meta(const struct runtime *rt, const struct ring_listing *l,
+                             struct progress *p, struct repair_result *res)
+{
+    const struct config *cfg = rt->cfg;
+    struct image_rec *imgs = xmalloc(REPAIR_PAGE * sizeof(*imgs));
+    int64_t before = 0;
+    size_t n = 0;
+    int rc;
+
+    progress_phase(p, "checking", 0, 0);
+    do {
+        rc = meta_image_list(rt->meta, before, REPAIR_PAGE, imgs, &n);
+        for (size_t i = 0; rc == OK && i < n; i++) {
+            res->images_checked++;
+            if (repair_missing(rt->blobs, l, imgs[i].key)) {
+                progress_note(p, "image %s: blob %s is on no shard: lost", imgs[i].id, imgs[i].key);
+                res->k.lost++;
+            }
+            for (size_t v = 0; v < cfg->n_variants; v++) {
+                struct variant_rec vr;
+                if (meta_variant_get(rt->meta, imgs[i].id, cfg->variant[v].name, &vr) == OK &&
+                    repair_missing(rt->blobs, l, vr.key)) {
+                    progress_note(p, "image %s: variant %s blob %s is on no shard: lost",
+                                  imgs[i].id, vr.name, vr.key);
+                    res->k.lost++;
+                }
+            }
+            progress_add(p, 1, 0);
+        }
+        if (n > 0)
+            before = imgs[n - 1].seq;
+    } while (rc == OK && n == REPAIR_PAGE);
+    free(imgs);
+    progress_flush(p);
+    progress_note(p, "%zu images checked against the listings", res->images_checked);
+    return rc;
+}
+
+int repair_run(const struct runtime *rt, const struct repair_opts *o, struct progress *p,
+               struct repair_result *res)
+{
+    struct ring_listing l = {0};
+    struct ring_repair_opts ro = {o->dry_run, (int64_t)time(NULL),
+                                  rt->cfg->storage.repair_grace_ms / 1000};
+    const char *after = o->after != NULL ? o->after : "";
+    int64_t t0 = time_mono_us();
+    size_t todo = 0;
+    int rc;
+
+    memset(res, 0, sizeof(*res));
+    progress_note(p, "listing %zu shards%s", blob_ring_ring(rt->blobs)->n,
+                  o->dry_run ? " (dry run: nothing is changed)" : "");
+    rc = ring_walk_list(rt->blobs, &l, p);
+    for (size_t s = 0; s < l.nshards; s++)
+        res->shards_unlisted += !l.listed[s];
+    for (size_t i = 0, j; i < l.n; i = j) {
+        j = ring_walk_group(&l, i);
+        todo += strcmp(l.v[i].key, after) > 0;
+    }
+    progress_phase(p, "repairing", todo, 0);
+    for (size_t i = 0, j; i < l.n; i = j) {
+        int64_t refs = 0;
+        j = ring_walk_group(&l, i);
+        if (strcmp(l.v[i].key, after) <= 0)
+            continue;
+        if (meta_blob_refs(rt->meta, l.v[i].key, &refs) != OK)
+            res->k.errors++;
+        else
+            ring_repair_key(rt->blobs, &l.v[i], j - i, refs, &ro, p, &res->k);
+        res->k.keys++;
+        progress_add(p, 1, l.v[i].size * (j - i));
+        if (res->k.keys % 1000 == 0)
+            progress_note(p, "%zu keys done, last %s (resume with --after it)", res->k.keys,
+                          l.v[i].key);
+    }
+    progress_flush(p);
+    if (repair_check_meta(rt, &l, p, res) != OK)
+        res->k.errors++;
+    res->seconds = (double)(time_mono_us() - t0) / 1e6;
+    if (rc == OK && (res->k.lost > 0 || res->k.errors > 0))
+        rc = E_IO;
+    ring_walk_release(&l);
+    return rc;
+}

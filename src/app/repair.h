@@ -1,0 +1,43 @@
+/*
+ * repair.h - the repair of a ring store against the metadata: `tessera repair`.
+ *
+ * Lists every shard, brings each listed key to exactly its home copies
+ * (store/ring_repair.h) with its reference count from the metadata, then
+ * checks that every image's blob and variants are on some shard. Never
+ * removes a blob that a record names.
+ */
+#ifndef APP_REPAIR_H
+#define APP_REPAIR_H
+
+#include "store/ring_repair.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct runtime;
+struct progress;
+
+struct repair_opts {
+    bool dry_run;      /* count, change nothing */
+    const char *after; /* resume: repair only keys after this one ("" or NULL: all) */
+};
+
+struct repair_result {
+    struct ring_repair_counts k; /* k.lost also counts images whose blob is on no shard */
+    size_t images_checked;       /* images compared against the listings */
+    size_t shards_unlisted;      /* shards that could not be listed (their copies left alone) */
+    double seconds;
+};
+
+/*
+ * repair_run repairs the ring store of rt (opened with RT_META | RT_BLOBS |
+ * RT_RING) as of now, reporting phases "listing", "repairing" and "checking"
+ * and every notable copy to p, and fills *res. Returns OK when everything was
+ * listed and nothing is lost or failed; E_UNAVAILABLE when a shard could not
+ * be listed, E_IO when a blob is lost or an operation failed (res is filled
+ * in every case). Blocks for the whole run.
+ */
+int repair_run(const struct runtime *rt, const struct repair_opts *o, struct progress *p,
+               struct repair_result *res);
+
+#endif
