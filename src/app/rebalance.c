@@ -29,7 +29,14 @@ int rebalance_open(const struct runtime *rt, const struct ring *nw, struct rebal
     memset(rb, 0, sizeof(*rb));
     rb->rt = rt;
     rb->nw = nw;
-    rc = ring_state_config(rt->meta, &text);
+    rc = ring_state_previous(rt->meta, &text);
+    if (rc == OK && text[0] != '\0') {
+        rb->resumed = true; /* an unfinished rebalance: move from where it started */
+    } else if (rc == OK) {
+        free(text);
+        text = NULL;
+        rc = ring_state_config(rt->meta, &text);
+    }
     if (rc == E_NOTFOUND)
         snprintf(err, cap, "no ring recorded yet: `tessera ring apply` records the configured one");
     else if (rc != OK)
@@ -37,8 +44,14 @@ int rebalance_open(const struct runtime *rt, const struct ring *nw, struct rebal
     if (rc != OK)
         goto out;
     rc = ring_parse_described(text, &rb->old, err, cap);
-    if (rc != OK || strcmp(rb->old->epoch, nw->epoch) == 0)
+    if (rc != OK)
         goto out;
+    if (strcmp(rb->old->epoch, nw->epoch) == 0) {
+        /* moving to itself: only an interrupted `ring apply` or rebalance leaves this */
+        if (rb->resumed)
+            rc = ring_state_set_previous(rt->meta, NULL);
+        goto out;
+    }
     rc = ring_union(rb->old, nw, &uni, err, cap);
     if (rc != OK)
         goto out;
@@ -70,13 +83,37 @@ void rebalance_copy(struct rebalance *rb, long rate, struct progress *p)
         ring_move_copy(rb->store, rb->nw, &rb->listing, rate, p, &rb->res);
 }
 
-int rebalance_switch(struct rebalance *rb)
+int rebalance_begin(struct rebalance *rb)
+{
+    /* previous first: a service that sees the new epoch finds the fallback already there */
+    int rc = ring_state_set_previous(rb->rt->meta, rb->old);
+
+    if (rc == OK)
+        rc = ring_state_record(rb->rt->meta, rb->nw);
+    return rc;
+}
+
+int rebalance_relist(struct rebalance *rb, struct progress *p)
+{
+    int rc;
+
+    ring_walk_release(&rb->listing);
+    rc = ring_walk_list(rb->store, &rb->listing, p);
+    if (rc == OK)
+        ring_plan(blob_ring_ring(rb->store), rb->nw, &rb->listing, &rb->plan);
+    return rc;
+}
+
+int rebalance_finish(struct rebalance *rb)
 {
     if (rb->res.errors > 0)
         return E_IO;
-    /* Services reading find every blob at its new home from now on; the old copies stay until
-     * they had time to follow. */
-    return ring_state_record(rb->rt->meta, rb->nw);
+    return ring_state_set_previous(rb->rt->meta, NULL);
+}
+
+long rebalance_follow_ms(const struct rebalance *rb)
+{
+    return (long)(2 * rb->rt->cfg->storage.ring_poll_ms + 1000);
 }
 
 void rebalance_prune(struct rebalance *rb, struct progress *p)

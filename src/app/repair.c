@@ -8,6 +8,7 @@
  */
 #include "app/repair.h"
 
+#include "app/ring_state.h"
 #include "app/runtime.h"
 #include "core/codec.h"
 #include "core/err.h"
@@ -76,12 +77,38 @@ static int repair_check_meta(const struct runtime *rt, const struct ring_listing
     return rc;
 }
 
+/*
+ * repair_guard removes an orphan's copies only while the metadata allows it:
+ * with no blobs row under gc's claim (an upload pinning the key waits, then
+ * writes its bytes again), with a row through the release protocol (nothing
+ * removed while referenced or pinned).
+ */
+static int repair_guard(void *arg, const char *key, int (*remove)(void *, const char *), void *rarg)
+{
+    struct meta_store *ms = arg;
+    int rc = meta_blob_collect_orphan(ms, key, remove, rarg);
+
+    if (rc == E_EXISTS)
+        rc = meta_blob_release(ms, key, remove, rarg);
+    return rc;
+}
+
+static void clear_previous(const struct runtime *rt, struct progress *p)
+{
+    char *prev = NULL;
+
+    if (ring_state_previous(rt->meta, &prev) == OK && prev[0] != '\0' &&
+        ring_state_set_previous(rt->meta, NULL) == OK)
+        progress_note(p, "every blob is on its home: the previous ring is no longer read");
+    free(prev);
+}
+
 int repair_run(const struct runtime *rt, const struct repair_opts *o, struct progress *p,
                struct repair_result *res)
 {
     struct ring_listing l = {0};
     struct ring_repair_opts ro = {o->dry_run, (int64_t)time(NULL),
-                                  rt->cfg->storage.repair_grace_ms / 1000};
+                                  rt->cfg->storage.repair_grace_ms / 1000, repair_guard, rt->meta};
     const char *after = o->after != NULL ? o->after : "";
     int64_t t0 = time_mono_us();
     size_t todo = 0;
@@ -119,6 +146,9 @@ int repair_run(const struct runtime *rt, const struct repair_opts *o, struct pro
     res->seconds = (double)(time_mono_us() - t0) / 1e6;
     if (rc == OK && (res->k.lost > 0 || res->k.errors > 0))
         rc = E_IO;
+    /* a complete run after `ring apply`: every blob is home, reads need no fallback now */
+    if (rc == OK && !o->dry_run && (o->after == NULL || o->after[0] == '\0'))
+        clear_previous(rt, p);
     ring_walk_release(&l);
     return rc;
 }

@@ -73,8 +73,8 @@ static int ring_show(const struct config *cfg)
 static int ring_apply(const struct config *cfg)
 {
     struct runtime rt = {0};
-    struct ring *ring = NULL;
-    char recorded[64] = "";
+    struct ring *ring = NULL, *old = NULL;
+    char recorded[64] = "", err[512], *text = NULL;
     int rc = ring_configured(cfg, &ring);
 
     if (rc != OK)
@@ -82,9 +82,18 @@ static int ring_apply(const struct config *cfg)
     rc = runtime_open(cfg, RT_META, &rt);
     if (rc != OK)
         goto out;
-    if (ring_state_epoch(rt.meta, recorded, sizeof(recorded)) != OK)
-        snprintf(recorded, sizeof(recorded), "(none)");
-    rc = ring_state_record(rt.meta, ring);
+    if (ring_state_config(rt.meta, &text) == OK &&
+        ring_parse_described(text, &old, err, sizeof(err)) == OK &&
+        strcmp(old->epoch, ring->epoch) != 0) {
+        /* running services follow at once: until repair moved the blobs, they read the old
+         * placement as a fallback */
+        snprintf(recorded, sizeof(recorded), "%s", old->epoch);
+        rc = ring_state_set_previous(rt.meta, old);
+    } else {
+        snprintf(recorded, sizeof(recorded), "%s", old != NULL ? old->epoch : "(none)");
+    }
+    if (rc == OK)
+        rc = ring_state_record(rt.meta, ring);
     if (rc == OK)
         printf("ring epoch %s recorded (was %s); blobs were not moved: `tessera repair` puts "
                "them on their new homes\n",
@@ -92,6 +101,8 @@ static int ring_apply(const struct config *cfg)
 out:
     runtime_close(&rt);
     ring_free(ring);
+    ring_free(old);
+    free(text);
     return rc;
 }
 
@@ -173,22 +184,46 @@ static int ring_move(const struct config *cfg, const struct ring_move_args *a)
     ring_print_plan(op, &rb, a->json);
     if (!a->execute)
         goto out;
+    /* the new ring in force first: services follow it, then the blobs move */
+    rc = rebalance_begin(&rb);
+    if (rc != OK) {
+        fprintf(stderr, "tessera ring: cannot record the new ring: %s\n", err_str(rc));
+        goto out;
+    }
+    long follow_ms = rebalance_follow_ms(&rb);
+    if (a->json)
+        printf("{\"op\":\"rebalance\",\"event\":\"switched\",\"epoch\":\"%s\","
+               "\"previous\":\"%s\",\"follow_ms\":%ld}\n",
+               nw->epoch, rb.old->epoch, follow_ms);
+    else
+        printf("ring rebalance: epoch %s in force (reads fall back to epoch %s until the move "
+               "is done); waiting %.1f s for the services to follow\n",
+               nw->epoch, rb.old->epoch, (double)follow_ms / 1000);
+    fflush(stdout);
+    usleep((useconds_t)follow_ms * 1000);
+    rc = rebalance_relist(&rb, p);
+    if (rc != OK) {
+        fprintf(stderr, "tessera ring: every shard must be listed to move blobs safely; the "
+                        "move stays unfinished (reads fall back): run it again\n");
+        goto out;
+    }
     rebalance_copy(&rb, a->rate, p);
-    rc = rebalance_switch(&rb);
+    rc = rebalance_finish(&rb);
     if (rc != OK) {
         if (rb.res.errors > 0)
             fprintf(stderr,
-                    "tessera ring: %zu copies failed: the old ring stays in force; run it again\n",
+                    "tessera ring: %zu copies failed: the move stays unfinished (reads fall "
+                    "back to the old ring); run it again\n",
                     rb.res.errors);
         ring_print_done(&rb, false, (double)(time_mono_us() - t0) / 1e6, a->json);
         goto out;
     }
     if (a->json)
-        printf(
-            "{\"op\":\"rebalance\",\"event\":\"switched\",\"epoch\":\"%s\",\"prune_in_s\":%ld}\n",
-            nw->epoch, a->wait_s);
+        printf("{\"op\":\"rebalance\",\"event\":\"moved\",\"epoch\":\"%s\","
+               "\"prune_in_s\":%ld}\n",
+               nw->epoch, a->wait_s);
     else
-        printf("ring rebalance: epoch %s in force; old copies removed in %ld s\n", nw->epoch,
+        printf("ring rebalance: every blob on its new homes; old copies removed in %ld s\n",
                a->wait_s);
     fflush(stdout);
     if (a->wait_s > 0)

@@ -14,10 +14,36 @@
 
 #include <unistd.h>
 
+struct orphan {
+    struct blob_store *store;
+    const struct ring_copy *copies;
+    size_t n;
+    struct ring_repair_counts *k;
+};
+
+/* orphan_remove deletes every listed copy of an orphan (called under the guard's claim). */
+static int orphan_remove(void *arg, const char *key)
+{
+    struct orphan * or = arg;
+    int rc = OK;
+
+    (void)key;
+    for (size_t i = 0; i < or->n; i++) {
+        if (blob_delete(blob_ring_shard(or->store, or->copies[i].shard), or->copies[i].key) != OK) {
+            or->k->errors++;
+            rc = E_IO;
+        } else {
+            or->k->orphans_removed++;
+        }
+    }
+    return rc;
+}
+
 /* repair_orphan removes an unreferenced key's copies once the youngest is past the grace. */
 static void repair_orphan(struct blob_store *store, const struct ring_copy *copies, size_t n,
                           const struct ring_repair_opts *o, struct ring_repair_counts *k)
 {
+    struct orphan or = {store, copies, n, k};
     int64_t youngest = 0;
 
     for (size_t i = 0; i < n; i++)
@@ -27,13 +53,20 @@ static void repair_orphan(struct blob_store *store, const struct ring_copy *copi
         k->orphans_young++;
         return;
     }
-    for (size_t i = 0; i < n; i++) {
-        if (!o->dry_run &&
-            blob_delete(blob_ring_shard(store, copies[i].shard), copies[i].key) != OK)
-            k->errors++;
-        else
-            k->orphans_removed++;
+    if (o->dry_run) {
+        k->orphans_removed += n;
+        return;
     }
+    if (o->guard == NULL) {
+        orphan_remove(& or, copies[0].key);
+        return;
+    }
+    /* an upload may pin the key right now: remove only under the metadata's claim */
+    int rc = o->guard(o->guard_arg, copies[0].key, orphan_remove, & or);
+    if (rc == E_EXISTS)
+        k->orphans_young++; /* in use again: its bytes stay */
+    else if (rc != OK && rc != E_IO)
+        k->errors++;
 }
 
 void ring_repair_key(struct blob_store *store, const struct ring_copy *copies, size_t n,

@@ -20,10 +20,21 @@
 struct blob_store;
 struct progress;
 
+/*
+ * ring_repair_guard_fn removes an unreferenced key's copies by calling
+ * remove(rarg, key) only while the metadata allows it (no reference, no pin,
+ * under a claim that an upload of the key waits for): OK when removed,
+ * E_EXISTS when the key is in use again (nothing removed), else an error.
+ */
+typedef int ring_repair_guard_fn(void *arg, const char *key, int (*remove)(void *, const char *),
+                                 void *rarg);
+
 struct ring_repair_opts {
     bool dry_run;    /* count what would be done, change nothing */
     int64_t now;     /* seconds since the epoch */
     int64_t grace_s; /* unreferenced copies younger than this stay (uploads in flight) */
+    ring_repair_guard_fn *guard; /* NULL: unreferenced copies are removed without asking */
+    void *guard_arg;
 };
 
 /* What repair did (or, in a dry run, would do); every count is of copies unless named. */
