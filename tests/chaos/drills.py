@@ -31,11 +31,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CLUSTER = os.path.join(ROOT, "deploy", "local", "cluster")
 BIN = os.environ.get("TESSERA_BIN", os.path.join(ROOT, "build", "tessera"))
 DATA = os.environ.get("TESSERA_TESTDATA", os.path.join(ROOT, "..", "shared", "testdata", "images"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "system"))
+import tessera_fixture as tf  # noqa: E402
+
 OFF = int(os.environ.get("TESSERA_CHAOS_PORT_OFFSET", "60"))
 SECONDS = float(os.environ.get("TESSERA_CHAOS_SECONDS", "12"))
 RATE = float(os.environ.get("TESSERA_CHAOS_RATE", "150"))
 LB = 8080 + OFF
 PG = 25432 + OFF  # below the ephemeral port range
+PGS = [PG, PG + 1, PG + 2]  # pg-primary, pg-replica-1, pg-replica-2 (promote swaps the roles)
 READS = [8101 + OFF, 8102 + OFF, 8103 + OFF]
 RUN = None
 
@@ -190,11 +194,39 @@ def wait_ok(path="/api/v1/images?limit=1", method="GET", body=None, timeout=60):
     return None
 
 
+def psql(port, sql):
+    p = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-At",
+                        "-c", sql], capture_output=True, text=True, timeout=20)
+    return p.stdout.strip() if p.returncode == 0 else None
+
+
+def settle():
+    """Waits until the workers have run every job that is due (a wrong blob release would
+    show in the ledger), then until every running replica has replayed the primary's WAL
+    (no read service can answer from a replica that misses a write of the load)."""
+    roles = {p: psql(p, "SELECT pg_is_in_recovery()") for p in PGS}
+    primary = [p for p, r in roles.items() if r == "f"]
+    if len(primary) != 1:
+        print("   (primaries %s: not waiting for jobs and replicas)" % primary)
+        return
+    due = ("SELECT count(*) FROM jobs WHERE state = 'running' OR (state = 'queued'"
+           " AND run_after <= (extract(epoch FROM clock_timestamp()) * 1000)::bigint)")
+    tf.wait_for(lambda: psql(primary[0], due) == "0", 60, "the workers to run every due job",
+                interval=0.1)
+    lsn = psql(primary[0], "SELECT pg_current_wal_lsn()")
+    if lsn is None:
+        return
+    q = "SELECT pg_last_wal_replay_lsn() >= '%s'::pg_lsn" % lsn
+    tf.wait_for(lambda: all(psql(p, q) == "t" for p, r in roles.items() if r == "t"), 60,
+                "the replicas to replay the primary's WAL up to %s" % lsn, interval=0.1)
+
+
 def tiny_png():
     return open(os.path.join(DATA, "accept_png_tiny_1x1.png"), "rb").read()
 
 
 # --- the drills: each returns the time to recover (s) or None when it did not ---
+# Their time.sleep(SECONDS / k) is how long the fault lasts under the load: the scenario.
 
 
 def drill_kill_read(load):
@@ -349,7 +381,7 @@ def main(names):
             ledger = Ledger()
             load = Load(ledger, images)
             load.run()
-            time.sleep(SECONDS / 3)
+            time.sleep(SECONDS / 3)  # the load runs before, during and after the fault
             load.window = "fault"  # from the first moment of the fault
             try:
                 rec = fn(load)
@@ -359,8 +391,8 @@ def main(names):
             load.window = "after"
             time.sleep(SECONDS / 3)
             load.finish()
-            # let jobs settle (releases, variants), then the ledger
-            time.sleep(1.0)
+            # let jobs settle (releases, variants) and the replicas catch up, then the ledger
+            settle()
             problems = check_ledger(ledger)
             bad = [b for b in load.bad]
             not_allowed_503 = sum(n for (w, op, o), n in load.counts.items()

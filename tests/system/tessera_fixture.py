@@ -6,6 +6,7 @@
 - multipart(): encode a multipart/form-data body.
 - load_manifest(): the image corpus manifest (manifest.tsv) as a list of dicts.
 - Checks: prints one line per check, remembers failures, exits non-zero at the end.
+- wait_for(): poll a state with a generous bound instead of sleeping a guessed time.
 - exif_tags(), webp_info(), ppm helpers used by several tests.
 """
 import atexit
@@ -89,6 +90,27 @@ class Checks:
             print("FAILURE %s%s" % (what, (": " + detail) if detail else ""), flush=True)
         stop_all_servers()
         sys.exit(1 if self.failures else 0)
+
+
+# --------------------------------------------------------------------------- waiting
+
+
+def wait_for(cond, timeout, what, interval=0.05):
+    """Polls cond() every interval s until it returns a true value, and returns that value.
+
+    A test waits on a state, never on a guessed time: timeout is a generous upper bound
+    (30-60 s) for a busy machine, not the expected time. After timeout s it prints what was
+    awaited and returns the last (false) value, so the caller's check fails with its message.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v or time.monotonic() >= deadline:
+            break
+        time.sleep(interval)
+    if not v:
+        print("  gave up after %.0f s waiting for %s" % (timeout, what), flush=True)
+    return v
 
 
 # --------------------------------------------------------------------------- server

@@ -27,12 +27,15 @@ import tessera_fixture as tf  # noqa: E402
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 REDIS_SH = os.path.join(ROOT, "deploy", "local", "redis.sh")
 C = tf.Checks("test_cache")
+P99_BOUND = 0.5  # s: the GET loops' p99 with Redis down (printed; a few ms on a quiet machine)
 
 
 def free_base():
-    # below the ephemeral range, three consecutive ports and their cluster-bus ports (+10000)
+    # three consecutive ports and their cluster-bus ports (+10000), all below the ephemeral
+    # range (32768-): a node restarted mid-test must find its bus port still free, not taken
+    # by some outgoing connection meanwhile
     for _ in range(200):
-        base = random.randint(20000, 30000)
+        base = random.randint(20000, 22700)
         ok = True
         for p in (base, base + 1, base + 2, base + 10000, base + 10001, base + 10002):
             s = socket.socket()
@@ -119,13 +122,9 @@ def delta(a, b):
     return {k: b.get(k, 0) - a.get(k, 0) for k in b}
 
 
-def wait_subscribed(srv, timeout=15):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cache_metrics(srv)["subscribed"] == 1:
-            return True
-        time.sleep(0.05)
-    return False
+def wait_subscribed(srv, timeout=60):
+    return tf.wait_for(lambda: cache_metrics(srv)["subscribed"] == 1, timeout,
+                       "%s on port %d to subscribe to invalidations" % (srv.role, srv.port))
 
 
 def get_status(srv, path):
@@ -207,7 +206,7 @@ def run_loop(targets, ids, during, threads=4):
 def t_redis_down(rd, w, r1, r2, live, doomed):
     targets = [w, r1, r2]
 
-    def one_down():
+    def one_down():  # the scenario: the loop runs 1 s with Redis up, then 3 s with redis-2 down
         time.sleep(1)
         rd.sh("stop", "redis-2")
         time.sleep(3)
@@ -216,10 +215,13 @@ def t_redis_down(rd, w, r1, r2, live, doomed):
     print("  redis-2 down: %d GETs, p99 %.1f ms, max %.1f ms" % (res["n"], res["p99"] * 1e3,
                                                                  res["max"] * 1e3))
     C.eq(res["fail"][:5], [], "redis-2 stopped during a GET loop: zero failed requests")
-    C.check(res["p99"] < 0.1, "redis-2 down: p99 latency under 100 ms", "%.3f" % res["p99"])
+    # a bound for a busy machine: it catches requests that wait on the dead nodes (several
+    # cache timeouts, the cluster's 5 s node timeout), not scheduling noise
+    C.check(res["p99"] < P99_BOUND, "redis-2 down: p99 latency under %.0f ms" % (P99_BOUND * 1e3),
+            "%.3f" % res["p99"])
     C.eq(get_status(r1, "/readyz"), 200, "/readyz stays 200 with redis-2 down")
 
-    def all_down():
+    def all_down():  # the scenario: 0.5 s more with redis-2 down, then 3 s with every node down
         time.sleep(0.5)
         rd.sh("down")
         time.sleep(3)
@@ -228,7 +230,8 @@ def t_redis_down(rd, w, r1, r2, live, doomed):
     print("  all down: %d GETs, p99 %.1f ms, max %.1f ms" % (res["n"], res["p99"] * 1e3,
                                                              res["max"] * 1e3))
     C.eq(res["fail"][:5], [], "every Redis node stopped during a GET loop: zero failed requests")
-    C.check(res["p99"] < 0.1, "all down: p99 latency under 100 ms", "%.3f" % res["p99"])
+    C.check(res["p99"] < P99_BOUND, "all down: p99 latency under %.0f ms" % (P99_BOUND * 1e3),
+            "%.3f" % res["p99"])
     for s in targets:
         C.eq(get_status(s, "/readyz"), 200, "/readyz stays 200 with Redis down")
     a = cache_metrics(r2)
@@ -246,16 +249,16 @@ def t_redis_down(rd, w, r1, r2, live, doomed):
     rd.sh("up")
     ok = all(wait_subscribed(s) for s in targets)
     C.check(ok, "Redis back: every service subscribed again")
-    deadline = time.time() + 15
     d = {}
-    while time.time() < deadline:
+
+    def redis_hits():
         a = cache_metrics(r2)
         for i in live:
             get_status(r2, "/api/v1/images/%s" % i)
-        d = delta(a, cache_metrics(r2))
-        if d["redis_hit"] >= len(live):
-            break
-        time.sleep(0.3)
+        d.update(delta(a, cache_metrics(r2)))
+        return d["redis_hit"] >= len(live)
+
+    tf.wait_for(redis_hits, 60, "read-2's lookups to hit Redis again", interval=0.3)
     C.check(d.get("redis_hit", 0) >= len(live), "Redis back: Redis hits again without a restart",
             str(d))
 
@@ -268,7 +271,7 @@ def t_reshard(rd, w, r1, r2, live):
     src, dst = ids[rd.base], ids[rd.base + 1]
     before = cache_metrics(r2)
 
-    def reshard():
+    def reshard():  # the scenario: the loop runs 0.5 s before and after the reshard
         time.sleep(0.5)
         r = subprocess.run(["redis-cli", "--cluster", "reshard", "127.0.0.1:%d" % rd.base,
                             "--cluster-from", src, "--cluster-to", dst, "--cluster-slots", "2000",

@@ -86,7 +86,7 @@ def reader_deleter(srv, st, stop, seed):
         with st.lock:
             live = [i for i in st.uploaded if i not in st.deleted and i not in st.uncertain]
         if not live:
-            time.sleep(0.01)
+            time.sleep(0.01)  # back-off until the uploaders have something
             continue
         iid = rng.choice(live)
         if rng.random() < 0.3:
@@ -217,7 +217,10 @@ def main():
                 before = len(st.uploaded)
             for t in threads:
                 t.start()
-            time.sleep(RUN_SECONDS)
+            time.sleep(RUN_SECONDS)  # the scenario: the load runs this long before the kill
+            # ...and has had at least one upload acknowledged, however slow the machine
+            tf.wait_for(lambda: len(st.uploaded) > before or not srv.alive(), 60,
+                        "an acknowledged upload this cycle")
             C.check(srv.alive(), "cycle %d: server alive under load until the kill" % cycle, srv.death_note())
             srv.kill()  # SIGKILL mid-stream
             print("cycle %d: killed -9 after %.1f s (%d acknowledged uploads this cycle, %d deletes so far)"
