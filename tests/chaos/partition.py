@@ -140,8 +140,11 @@ def main():
         wait(p3, host=NS_IP)
         shards = "s1=http://127.0.0.1:%d, s2=http://127.0.0.1:%d, s3=http://%s:%d" % (
             p1, p2, NS_IP, p3)
+        # a transfer stalled by the cut fails over after 1 s, well inside the partition window
+        # (with the 10 s default every client thread could sit in a stalled read all window)
         ring = ["--storage.shards=" + shards, "--storage.replicas=2", "--storage.write_quorum=2",
-                "--storage.connect_timeout=300ms", "--storage.down_backoff=500ms"]
+                "--storage.connect_timeout=300ms", "--storage.down_backoff=500ms",
+                "--storage.read_timeout=1s"]
         sport = free_port()
         serve = spawn("serve", [BIN, "serve", "--listen", "127.0.0.1:%d" % sport,
                                 "--storage.data_dir", os.path.join(work, "serve"),
@@ -184,11 +187,13 @@ def main():
                     counts[k] = counts.get(k, 0) + 1
                     if window[0] == "partition":
                         slow.append(dt)
-                stop.wait(0.01)
+                stop.wait(0.01)  # pacing of the load
 
         threads = [threading.Thread(target=worker) for _ in range(4)]
         for t in threads:
             t.start()
+        # the scenario: the load runs SECONDS / 3 before, SECONDS / 2 during and SECONDS / 3
+        # after the partition
         time.sleep(SECONDS / 3)
         window[0] = "partition"
         sh("ip", "netns", "exec", NS, "ip", "link", "set", NS_IF, "down")
@@ -200,6 +205,7 @@ def main():
         stop.set()
         for t in threads:
             t.join()
+        wait(p3, host=NS_IP, timeout=60)  # the repair needs s3 reachable again
 
         by = {}
         for (w, op, st), n in counts.items():

@@ -11,16 +11,23 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
+import struct
 import sys
 import tempfile
 import threading
 import time
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import tessera_fixture as tf  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(HERE))
 BIN = os.environ.get("TESSERA_BIN") or os.path.join(REPO, "build", "tessera")
 DATA = os.environ.get("TESSERA_TESTDATA") or os.path.join(REPO, "..", "shared", "testdata",
@@ -103,6 +110,27 @@ def listing(node):
         if not j["next"]:
             return set(keys)
         after = j["next"]
+
+
+def jobs_pending(serve):
+    """Jobs queued (due or backing off) or running in serve's SQLite database."""
+    db = sqlite3.connect("file:%s?mode=ro" % os.path.join(serve.data, "meta.db"), uri=True,
+                         timeout=10)
+    try:
+        return db.execute("SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')"
+                          ).fetchone()[0]
+    finally:
+        db.close()
+
+
+def png_bytes(w, h, rgb):
+    """A valid RGB PNG of w x h pixels (rgb: w*h*3 bytes)."""
+    def chunk(kind, data):
+        c = kind + data
+        return struct.pack(">I", len(data)) + c + struct.pack(">I", zlib.crc32(c) & 0xffffffff)
+    raw = b"".join(b"\x00" + rgb[y * w * 3:(y + 1) * w * 3] for y in range(h))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
 def blob_path(node, key):
@@ -225,9 +253,9 @@ def run(root, procs):
 
     # --- restart + repair: every blob on exactly its R homes
     nodes[2].start()
-    # serve's background jobs (thumbnails) may still write hinted copies until s3's back-off
-    # ends: let it end and the jobs drain, so this repair sees the final state
-    time.sleep(2)
+    # serve's background jobs (thumbnails) may still write hinted copies: let them drain, so
+    # this repair sees the final state
+    tf.wait_for(lambda: jobs_pending(serve) == 0, 60, "serve's job queue to drain")
     read_all("reads once s3 is back")
     rc, out = tool(["repair"], nodes, serve.data)
     check(rc == 0, "tessera repair exits 0", out[-1500:])
@@ -255,7 +283,8 @@ def run(root, procs):
     read_all("images with a copy on the surviving node read (%d)" % len(survivors), survivors)
     nodes[1].start()
     nodes[2].start()
-    time.sleep(1.2)  # past the back-off: the nodes are tried again
+    # serve reaches the nodes again (its /readyz wants W=2 of them)
+    tf.wait_for(lambda: request(serve.port, "GET", "/readyz")[0] == 200, 60, "serve's /readyz 200")
 
     # --- a corrupt copy: reads stay correct, repair rewrites it
     victim_id = next(iter(images))
@@ -276,17 +305,21 @@ def run(root, procs):
     check(hashlib.sha256(open(p, "rb").read()).hexdigest() == vkey,
           "the copy on disk is correct again")
 
-    # --- add a fourth node and rebalance while a read loop runs
+    # --- add a fourth node and rebalance under a mixed load, serve never restarted: it follows
+    # the ring in force (storage.ring_poll), writes going to the new placement at once
     s4 = Proc(root, "s4", ["storage"])
     procs.append(s4)
     s4.start()
     stop = threading.Event()
-    stats = {"reads": 0, "failed": 0}
+    stats = {"reads": 0, "failed": 0, "uploads": 0, "upload_failed": 0}
+    lock = threading.Lock()
+    small = [os.path.join(DATA, f) for f in files][:6]
 
     def reader():
-        ids = list(images)
         i = 0
         while not stop.is_set():
+            with lock:
+                ids = list(images)
             path, sha = images[ids[i % len(ids)]]
             i += 1
             try:
@@ -297,29 +330,69 @@ def run(root, procs):
             stats["reads"] += 1
             stats["failed"] += not ok
 
-    t = threading.Thread(target=reader)
-    t.start()
+    def uploader():
+        i = 0
+        while not stop.is_set() and stats["uploads"] < 300:
+            # new bytes (new keys placed on the ring of the moment), and every third a
+            # duplicate of the corpus
+            i += 1
+            data = png_bytes(16, 16, os.urandom(16 * 16 * 3)) if i % 3 else \
+                open(small[i % len(small)], "rb").read()
+            try:
+                st, _, body = request(serve.port, "POST", "/api/v1/images", data,
+                                      {"Content-Type": "application/octet-stream"})
+            except OSError:
+                st, body = None, b""
+            stats["uploads"] += 1
+            if st != 201:
+                stats["upload_failed"] += 1
+                continue
+            j = json.loads(body)
+            path = "/i/" + j["url"].split("/i/", 1)[1]
+            with lock:
+                images[j["id"]] = (path, j["sha256"])
+
+    threads = [threading.Thread(target=reader), threading.Thread(target=uploader)]
+    for t in threads:
+        t.start()
     four = nodes + [s4]
     rc, out = tool(["ring", "plan"], four, serve.data)
     check(rc == 0 and "to add" in out, "ring plan shows the move", out[-800:])
     print(out.strip().splitlines()[-1] if out.strip() else "")
     rc, out = tool(["ring", "rebalance", "--wait", "3"], four, serve.data)
     check(rc == 0, "ring rebalance exits 0", out[-1500:])
-    time.sleep(1)
+    n0 = stats["reads"] + stats["uploads"]
+    # the scenario: the load runs on for 100 more requests after the move
+    tf.wait_for(lambda: stats["reads"] + stats["uploads"] >= n0 + 100, 60, "100 more requests")
     stop.set()
-    t.join()
+    for t in threads:
+        t.join()
+    print("  during the rebalance: %d reads (%d failed), %d uploads (%d failed)"
+          % (stats["reads"], stats["failed"], stats["uploads"], stats["upload_failed"]))
     check(stats["failed"] == 0 and stats["reads"] > 0,
           "zero failed reads during the rebalance (%d reads)" % stats["reads"], str(stats))
+    check(stats["upload_failed"] == 0 and stats["uploads"] > 0,
+          "zero failed uploads during the rebalance (%d uploads)" % stats["uploads"], str(stats))
+    st, _, body = request(serve.port, "GET", "/metrics")
+    m = re.search(rb"^tessera_ring_changes_total (\d+)", body, re.M)
+    check(m is not None and int(m.group(1)) >= 1,
+          "serve followed the new ring without a restart", body[-300:] if m is None else m.group(0))
+    read_all("every image, those uploaded during the move too, reads back with no restart")
+    rc, out = tool(["repair", "--dry-run"], four, serve.data)
+    m = re.search(r"(\d+) copies restored, (\d+) moved home", out)
+    check(rc == 0 and m is not None and m.group(1) == "0" and m.group(2) == "0",
+          "after the rebalance repair --dry-run finds nothing to move", out[-800:])
     lists = {n.name: listing(n) for n in four}
     check(len(lists["s4"]) > 0, "the new node holds blobs (%d)" % len(lists["s4"]))
+    all_keys |= {sha for _, sha in images.values()}
     counts = {k: sum(k in l for l in lists.values()) for k in all_keys}
-    check(all(c == 2 for c in counts.values()), "every blob on exactly 2 of 4 nodes after the move")
+    check(all(c == 2 for c in counts.values()), "every blob on exactly 2 of 4 nodes after the move",
+          str({k[:12]: c for k, c in counts.items() if c != 2})[:300])
     # serve restarted with the new ring reads everything
     serve.stop()
     serve_args[0] = "--storage.shards=" + ring_text(four)
     serve.start(serve_args)
     read_all("serve started on the new ring reads every image")
-
 
 if __name__ == "__main__":
     main()
