@@ -20,6 +20,7 @@ struct meta_store *meta_store_new(const struct meta_ops *ops, void *be)
     struct meta_store *ms = xmalloc(sizeof(*ms));
 
     ms->ops = ops;
+    ms->tx = ops->tx;
     ms->be = be;
     return ms;
 }
@@ -120,7 +121,7 @@ int meta_image_insert(struct meta_store *ms, struct image_rec *img)
 {
     if (img == NULL || !image_ok(img))
         return E_INVALID;
-    return ms->ops->image_insert(ms->be, img);
+    return meta_refs_image_insert(ms, img);
 }
 
 int meta_image_get(struct meta_store *ms, const char *id, struct image_rec *out)
@@ -150,7 +151,7 @@ int meta_image_delete(struct meta_store *ms, const char *id, struct meta_release
     rel->n = 0;
     if (!id_ok(id))
         return E_NOTFOUND;
-    return ms->ops->image_delete(ms->be, id, rel);
+    return meta_refs_image_delete(ms, id, rel);
 }
 
 int meta_variant_get(struct meta_store *ms, const char *image_id, const char *name,
@@ -165,7 +166,7 @@ int meta_variant_put(struct meta_store *ms, const struct variant_rec *v)
 {
     if (v == NULL || !variant_ok(v))
         return E_INVALID;
-    return ms->ops->variant_put(ms->be, v);
+    return meta_refs_variant_put(ms, v);
 }
 
 int meta_blob_refs(struct meta_store *ms, const char *key, int64_t *refs)
@@ -201,21 +202,21 @@ int meta_blob_pin(struct meta_store *ms, const char *key, uint64_t bytes)
 {
     if (!key_ok(key) || bytes > INT64_MAX)
         return E_INVALID;
-    return ms->ops->blob_pin(ms->be, key, bytes);
+    return meta_refs_blob_pin(ms, key, bytes);
 }
 
 int meta_blob_unpin(struct meta_store *ms, const char *key)
 {
     if (!key_ok(key))
         return E_INVALID;
-    return ms->ops->blob_unpin(ms->be, key);
+    return meta_refs_blob_unpin(ms, key);
 }
 
 int meta_blob_release(struct meta_store *ms, const char *key, meta_release_fn *fn, void *arg)
 {
     if (!key_ok(key) || fn == NULL)
         return E_INVALID;
-    return ms->ops->blob_release(ms->be, key, fn, arg);
+    return meta_refs_blob_release(ms, key, fn, arg);
 }
 
 int meta_blob_get(struct meta_store *ms, const char *key, struct meta_blob *out)
@@ -251,14 +252,14 @@ int meta_blob_list_unused(struct meta_store *ms, const char *after, int64_t crea
 int meta_blob_unpin_stale(struct meta_store *ms, int64_t pinned_before, int64_t *n)
 {
     *n = 0;
-    return ms->ops->blob_unpin_stale(ms->be, pinned_before, n);
+    return meta_refs_blob_unpin_stale(ms, pinned_before, n);
 }
 
 int meta_blob_collect_orphan(struct meta_store *ms, const char *key, meta_release_fn *fn, void *arg)
 {
     if (!key_ok(key) || fn == NULL)
         return E_INVALID;
-    return ms->ops->blob_collect_orphan(ms->be, key, fn, arg);
+    return meta_refs_blob_collect_orphan(ms, key, fn, arg);
 }
 
 int meta_variants_drop_dead(struct meta_store *ms, size_t limit, int64_t *n, uint64_t *bytes)
@@ -267,7 +268,7 @@ int meta_variants_drop_dead(struct meta_store *ms, size_t limit, int64_t *n, uin
     *bytes = 0;
     if (limit == 0)
         return OK;
-    return ms->ops->variants_drop_dead(ms->be, limit, n, bytes);
+    return meta_refs_variants_drop_dead(ms, limit, n, bytes);
 }
 
 int meta_job_purge_dead(struct meta_store *ms, int64_t before_ms, int64_t *n)

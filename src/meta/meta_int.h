@@ -10,31 +10,104 @@
 
 #include "meta/meta.h"
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Keys collected in a transaction (grown with xrealloc). */
+struct meta_keys {
+    char (*v)[SHA256_HEX];
+    size_t n, cap;
+};
+
+void meta_keys_add(struct meta_keys *k, const char *key);
+void meta_keys_release(struct meta_keys *k);
+
+/* A write transaction of a backend: what its statements run on. */
+struct meta_tx {
+    const struct meta_tx_ops *ops;
+    void *be;   /* the backend's state */
+    void *conn; /* the backend's connection of this transaction */
+};
+
+typedef int meta_tx_body_fn(struct meta_tx *tx, void *arg);
+
+/*
+ * The statements the reference-counting protocols of meta_refs.c are written
+ * with. Each runs inside tx and returns OK, a definite answer (E_NOTFOUND,
+ * E_EXISTS as documented) or the backend's error, which the protocol passes
+ * on unchanged (the backend's write then rolls back, or retries).
+ */
+struct meta_tx_ops {
+    /*
+     * write runs body in one write transaction (PostgreSQL: on the primary;
+     * SQLite: BEGIN IMMEDIATE on the writer): commits when body returned OK,
+     * else rolls back; returns body's status or the commit's failure. The
+     * backend may run body again when the transaction failed before anything
+     * was known to be committed (a stale session, a serialization failure).
+     */
+    int (*write)(void *be, meta_tx_body_fn *body, void *arg);
+    /* image_inserted (may be NULL) is told of an image committed by this process. */
+    void (*image_inserted)(void *be, const char *id);
+    int (*image_insert)(struct meta_tx *tx, struct image_rec *img); /* sets seq; E_EXISTS id */
+    /* image_mark_deleted tombstones a live image; its key and format out; E_NOTFOUND. */
+    int (*image_mark_deleted)(struct meta_tx *tx, const char *id, char key[SHA256_HEX],
+                              char format[META_FORMAT_MAX]);
+    /* image_live: OK for a live image, locked against a delete until commit; E_NOTFOUND. */
+    int (*image_live)(struct meta_tx *tx, const char *id);
+    int (*variant_insert)(struct meta_tx *tx, const struct variant_rec *v, bool *inserted);
+    int (*variant_count)(struct meta_tx *tx, const char *image_id, int64_t *n);
+    /* variants_drop deletes an image's variant rows, adding their keys to out. */
+    int (*variants_drop)(struct meta_tx *tx, const char *image_id, struct meta_keys *out);
+    /* variants_drop_dead deletes up to limit variant rows of deleted images (keys, bytes out). */
+    int (*variants_drop_dead)(struct meta_tx *tx, size_t limit, struct meta_keys *out,
+                              uint64_t *bytes);
+    int (*blob_ref)(struct meta_tx *tx, const char *key, uint64_t bytes); /* row made at 1 */
+    /* blob_unref: one reference less; the counts after; E_NOTFOUND no row. */
+    int (*blob_unref)(struct meta_tx *tx, const char *key, int64_t *refs, int64_t *pins);
+    int (*blob_pin)(struct meta_tx *tx, const char *key, uint64_t bytes); /* row made at 0 refs */
+    /* blob_unpin: one pin less; the counts after; E_NOTFOUND no row or no pin. */
+    int (*blob_unpin)(struct meta_tx *tx, const char *key, int64_t *refs, int64_t *pins);
+    /* blob_unpin_stale: pins older than before reset; keys left with no reference out. */
+    int (*blob_unpin_stale)(struct meta_tx *tx, int64_t before, struct meta_keys *unreferenced,
+                            int64_t *reset);
+    /* blob_lock: the row's counts, the row held until commit (pins wait); E_NOTFOUND. */
+    int (*blob_lock)(struct meta_tx *tx, const char *key, int64_t *refs, int64_t *pins);
+    /* blob_claim: a hold on a key with no row that a pin waits for; E_EXISTS it has a row. */
+    int (*blob_claim)(struct meta_tx *tx, const char *key);
+    int (*blob_drop)(struct meta_tx *tx, const char *key); /* the row (or claim), if unused */
+    int (*job_insert)(struct meta_tx *tx, const char *kind, const char *payload, int64_t delay_ms);
+};
+
+/* The protocols (meta_refs.c), dispatched to by meta.c once the arguments are checked. */
+int meta_refs_image_insert(struct meta_store *ms, struct image_rec *img);
+int meta_refs_image_delete(struct meta_store *ms, const char *id, struct meta_released *rel);
+int meta_refs_variant_put(struct meta_store *ms, const struct variant_rec *v);
+int meta_refs_blob_pin(struct meta_store *ms, const char *key, uint64_t bytes);
+int meta_refs_blob_unpin(struct meta_store *ms, const char *key);
+int meta_refs_blob_release(struct meta_store *ms, const char *key, meta_release_fn *fn, void *arg);
+int meta_refs_blob_collect_orphan(struct meta_store *ms, const char *key, meta_release_fn *fn,
+                                  void *arg);
+int meta_refs_blob_unpin_stale(struct meta_store *ms, int64_t pinned_before, int64_t *n);
+int meta_refs_variants_drop_dead(struct meta_store *ms, size_t limit, int64_t *n, uint64_t *bytes);
+
 /* Each call receives the backend state given to meta_store_new; same contracts as meta.h. */
 struct meta_ops {
-    const char *name; /* "sqlite", "postgres": for log lines */
+    const char *name;             /* "sqlite", "postgres": for log lines */
+    const struct meta_tx_ops *tx; /* the statements of the write protocols */
     void (*close)(void *be);
     int (*ping)(void *be);
-    int (*image_insert)(void *be, struct image_rec *img);
     int (*image_get)(void *be, const char *id, struct image_rec *out);
     int (*image_list)(void *be, int64_t before, size_t limit, struct image_rec *out, size_t *n);
-    int (*image_delete)(void *be, const char *id, struct meta_released *rel);
     int (*variant_get)(void *be, const char *image_id, const char *name, struct variant_rec *out);
-    int (*variant_put)(void *be, const struct variant_rec *v);
     int (*blob_refs)(void *be, const char *key, int64_t *refs);
     int (*image_count)(void *be, int64_t *n);
     int (*setting_get)(void *be, const char *name, char *value, size_t cap);
     int (*setting_set)(void *be, const char *name, const char *value);
-    int (*blob_pin)(void *be, const char *key, uint64_t bytes);
-    int (*blob_unpin)(void *be, const char *key);
-    int (*blob_release)(void *be, const char *key, meta_release_fn *fn, void *arg);
     int (*blob_get)(void *be, const char *key, struct meta_blob *out);
     int (*gc_count)(void *be, const struct meta_gc_cutoffs *c, struct meta_gc_counts *out);
     int (*blob_list_unused)(void *be, const char *after, int64_t created_before,
                             struct meta_blob *out, size_t cap, size_t *n);
-    int (*blob_unpin_stale)(void *be, int64_t pinned_before, int64_t *n);
-    int (*blob_collect_orphan)(void *be, const char *key, meta_release_fn *fn, void *arg);
-    int (*variants_drop_dead)(void *be, size_t limit, int64_t *n, uint64_t *bytes);
     int (*job_purge_dead)(void *be, int64_t before_ms, int64_t *n);
     int (*job_enqueue)(void *be, const char *kind, const char *payload, int64_t delay_ms);
     int (*job_claim)(void *be, int64_t lease_ms, struct meta_job *out);
@@ -54,6 +127,7 @@ int64_t meta_lease_new(void);
 
 struct meta_store {
     const struct meta_ops *ops;
+    const struct meta_tx_ops *tx; /* ops->tx */
     void *be;
 };
 

@@ -724,9 +724,88 @@ static int pg_blob_ref(struct pg_node *n, struct pg_conn *c, const char *key, ui
     return pg_exec(n, c, PS_BLOB_REF, 3, v, NULL);
 }
 
-static int pg_insert_fn(struct pg_node *n, struct pg_conn *c, void *arg)
+/* ---- the statements of the write protocols (meta_refs.c), in pg_write's transaction ---- */
+
+struct pg_txc {
+    struct pg_node *n;
+    struct pg_conn *c;
+};
+
+struct pg_txw {
+    struct pg *p;
+    meta_tx_body_fn *body;
+    void *arg;
+};
+
+static const struct meta_tx_ops pg_tx_ops;
+
+static int pg_tx_fn(struct pg_node *n, struct pg_conn *c, void *arg)
 {
-    struct image_rec *img = arg;
+    struct pg_txw *w = arg;
+    struct pg_txc tc = {n, c};
+    struct meta_tx tx = {&pg_tx_ops, w->p, &tc};
+
+    return w->body(&tx, w->arg);
+}
+
+/* pg_tx_write: pg_write may run body again after a serialization failure or deadlock. */
+static int pg_tx_write(void *be, meta_tx_body_fn *body, void *arg)
+{
+    struct pg_txw w = {be, body, arg};
+
+    return pg_write(be, pg_tx_fn, &w);
+}
+
+static void pg_tx_image_inserted(void *be, const char *id)
+{
+    pg_neg_set(be, id, false);
+}
+
+/* pg_tx_exec runs statement i of tx; *r (when given) gets the result, cleared by the caller. */
+static int pg_tx_exec(struct meta_tx *tx, enum pg_stmt i, int nparams, const char *const *v,
+                      PGresult **r)
+{
+    struct pg_txc *tc = tx->conn;
+
+    return pg_exec(tc->n, tc->c, i, nparams, v, r);
+}
+
+/* pg_tx_counts runs i for one optional row of two integers; E_NOTFOUND for none. */
+static int pg_tx_counts(struct meta_tx *tx, enum pg_stmt i, const char *key, int64_t *a, int64_t *b)
+{
+    const char *v[] = {key};
+    PGresult *r = NULL;
+    int rc = pg_tx_exec(tx, i, 1, v, &r);
+
+    if (rc == OK && PQntuples(r) == 0)
+        rc = E_NOTFOUND;
+    if (rc == OK) {
+        *a = pg_i64(r, 0, 0);
+        *b = pg_i64(r, 0, 1);
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* pg_tx_keys runs i, adding column 0 of every row to out (and column 1 to *sum when given). */
+static int pg_tx_keys(struct meta_tx *tx, enum pg_stmt i, const char *arg, struct meta_keys *out,
+                      uint64_t *sum)
+{
+    const char *v[] = {arg};
+    PGresult *r = NULL;
+    int rc = pg_tx_exec(tx, i, 1, v, &r);
+
+    for (int row = 0; rc == OK && row < PQntuples(r); row++) {
+        meta_keys_add(out, PQgetvalue(r, row, 0));
+        if (sum != NULL)
+            *sum += (uint64_t)pg_i64(r, row, 1);
+    }
+    PQclear(r);
+    return rc;
+}
+
+static int pg_tx_image_insert(struct meta_tx *tx, struct image_rec *img)
+{
     char w[16], h[16], f[16], b[24], t[24];
     const char *v[] = {
         img->id,        img->key, img->format, w, h, f, b, t, img->owner[0] ? img->owner : NULL,
@@ -739,159 +818,194 @@ static int pg_insert_fn(struct pg_node *n, struct pg_conn *c, void *arg)
     snprintf(f, sizeof(f), "%u", img->frames);
     snprintf(b, sizeof(b), "%llu", (unsigned long long)img->bytes);
     snprintf(t, sizeof(t), "%lld", (long long)img->created_at);
-    rc = pg_exec(n, c, PS_IMAGE_INSERT, 10, v, &r);
-    if (rc != OK)
-        goto out;
-    img->seq = pg_i64(r, 0, 0);
-    rc = pg_blob_ref(n, c, img->key, img->bytes);
+    rc = pg_tx_exec(tx, PS_IMAGE_INSERT, 10, v, &r);
     if (rc == OK)
-        rc = pg_job_insert(n, c, META_JOB_VARIANTS, img->id, 0);
-out:
+        img->seq = pg_i64(r, 0, 0);
     PQclear(r);
     return rc;
 }
 
-static int pg_image_insert(void *be, struct image_rec *img)
+static int pg_tx_image_mark_deleted(struct meta_tx *tx, const char *id, char key[SHA256_HEX],
+                                    char format[META_FORMAT_MAX])
 {
-    struct pg *p = be;
-    int rc = pg_write(p, pg_insert_fn, img);
-
-    if (rc == OK)
-        pg_neg_set(p, img->id, false);
-    return rc;
-}
-
-struct pg_delete {
-    const char *id;
-    struct meta_released got;
-};
-
-static int key_cmp(const void *a, const void *b)
-{
-    return strcmp(a, b);
-}
-
-/* pg_unref drops one reference; at zero (no pin) queues the release and reports the key. */
-static int pg_unref(struct pg_node *n, struct pg_conn *c, const char *key,
-                    struct meta_released *rel)
-{
-    const char *v[] = {key};
-    PGresult *r = NULL;
-    int rc = pg_exec(n, c, PS_BLOB_UNREF, 1, v, &r);
-
-    if (rc != OK)
-        goto out;
-    if (PQntuples(r) == 0) {
-        log_warn("meta", "blob '%s' had no reference row", key);
-        goto out;
-    }
-    if (pg_i64(r, 0, 0) > 0)
-        goto out;
-    if (pg_i64(r, 0, 1) == 0)
-        rc = pg_job_insert(n, c, META_JOB_RELEASE, key, 0);
-    if (rc == OK && rel->n < META_RELEASE_MAX)
-        memcpy(rel->keys[rel->n++], key, SHA256_HEX);
-out:
-    PQclear(r);
-    return rc;
-}
-
-static int pg_delete_fn(struct pg_node *n, struct pg_conn *c, void *arg)
-{
-    struct pg_delete *d = arg;
     char now[24];
-    const char *v[] = {d->id, now};
-    char(*keys)[SHA256_HEX] = NULL;
-    char purge[META_JOB_PAYLOAD_MAX], format[META_FORMAT_MAX];
-    PGresult *r = NULL, *vr = NULL;
-    size_t nkeys = 0;
+    const char *v[] = {id, now};
+    PGresult *r = NULL;
     int rc;
 
-    d->got.n = 0;
     snprintf(now, sizeof(now), "%lld", (long long)time(NULL));
-    rc = pg_exec(n, c, PS_IMAGE_MARK_DELETED, 2, v, &r);
-    if (rc != OK)
-        goto out;
-    if (PQntuples(r) == 0) {
+    rc = pg_tx_exec(tx, PS_IMAGE_MARK_DELETED, 2, v, &r);
+    if (rc == OK && PQntuples(r) == 0)
         rc = E_NOTFOUND;
-        goto out;
+    if (rc == OK) {
+        pg_text(r, 0, 0, key, SHA256_HEX);
+        pg_text(r, 0, 1, format, META_FORMAT_MAX);
     }
-    rc = pg_exec(n, c, PS_VARIANTS_DROP, 1, v, &vr);
-    if (rc != OK)
-        goto out;
-    keys = xcalloc((size_t)(PQntuples(r) + PQntuples(vr)), sizeof(*keys));
-    for (int i = 0; i < PQntuples(r); i++)
-        pg_text(r, i, 0, keys[nkeys++], SHA256_HEX);
-    for (int i = 0; i < PQntuples(vr); i++)
-        pg_text(vr, i, 0, keys[nkeys++], SHA256_HEX);
-    /* one order for every transaction locking blob rows: no deadlock between deletes */
-    qsort(keys, nkeys, sizeof(*keys), key_cmp);
-    /* the CDN purge first: it is what stands between the delete and a 404 at the edge */
-    pg_text(r, 0, 1, format, sizeof(format));
-    snprintf(purge, sizeof(purge), "%s:%s", d->id, format);
-    rc = pg_job_insert(n, c, META_JOB_PURGE, purge, 0);
-    for (size_t i = 0; i < nkeys && rc == OK; i++)
-        rc = pg_unref(n, c, keys[i], &d->got);
-out:
     PQclear(r);
-    PQclear(vr);
-    free(keys);
     return rc;
 }
 
-static int pg_image_delete(void *be, const char *id, struct meta_released *rel)
+/* FOR SHARE: a delete of the image waits for this transaction, or this one sees it. */
+static int pg_tx_image_live(struct meta_tx *tx, const char *id)
 {
-    struct pg_delete d = {.id = id};
-    int rc = pg_write(be, pg_delete_fn, &d);
+    const char *v[] = {id};
+    PGresult *r = NULL;
+    int rc = pg_tx_exec(tx, PS_IMAGE_LIVE, 1, v, &r);
 
-    if (rc == OK)
-        *rel = d.got;
+    if (rc == OK && PQntuples(r) == 0)
+        rc = E_NOTFOUND;
+    PQclear(r);
     return rc;
 }
 
-static int pg_variant_put_fn(struct pg_node *n, struct pg_conn *c, void *arg)
+static int pg_tx_variant_insert(struct meta_tx *tx, const struct variant_rec *vr, bool *inserted)
 {
-    const struct variant_rec *vr = arg;
     char w[16], h[16], b[24], t[24];
     const char *v[] = {vr->image_id, vr->name, vr->key, vr->format, w, h, b, t};
     PGresult *r = NULL;
-    int rc = pg_exec(n, c, PS_IMAGE_LIVE, 1, v, &r);
+    int rc;
 
-    if (rc != OK)
-        goto out;
-    if (PQntuples(r) == 0) {
-        rc = E_NOTFOUND;
-        goto out;
-    }
-    PQclear(r);
-    r = NULL;
     snprintf(w, sizeof(w), "%u", vr->width);
     snprintf(h, sizeof(h), "%u", vr->height);
     snprintf(b, sizeof(b), "%llu", (unsigned long long)vr->bytes);
     snprintf(t, sizeof(t), "%lld", (long long)time(NULL));
-    rc = pg_exec(n, c, PS_VARIANT_INSERT, 8, v, &r);
-    if (rc != OK || strcmp(PQcmdTuples(r), "0") == 0)
-        goto out; /* already recorded: nothing changes */
-    PQclear(r);
-    r = NULL;
-    rc = pg_exec(n, c, PS_VARIANT_COUNT, 1, v, &r);
-    if (rc != OK)
-        goto out;
-    /* Bounded so that a delete can report every blob it releases. */
-    if (pg_i64(r, 0, 0) > META_VARIANTS_PER_IMAGE) {
-        rc = E_TOOBIG;
-        goto out;
-    }
-    rc = pg_blob_ref(n, c, vr->key, vr->bytes);
-out:
+    rc = pg_tx_exec(tx, PS_VARIANT_INSERT, 8, v, &r);
+    *inserted = rc == OK && strcmp(PQcmdTuples(r), "0") != 0;
     PQclear(r);
     return rc;
 }
 
-static int pg_variant_put(void *be, const struct variant_rec *v)
+static int pg_tx_variant_count(struct meta_tx *tx, const char *image_id, int64_t *n)
 {
-    return pg_write(be, pg_variant_put_fn, (void *)v);
+    const char *v[] = {image_id};
+    PGresult *r = NULL;
+    int rc = pg_tx_exec(tx, PS_VARIANT_COUNT, 1, v, &r);
+
+    if (rc == OK)
+        *n = pg_i64(r, 0, 0);
+    PQclear(r);
+    return rc;
 }
+
+static int pg_tx_variants_drop(struct meta_tx *tx, const char *image_id, struct meta_keys *out)
+{
+    return pg_tx_keys(tx, PS_VARIANTS_DROP, image_id, out, NULL);
+}
+
+static int pg_tx_variants_drop_dead(struct meta_tx *tx, size_t limit, struct meta_keys *out,
+                                    uint64_t *bytes)
+{
+    char l[24];
+
+    *bytes = 0;
+    snprintf(l, sizeof(l), "%zu", limit);
+    return pg_tx_keys(tx, PS_VARIANTS_DROP_DEAD, l, out, bytes);
+}
+
+static int pg_tx_blob_ref(struct meta_tx *tx, const char *key, uint64_t bytes)
+{
+    struct pg_txc *tc = tx->conn;
+
+    return pg_blob_ref(tc->n, tc->c, key, bytes);
+}
+
+static int pg_tx_blob_unref(struct meta_tx *tx, const char *key, int64_t *refs, int64_t *pins)
+{
+    return pg_tx_counts(tx, PS_BLOB_UNREF, key, refs, pins);
+}
+
+static int pg_tx_blob_pin(struct meta_tx *tx, const char *key, uint64_t bytes)
+{
+    char b[24], t[24];
+    const char *v[] = {key, b, t};
+
+    snprintf(b, sizeof(b), "%llu", (unsigned long long)bytes);
+    snprintf(t, sizeof(t), "%lld", (long long)time(NULL));
+    return pg_tx_exec(tx, PS_BLOB_PIN, 3, v, NULL);
+}
+
+static int pg_tx_blob_unpin(struct meta_tx *tx, const char *key, int64_t *refs, int64_t *pins)
+{
+    return pg_tx_counts(tx, PS_BLOB_UNPIN, key, refs, pins);
+}
+
+static int pg_tx_blob_unpin_stale(struct meta_tx *tx, int64_t before,
+                                  struct meta_keys *unreferenced, int64_t *reset)
+{
+    char a[24];
+    const char *v[] = {a};
+    PGresult *r = NULL;
+    int rc;
+
+    *reset = 0;
+    snprintf(a, sizeof(a), "%lld", (long long)before);
+    rc = pg_tx_exec(tx, PS_BLOB_UNPIN_STALE, 1, v, &r);
+    for (int i = 0; rc == OK && i < PQntuples(r); i++) {
+        (*reset)++;
+        if (pg_i64(r, i, 1) == 0)
+            meta_keys_add(unreferenced, PQgetvalue(r, i, 0));
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* FOR UPDATE: the row is held while the caller removes the bytes; a pin waits for it. */
+static int pg_tx_blob_lock(struct meta_tx *tx, const char *key, int64_t *refs, int64_t *pins)
+{
+    return pg_tx_counts(tx, PS_BLOB_LOCK, key, refs, pins);
+}
+
+/* The claim is a row of key, uncommitted until the caller is done: a pin of key waits for it. */
+static int pg_tx_blob_claim(struct meta_tx *tx, const char *key)
+{
+    char t[24];
+    const char *v[] = {key, t};
+    PGresult *r = NULL;
+    int rc;
+
+    snprintf(t, sizeof(t), "%lld", (long long)time(NULL));
+    rc = pg_tx_exec(tx, PS_BLOB_CLAIM, 2, v, &r);
+    if (rc == OK && PQntuples(r) == 0)
+        rc = E_EXISTS; /* a row exists: pinned or referenced, not an orphan */
+    PQclear(r);
+    return rc;
+}
+
+static int pg_tx_blob_drop(struct meta_tx *tx, const char *key)
+{
+    const char *v[] = {key};
+
+    return pg_tx_exec(tx, PS_BLOB_DROP, 1, v, NULL);
+}
+
+static int pg_tx_job_insert(struct meta_tx *tx, const char *kind, const char *payload,
+                            int64_t delay_ms)
+{
+    struct pg_txc *tc = tx->conn;
+
+    return pg_job_insert(tc->n, tc->c, kind, payload, delay_ms);
+}
+
+static const struct meta_tx_ops pg_tx_ops = {
+    .write = pg_tx_write,
+    .image_inserted = pg_tx_image_inserted,
+    .image_insert = pg_tx_image_insert,
+    .image_mark_deleted = pg_tx_image_mark_deleted,
+    .image_live = pg_tx_image_live,
+    .variant_insert = pg_tx_variant_insert,
+    .variant_count = pg_tx_variant_count,
+    .variants_drop = pg_tx_variants_drop,
+    .variants_drop_dead = pg_tx_variants_drop_dead,
+    .blob_ref = pg_tx_blob_ref,
+    .blob_unref = pg_tx_blob_unref,
+    .blob_pin = pg_tx_blob_pin,
+    .blob_unpin = pg_tx_blob_unpin,
+    .blob_unpin_stale = pg_tx_blob_unpin_stale,
+    .blob_lock = pg_tx_blob_lock,
+    .blob_claim = pg_tx_blob_claim,
+    .blob_drop = pg_tx_blob_drop,
+    .job_insert = pg_tx_job_insert,
+};
 
 struct pg_kv {
     const char *name;
@@ -915,87 +1029,6 @@ static int pg_setting_set(void *be, const char *name, const char *value)
     struct pg_kv kv = {name, value, NULL, 0};
 
     return pg_write(be, pg_setting_set_fn, &kv);
-}
-
-struct pg_pin {
-    const char *key;
-    uint64_t bytes;
-    meta_release_fn *fn;
-    void *arg;
-};
-
-static int pg_pin_fn(struct pg_node *n, struct pg_conn *c, void *arg)
-{
-    struct pg_pin *pp = arg;
-    char b[24], t[24];
-    const char *v[] = {pp->key, b, t};
-
-    snprintf(b, sizeof(b), "%llu", (unsigned long long)pp->bytes);
-    snprintf(t, sizeof(t), "%lld", (long long)time(NULL));
-    return pg_exec(n, c, PS_BLOB_PIN, 3, v, NULL);
-}
-
-static int pg_blob_pin(void *be, const char *key, uint64_t bytes)
-{
-    struct pg_pin pp = {key, bytes, NULL, NULL};
-
-    return pg_write(be, pg_pin_fn, &pp);
-}
-
-static int pg_unpin_fn(struct pg_node *n, struct pg_conn *c, void *arg)
-{
-    struct pg_pin *pp = arg;
-    const char *v[] = {pp->key};
-    PGresult *r = NULL;
-    int rc = pg_exec(n, c, PS_BLOB_UNPIN, 1, v, &r);
-
-    if (rc != OK)
-        goto out;
-    if (PQntuples(r) == 0) {
-        log_warn("meta", "blob '%s' was not pinned", pp->key);
-        goto out;
-    }
-    if (pg_i64(r, 0, 0) == 0 && pg_i64(r, 0, 1) == 0)
-        rc = pg_job_insert(n, c, META_JOB_RELEASE, pp->key, 0);
-out:
-    PQclear(r);
-    return rc;
-}
-
-static int pg_blob_unpin(void *be, const char *key)
-{
-    struct pg_pin pp = {key, 0, NULL, NULL};
-
-    return pg_write(be, pg_unpin_fn, &pp);
-}
-
-/* The row lock (FOR UPDATE) is held while fn removes the bytes: a pin waits for it. */
-static int pg_release_fn(struct pg_node *n, struct pg_conn *c, void *arg)
-{
-    struct pg_pin *pp = arg;
-    const char *v[] = {pp->key};
-    PGresult *r = NULL;
-    int rc = pg_exec(n, c, PS_BLOB_LOCK, 1, v, &r);
-
-    if (rc != OK || PQntuples(r) == 0)
-        goto out; /* already released */
-    if (pg_i64(r, 0, 0) != 0 || pg_i64(r, 0, 1) != 0) {
-        rc = E_EXISTS;
-        goto out;
-    }
-    rc = pp->fn(pp->arg, pp->key);
-    if (rc == OK)
-        rc = pg_exec(n, c, PS_BLOB_DROP, 1, v, NULL);
-out:
-    PQclear(r);
-    return rc;
-}
-
-static int pg_blob_release(void *be, const char *key, meta_release_fn *fn, void *arg)
-{
-    struct pg_pin pp = {key, 0, fn, arg};
-
-    return pg_write(be, pg_release_fn, &pp);
 }
 
 /* ---- garbage collection ---- */
@@ -1110,99 +1143,6 @@ static int pg_blob_list_unused(void *be, const char *after, int64_t created_befo
     int rc = pg_on(p, &p->primary, pg_list_unused_fn, &g);
 
     *n = rc == OK ? g.n : 0;
-    return rc;
-}
-
-static int pg_unpin_stale_fn(struct pg_node *n, struct pg_conn *c, void *arg)
-{
-    struct pg_gc *g = arg;
-    char a[24];
-    const char *v[] = {a};
-    PGresult *r = NULL;
-    int rc;
-
-    snprintf(a, sizeof(a), "%lld", (long long)g->a);
-    rc = pg_exec(n, c, PS_BLOB_UNPIN_STALE, 1, v, &r);
-    g->count = 0;
-    for (int i = 0; rc == OK && i < PQntuples(r); i++) {
-        g->count++;
-        if (pg_i64(r, i, 1) == 0)
-            rc = pg_job_insert(n, c, META_JOB_RELEASE, PQgetvalue(r, i, 0), 0);
-    }
-    PQclear(r);
-    return rc;
-}
-
-static int pg_blob_unpin_stale(void *be, int64_t pinned_before, int64_t *n)
-{
-    struct pg_gc g = {.a = pinned_before};
-    int rc = pg_write(be, pg_unpin_stale_fn, &g);
-
-    *n = rc == OK ? g.count : 0;
-    return rc;
-}
-
-/* The claim row is held (uncommitted) while fn removes the bytes: a pin of key waits for it. */
-static int pg_collect_orphan_fn(struct pg_node *n, struct pg_conn *c, void *arg)
-{
-    struct pg_gc *g = arg;
-    char t[24];
-    const char *v[] = {g->key, t};
-    PGresult *r = NULL;
-    int rc;
-
-    snprintf(t, sizeof(t), "%lld", (long long)time(NULL));
-    rc = pg_exec(n, c, PS_BLOB_CLAIM, 2, v, &r);
-    if (rc != OK)
-        goto out;
-    if (PQntuples(r) == 0) {
-        rc = E_EXISTS; /* a row exists: pinned or referenced, not an orphan */
-        goto out;
-    }
-    rc = g->fn(g->arg, g->key);
-    if (rc == OK)
-        rc = pg_exec(n, c, PS_BLOB_DROP, 1, v, NULL);
-out:
-    PQclear(r);
-    return rc;
-}
-
-static int pg_blob_collect_orphan(void *be, const char *key, meta_release_fn *fn, void *arg)
-{
-    struct pg_gc g = {.key = key, .fn = fn, .arg = arg};
-
-    return pg_write(be, pg_collect_orphan_fn, &g);
-}
-
-static int pg_variants_drop_dead_fn(struct pg_node *n, struct pg_conn *c, void *arg)
-{
-    struct pg_gc *g = arg;
-    char l[24];
-    const char *v[] = {l};
-    PGresult *r = NULL;
-    int rc;
-
-    snprintf(l, sizeof(l), "%zu", g->cap);
-    rc = pg_exec(n, c, PS_VARIANTS_DROP_DEAD, 1, v, &r);
-    g->count = 0;
-    g->bytes = 0;
-    for (int i = 0; rc == OK && i < PQntuples(r); i++) {
-        struct meta_released rel = {.n = 0};
-        g->count++;
-        g->bytes += (uint64_t)pg_i64(r, i, 1);
-        rc = pg_unref(n, c, PQgetvalue(r, i, 0), &rel);
-    }
-    PQclear(r);
-    return rc;
-}
-
-static int pg_variants_drop_dead(void *be, size_t limit, int64_t *n, uint64_t *bytes)
-{
-    struct pg_gc g = {.cap = limit};
-    int rc = pg_write(be, pg_variants_drop_dead_fn, &g);
-
-    *n = rc == OK ? g.count : 0;
-    *bytes = rc == OK ? g.bytes : 0;
     return rc;
 }
 
@@ -1860,27 +1800,19 @@ static void pg_close(void *be)
 
 static const struct meta_ops pg_ops = {
     .name = "postgres",
+    .tx = &pg_tx_ops,
     .close = pg_close,
     .ping = pg_ping,
-    .image_insert = pg_image_insert,
     .image_get = pg_image_get,
     .image_list = pg_image_list,
-    .image_delete = pg_image_delete,
     .variant_get = pg_variant_get,
-    .variant_put = pg_variant_put,
     .blob_refs = pg_blob_refs,
     .image_count = pg_image_count,
     .setting_get = pg_setting_get,
     .setting_set = pg_setting_set,
-    .blob_pin = pg_blob_pin,
-    .blob_unpin = pg_blob_unpin,
-    .blob_release = pg_blob_release,
     .blob_get = pg_blob_get,
     .gc_count = pg_gc_count,
     .blob_list_unused = pg_blob_list_unused,
-    .blob_unpin_stale = pg_blob_unpin_stale,
-    .blob_collect_orphan = pg_blob_collect_orphan,
-    .variants_drop_dead = pg_variants_drop_dead,
     .job_purge_dead = pg_job_purge_dead,
     .job_enqueue = pg_job_enqueue,
     .job_claim = pg_job_claim,

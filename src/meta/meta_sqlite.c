@@ -595,58 +595,65 @@ static int sq_job_insert(struct sq_conn *w, const char *kind, const char *payloa
     return sq_exec(w, ST_JOB_INSERT, "job enqueue");
 }
 
-/*
- * sq_blob_unref drops one reference on key; at zero (and no pin) the key is
- * added to rel and a release job is queued: the row stays until that job
- * removed the bytes. A key whose row is missing is logged (an inconsistency)
- * and skipped, so a delete still goes through.
- */
-static int sq_blob_unref(struct sq_conn *w, const char *key, struct meta_released *rel)
-{
-    sqlite3_stmt *st = w->st[ST_BLOB_UNREF];
-    int64_t refs = -1, pins = 0;
-    int rc = OK;
-    int src;
+/* ---- the statements of the write protocols (meta_refs.c), on the writer ---- */
 
-    sq_bind_text(st, 1, key);
-    src = sqlite3_step(st);
+static const struct meta_tx_ops sq_tx_ops;
+
+static int sq_tx_write(void *be, meta_tx_body_fn *body, void *arg)
+{
+    struct sq *s = be;
+    struct meta_tx tx = {&sq_tx_ops, s, &s->writer};
+    int rc = sq_begin(s);
+
+    if (rc == OK)
+        rc = body(&tx, arg);
+    return sq_end(s, rc);
+}
+
+/* sq_step_counts steps st (bound) for one optional row of two integers; E_NOTFOUND for none. */
+static int sq_step_counts(struct sq_conn *w, sqlite3_stmt *st, const char *what, int64_t *a,
+                          int64_t *b)
+{
+    int src = sqlite3_step(st);
+    int rc = OK;
+
     if (src == SQLITE_ROW) {
-        refs = sqlite3_column_int64(st, 0);
-        pins = sqlite3_column_int64(st, 1);
+        *a = sqlite3_column_int64(st, 0);
+        *b = sqlite3_column_int64(st, 1);
         src = sqlite3_step(st);
+    } else if (src == SQLITE_DONE) {
+        rc = E_NOTFOUND;
     }
-    if (src != SQLITE_DONE) {
-        rc = sq_fail(w->db, src, "blob unreference");
-        goto out;
-    }
-    if (refs < 0) {
-        log_warn("meta", "blob '%s' had no reference row", key);
-        goto out;
-    }
-    if (refs > 0)
-        goto out;
-    sq_reset(st);
-    if (pins == 0) {
-        rc = sq_job_insert(w, META_JOB_RELEASE, key, 0);
-        if (rc != OK)
-            goto out;
-    }
-    if (rel->n < META_RELEASE_MAX) /* always, with the variant cap */
-        memcpy(rel->keys[rel->n++], key, SHA256_HEX);
-out:
+    if (src != SQLITE_DONE)
+        rc = sq_fail(w->db, src, what);
     sq_reset(st);
     return rc;
 }
 
-static int sq_image_insert(void *be, struct image_rec *img)
+/* sq_step_keys steps st (bound) to the end, adding column 0 of each row to out (and column 1
+ * to *sum when given). */
+static int sq_step_keys(struct sq_conn *w, sqlite3_stmt *st, const char *what,
+                        struct meta_keys *out, uint64_t *sum)
 {
-    struct sq *s = be;
-    struct sq_conn *w = &s->writer;
-    sqlite3_stmt *st = w->st[ST_IMAGE_INSERT];
-    int rc = sq_begin(s);
+    int src;
 
-    if (rc != OK)
-        goto out;
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        char key[SHA256_HEX];
+        sq_col_text(st, 0, key, sizeof(key));
+        meta_keys_add(out, key);
+        if (sum != NULL)
+            *sum += (uint64_t)sqlite3_column_int64(st, 1);
+    }
+    sq_reset(st);
+    return src == SQLITE_DONE ? OK : sq_fail(w->db, src, what);
+}
+
+static int sq_tx_image_insert(struct meta_tx *tx, struct image_rec *img)
+{
+    struct sq_conn *w = tx->conn;
+    sqlite3_stmt *st = w->st[ST_IMAGE_INSERT];
+    int rc;
+
     sq_bind_text(st, 1, img->id);
     sq_bind_text(st, 2, img->key);
     sq_bind_text(st, 3, img->format);
@@ -659,106 +666,53 @@ static int sq_image_insert(void *be, struct image_rec *img)
         sq_bind_text(st, 9, img->owner);
     sq_bind_text(st, 10, img->token_hash);
     rc = sq_exec(w, ST_IMAGE_INSERT, "image insert");
-    if (rc != OK)
-        goto out;
-    img->seq = sqlite3_last_insert_rowid(w->db);
-    rc = sq_blob_ref(w, img->key, img->bytes);
     if (rc == OK)
-        rc = sq_job_insert(w, META_JOB_VARIANTS, img->id, 0);
-out:
-    return sq_end(s, rc);
-}
-
-static int sq_image_delete(void *be, const char *id, struct meta_released *rel)
-{
-    struct sq *s = be;
-    struct sq_conn *w = &s->writer;
-    struct meta_released got = {.n = 0};
-    char(*keys)[SHA256_HEX] = NULL; /* the image's key, then each variant's */
-    char purge[META_JOB_PAYLOAD_MAX], format[META_FORMAT_MAX] = "";
-    size_t nkeys = 0;
-    size_t cap = 0;
-    sqlite3_stmt *st = w->st[ST_IMAGE_MARK_DELETED];
-    int rc = sq_begin(s);
-    int src;
-
-    if (rc != OK)
-        goto out;
-    sq_bind_text(st, 1, id);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)time(NULL));
-    /* Collect the keys first: RETURNING rows are read before other statements run. */
-    for (;;) {
-        src = sqlite3_step(st);
-        if (src != SQLITE_ROW)
-            break;
-        if (nkeys == cap) {
-            cap = cap ? 2 * cap : 8;
-            keys = xrealloc(keys, cap * sizeof(*keys));
-        }
-        sq_col_text(st, 0, keys[nkeys++], SHA256_HEX);
-        sq_col_text(st, 1, format, sizeof(format));
-    }
-    sq_reset(st);
-    if (src != SQLITE_DONE) {
-        rc = sq_fail(w->db, src, "image delete");
-        goto out;
-    }
-    if (nkeys == 0) {
-        rc = E_NOTFOUND;
-        goto out;
-    }
-    st = w->st[ST_VARIANTS_DROP];
-    sq_bind_text(st, 1, id);
-    for (;;) {
-        src = sqlite3_step(st);
-        if (src != SQLITE_ROW)
-            break;
-        if (nkeys == cap) {
-            cap = 2 * cap;
-            keys = xrealloc(keys, cap * sizeof(*keys));
-        }
-        sq_col_text(st, 0, keys[nkeys++], SHA256_HEX);
-    }
-    sq_reset(st);
-    if (src != SQLITE_DONE) {
-        rc = sq_fail(w->db, src, "variants delete");
-        goto out;
-    }
-    /* the CDN purge first: it is what stands between the delete and a 404 at the edge */
-    snprintf(purge, sizeof(purge), "%s:%s", id, format);
-    rc = sq_job_insert(w, META_JOB_PURGE, purge, 0);
-    for (size_t i = 0; i < nkeys && rc == OK; i++)
-        rc = sq_blob_unref(w, keys[i], &got);
-out:
-    rc = sq_end(s, rc);
-    if (rc == OK)
-        *rel = got;
-    free(keys);
+        img->seq = sqlite3_last_insert_rowid(w->db);
     return rc;
 }
 
-static int sq_variant_put(void *be, const struct variant_rec *v)
+static int sq_tx_image_mark_deleted(struct meta_tx *tx, const char *id, char key[SHA256_HEX],
+                                    char format[META_FORMAT_MAX])
 {
-    struct sq *s = be;
-    struct sq_conn *w = &s->writer;
+    struct sq_conn *w = tx->conn;
+    sqlite3_stmt *st = w->st[ST_IMAGE_MARK_DELETED];
+    int src;
+    bool found = false;
+
+    sq_bind_text(st, 1, id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)time(NULL));
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        sq_col_text(st, 0, key, SHA256_HEX);
+        sq_col_text(st, 1, format, META_FORMAT_MAX);
+        found = true;
+    }
+    sq_reset(st);
+    if (src != SQLITE_DONE)
+        return sq_fail(w->db, src, "image delete");
+    return found ? OK : E_NOTFOUND;
+}
+
+static int sq_tx_image_live(struct meta_tx *tx, const char *id)
+{
+    struct sq_conn *w = tx->conn;
     sqlite3_stmt *st = w->st[ST_IMAGE_LIVE];
-    int rc = sq_begin(s);
     int src;
 
-    if (rc != OK)
-        goto out;
-    sq_bind_text(st, 1, v->image_id);
+    /* the writer lock keeps a delete out until commit */
+    sq_bind_text(st, 1, id);
     src = sqlite3_step(st);
     sq_reset(st);
-    if (src == SQLITE_DONE) {
-        rc = E_NOTFOUND;
-        goto out;
-    }
-    if (src != SQLITE_ROW) {
-        rc = sq_fail(w->db, src, "image lookup");
-        goto out;
-    }
-    st = w->st[ST_VARIANT_INSERT];
+    if (src == SQLITE_DONE)
+        return E_NOTFOUND;
+    return src == SQLITE_ROW ? OK : sq_fail(w->db, src, "image lookup");
+}
+
+static int sq_tx_variant_insert(struct meta_tx *tx, const struct variant_rec *v, bool *inserted)
+{
+    struct sq_conn *w = tx->conn;
+    sqlite3_stmt *st = w->st[ST_VARIANT_INSERT];
+    int rc;
+
     sq_bind_text(st, 1, v->image_id);
     sq_bind_text(st, 2, v->name);
     sq_bind_text(st, 3, v->key);
@@ -768,26 +722,155 @@ static int sq_variant_put(void *be, const struct variant_rec *v)
     sqlite3_bind_int64(st, 7, (sqlite3_int64)v->bytes);
     sqlite3_bind_int64(st, 8, (sqlite3_int64)time(NULL));
     rc = sq_exec(w, ST_VARIANT_INSERT, "variant insert");
-    if (rc != OK || sqlite3_changes(w->db) == 0)
-        goto out; /* already recorded: nothing changes */
-    st = w->st[ST_VARIANT_COUNT];
-    sq_bind_text(st, 1, v->image_id);
-    src = sqlite3_step(st);
-    if (src != SQLITE_ROW) {
-        sq_reset(st);
-        rc = sq_fail(w->db, src, "variant count");
-        goto out;
-    }
-    /* Bounded so that a delete can report every blob it releases. */
-    if (sqlite3_column_int64(st, 0) > META_VARIANTS_PER_IMAGE)
-        rc = E_TOOBIG;
-    sq_reset(st);
-    if (rc != OK)
-        goto out;
-    rc = sq_blob_ref(w, v->key, v->bytes);
-out:
-    return sq_end(s, rc);
+    *inserted = rc == OK && sqlite3_changes(w->db) > 0;
+    return rc;
 }
+
+static int sq_tx_variant_count(struct meta_tx *tx, const char *image_id, int64_t *n)
+{
+    struct sq_conn *w = tx->conn;
+    sqlite3_stmt *st = w->st[ST_VARIANT_COUNT];
+    int src;
+
+    sq_bind_text(st, 1, image_id);
+    src = sqlite3_step(st);
+    if (src == SQLITE_ROW)
+        *n = sqlite3_column_int64(st, 0);
+    sq_reset(st);
+    return src == SQLITE_ROW ? OK : sq_fail(w->db, src, "variant count");
+}
+
+static int sq_tx_variants_drop(struct meta_tx *tx, const char *image_id, struct meta_keys *out)
+{
+    struct sq_conn *w = tx->conn;
+    sqlite3_stmt *st = w->st[ST_VARIANTS_DROP];
+
+    sq_bind_text(st, 1, image_id);
+    return sq_step_keys(w, st, "variants delete", out, NULL);
+}
+
+static int sq_tx_variants_drop_dead(struct meta_tx *tx, size_t limit, struct meta_keys *out,
+                                    uint64_t *bytes)
+{
+    struct sq_conn *w = tx->conn;
+    sqlite3_stmt *st = w->st[ST_VARIANTS_DROP_DEAD];
+
+    *bytes = 0;
+    sqlite3_bind_int64(st, 1, limit > INT_MAX ? INT_MAX : (sqlite3_int64)limit);
+    return sq_step_keys(w, st, "variants drop dead", out, bytes);
+}
+
+static int sq_tx_blob_ref(struct meta_tx *tx, const char *key, uint64_t bytes)
+{
+    return sq_blob_ref(tx->conn, key, bytes);
+}
+
+static int sq_tx_blob_unref(struct meta_tx *tx, const char *key, int64_t *refs, int64_t *pins)
+{
+    struct sq_conn *w = tx->conn;
+    sqlite3_stmt *st = w->st[ST_BLOB_UNREF];
+
+    sq_bind_text(st, 1, key);
+    return sq_step_counts(w, st, "blob unreference", refs, pins);
+}
+
+static int sq_tx_blob_pin(struct meta_tx *tx, const char *key, uint64_t bytes)
+{
+    struct sq_conn *w = tx->conn;
+    sqlite3_stmt *st = w->st[ST_BLOB_PIN];
+
+    sq_bind_text(st, 1, key);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)bytes);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)time(NULL));
+    return sq_exec(w, ST_BLOB_PIN, "blob pin");
+}
+
+static int sq_tx_blob_unpin(struct meta_tx *tx, const char *key, int64_t *refs, int64_t *pins)
+{
+    struct sq_conn *w = tx->conn;
+    sqlite3_stmt *st = w->st[ST_BLOB_UNPIN];
+
+    sq_bind_text(st, 1, key);
+    return sq_step_counts(w, st, "blob unpin", refs, pins);
+}
+
+static int sq_tx_blob_unpin_stale(struct meta_tx *tx, int64_t before,
+                                  struct meta_keys *unreferenced, int64_t *reset)
+{
+    struct sq_conn *w = tx->conn;
+    sqlite3_stmt *st = w->st[ST_BLOB_UNPIN_STALE];
+    int src;
+
+    *reset = 0;
+    sqlite3_bind_int64(st, 1, before);
+    /* every row first: RETURNING rows are read before other statements run */
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        char key[SHA256_HEX];
+        (*reset)++;
+        if (sqlite3_column_int64(st, 1) != 0)
+            continue;
+        sq_col_text(st, 0, key, sizeof(key));
+        meta_keys_add(unreferenced, key);
+    }
+    sq_reset(st);
+    return src == SQLITE_DONE ? OK : sq_fail(w->db, src, "blob unpin stale");
+}
+
+/* The write transaction is the lock: SQLite has one writer per database, in every process. */
+static int sq_tx_blob_lock(struct meta_tx *tx, const char *key, int64_t *refs, int64_t *pins)
+{
+    struct sq_conn *w = tx->conn;
+    sqlite3_stmt *st = w->st[ST_BLOB_STATE];
+
+    sq_bind_text(st, 1, key);
+    return sq_step_counts(w, st, "blob state", refs, pins);
+}
+
+/* The claim is the writer lock too: no pin can create key's row until commit. */
+static int sq_tx_blob_claim(struct meta_tx *tx, const char *key)
+{
+    int64_t refs = 0, pins = 0;
+    int rc = sq_tx_blob_lock(tx, key, &refs, &pins);
+
+    if (rc == OK)
+        return E_EXISTS;
+    return rc == E_NOTFOUND ? OK : rc;
+}
+
+static int sq_tx_blob_drop(struct meta_tx *tx, const char *key)
+{
+    struct sq_conn *w = tx->conn;
+
+    sq_bind_text(w->st[ST_BLOB_DROP], 1, key);
+    return sq_exec(w, ST_BLOB_DROP, "blob drop");
+}
+
+static int sq_tx_job_insert(struct meta_tx *tx, const char *kind, const char *payload,
+                            int64_t delay_ms)
+{
+    return sq_job_insert(tx->conn, kind, payload, delay_ms);
+}
+
+static const struct meta_tx_ops sq_tx_ops = {
+    .write = sq_tx_write,
+    .image_inserted = NULL,
+    .image_insert = sq_tx_image_insert,
+    .image_mark_deleted = sq_tx_image_mark_deleted,
+    .image_live = sq_tx_image_live,
+    .variant_insert = sq_tx_variant_insert,
+    .variant_count = sq_tx_variant_count,
+    .variants_drop = sq_tx_variants_drop,
+    .variants_drop_dead = sq_tx_variants_drop_dead,
+    .blob_ref = sq_tx_blob_ref,
+    .blob_unref = sq_tx_blob_unref,
+    .blob_pin = sq_tx_blob_pin,
+    .blob_unpin = sq_tx_blob_unpin,
+    .blob_unpin_stale = sq_tx_blob_unpin_stale,
+    .blob_lock = sq_tx_blob_lock,
+    .blob_claim = sq_tx_blob_claim,
+    .blob_drop = sq_tx_blob_drop,
+    .job_insert = sq_tx_job_insert,
+};
 
 /* ---- reads: one statement on a pooled reader connection ---- */
 
@@ -988,92 +1071,6 @@ static int sq_setting_set(void *be, const char *name, const char *value)
 
 /* ---- blob pins, release and the job queue: writes on the writer ---- */
 
-static int sq_blob_pin(void *be, const char *key, uint64_t bytes)
-{
-    struct sq *s = be;
-    struct sq_conn *w = &s->writer;
-    sqlite3_stmt *st = w->st[ST_BLOB_PIN];
-    int rc = sq_begin(s);
-
-    if (rc != OK)
-        goto out;
-    sq_bind_text(st, 1, key);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)bytes);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)time(NULL));
-    rc = sq_exec(w, ST_BLOB_PIN, "blob pin");
-out:
-    return sq_end(s, rc);
-}
-
-static int sq_blob_unpin(void *be, const char *key)
-{
-    struct sq *s = be;
-    struct sq_conn *w = &s->writer;
-    sqlite3_stmt *st = w->st[ST_BLOB_UNPIN];
-    int64_t refs = -1, pins = -1;
-    int rc = sq_begin(s);
-    int src;
-
-    if (rc != OK)
-        goto out;
-    sq_bind_text(st, 1, key);
-    src = sqlite3_step(st);
-    if (src == SQLITE_ROW) {
-        refs = sqlite3_column_int64(st, 0);
-        pins = sqlite3_column_int64(st, 1);
-        src = sqlite3_step(st);
-    }
-    sq_reset(st);
-    if (src != SQLITE_DONE) {
-        rc = sq_fail(w->db, src, "blob unpin");
-        goto out;
-    }
-    if (refs < 0) {
-        log_warn("meta", "blob '%s' was not pinned", key);
-        goto out;
-    }
-    if (refs == 0 && pins == 0)
-        rc = sq_job_insert(w, META_JOB_RELEASE, key, 0);
-out:
-    return sq_end(s, rc);
-}
-
-static int sq_blob_release(void *be, const char *key, meta_release_fn *fn, void *arg)
-{
-    struct sq *s = be;
-    struct sq_conn *w = &s->writer;
-    sqlite3_stmt *st = w->st[ST_BLOB_STATE];
-    int rc = sq_begin(s); /* the write lock: no pin or reference can be taken meanwhile */
-    int src;
-
-    if (rc != OK)
-        goto out;
-    sq_bind_text(st, 1, key);
-    src = sqlite3_step(st);
-    if (src == SQLITE_DONE) {
-        sq_reset(st);
-        goto out; /* already released */
-    }
-    if (src != SQLITE_ROW) {
-        sq_reset(st);
-        rc = sq_fail(w->db, src, "blob state");
-        goto out;
-    }
-    if (sqlite3_column_int64(st, 0) != 0 || sqlite3_column_int64(st, 1) != 0) {
-        sq_reset(st);
-        rc = E_EXISTS;
-        goto out;
-    }
-    sq_reset(st);
-    rc = fn(arg, key);
-    if (rc != OK)
-        goto out;
-    sq_bind_text(w->st[ST_BLOB_DROP], 1, key);
-    rc = sq_exec(w, ST_BLOB_DROP, "blob drop");
-out:
-    return sq_end_as(s, rc, E_EXISTS);
-}
-
 /* ---- garbage collection ---- */
 
 static void sq_col_blob(sqlite3_stmt *st, struct meta_blob *b)
@@ -1175,120 +1172,6 @@ out:
     if (r != NULL)
         sq_reader_put(s, r);
     *n = rc == OK ? got : 0;
-    return rc;
-}
-
-static int sq_blob_unpin_stale(void *be, int64_t pinned_before, int64_t *n)
-{
-    struct sq *s = be;
-    struct sq_conn *w = &s->writer;
-    sqlite3_stmt *st = w->st[ST_BLOB_UNPIN_STALE];
-    char(*keys)[SHA256_HEX] = NULL; /* the keys left unreferenced */
-    size_t nkeys = 0, cap = 0;
-    int64_t reset = 0;
-    int rc = sq_begin(s);
-    int src;
-
-    if (rc != OK)
-        goto out;
-    sqlite3_bind_int64(st, 1, pinned_before);
-    /* Collect the keys first: RETURNING rows are read before other statements run. */
-    for (;;) {
-        src = sqlite3_step(st);
-        if (src != SQLITE_ROW)
-            break;
-        reset++;
-        if (sqlite3_column_int64(st, 1) != 0)
-            continue;
-        if (nkeys == cap) {
-            cap = cap ? 2 * cap : 16;
-            keys = xrealloc(keys, cap * sizeof(*keys));
-        }
-        sq_col_text(st, 0, keys[nkeys++], SHA256_HEX);
-    }
-    sq_reset(st);
-    if (src != SQLITE_DONE) {
-        rc = sq_fail(w->db, src, "blob unpin stale");
-        goto out;
-    }
-    for (size_t i = 0; i < nkeys && rc == OK; i++)
-        rc = sq_job_insert(w, META_JOB_RELEASE, keys[i], 0);
-out:
-    rc = sq_end(s, rc);
-    *n = rc == OK ? reset : 0;
-    free(keys);
-    return rc;
-}
-
-/*
- * The write transaction is the claim: SQLite has one writer per database, so
- * no pin (in this process or another) can create key's row until fn is done.
- */
-static int sq_blob_collect_orphan(void *be, const char *key, meta_release_fn *fn, void *arg)
-{
-    struct sq *s = be;
-    struct sq_conn *w = &s->writer;
-    sqlite3_stmt *st = w->st[ST_BLOB_STATE];
-    int rc = sq_begin(s);
-    int src;
-
-    if (rc != OK)
-        goto out;
-    sq_bind_text(st, 1, key);
-    src = sqlite3_step(st);
-    sq_reset(st);
-    if (src == SQLITE_ROW) {
-        rc = E_EXISTS; /* pinned or referenced meanwhile: not an orphan */
-        goto out;
-    }
-    if (src != SQLITE_DONE) {
-        rc = sq_fail(w->db, src, "blob state");
-        goto out;
-    }
-    rc = fn(arg, key);
-out:
-    return sq_end_as(s, rc, E_EXISTS);
-}
-
-static int sq_variants_drop_dead(void *be, size_t limit, int64_t *n, uint64_t *bytes)
-{
-    struct sq *s = be;
-    struct sq_conn *w = &s->writer;
-    sqlite3_stmt *st = w->st[ST_VARIANTS_DROP_DEAD];
-    char(*keys)[SHA256_HEX] = NULL;
-    size_t nkeys = 0, cap = 0;
-    uint64_t sum = 0;
-    int rc = sq_begin(s);
-    int src;
-
-    if (rc != OK)
-        goto out;
-    sqlite3_bind_int64(st, 1, limit > INT_MAX ? INT_MAX : (sqlite3_int64)limit);
-    for (;;) {
-        src = sqlite3_step(st);
-        if (src != SQLITE_ROW)
-            break;
-        if (nkeys == cap) {
-            cap = cap ? 2 * cap : 16;
-            keys = xrealloc(keys, cap * sizeof(*keys));
-        }
-        sq_col_text(st, 0, keys[nkeys++], SHA256_HEX);
-        sum += (uint64_t)sqlite3_column_int64(st, 1);
-    }
-    sq_reset(st);
-    if (src != SQLITE_DONE) {
-        rc = sq_fail(w->db, src, "variants drop dead");
-        goto out;
-    }
-    for (size_t i = 0; i < nkeys && rc == OK; i++) {
-        struct meta_released rel = {.n = 0};
-        rc = sq_blob_unref(w, keys[i], &rel);
-    }
-out:
-    rc = sq_end(s, rc);
-    *n = rc == OK ? (int64_t)nkeys : 0;
-    *bytes = rc == OK ? sum : 0;
-    free(keys);
     return rc;
 }
 
@@ -1472,27 +1355,19 @@ static void sq_close(void *be)
 
 static const struct meta_ops sq_ops = {
     .name = "sqlite",
+    .tx = &sq_tx_ops,
     .close = sq_close,
     .ping = sq_ping,
-    .image_insert = sq_image_insert,
     .image_get = sq_image_get,
     .image_list = sq_image_list,
-    .image_delete = sq_image_delete,
     .variant_get = sq_variant_get,
-    .variant_put = sq_variant_put,
     .blob_refs = sq_blob_refs,
     .image_count = sq_image_count,
     .setting_get = sq_setting_get,
     .setting_set = sq_setting_set,
-    .blob_pin = sq_blob_pin,
-    .blob_unpin = sq_blob_unpin,
-    .blob_release = sq_blob_release,
     .blob_get = sq_blob_get,
     .gc_count = sq_gc_count,
     .blob_list_unused = sq_blob_list_unused,
-    .blob_unpin_stale = sq_blob_unpin_stale,
-    .blob_collect_orphan = sq_blob_collect_orphan,
-    .variants_drop_dead = sq_variants_drop_dead,
     .job_purge_dead = sq_job_purge_dead,
     .job_enqueue = sq_job_enqueue,
     .job_claim = sq_job_claim,
