@@ -9,6 +9,7 @@
 #include "app/ring_follow.h"
 
 #include "app/ring_state.h"
+#include "core/codec.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -116,13 +117,7 @@ static void *rf_thread(void *arg)
         pthread_mutex_lock(&f->lock);
         if (f->stopping)
             break;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += f->poll_ms / 1000;
-        ts.tv_nsec += (long)(f->poll_ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        time_deadline(&ts, CLOCK_MONOTONIC, f->poll_ms);
         pthread_cond_timedwait(&f->wake, &f->lock, &ts);
     }
     pthread_mutex_unlock(&f->lock);

@@ -411,10 +411,7 @@ void cache_image_deleted(struct cache *c, const char *id)
         goto out;
     /* every subscriber (this process's too) acknowledges once its LRU dropped the id */
     struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    int64_t ns = until.tv_nsec + c->o.ack_timeout_ms * 1000000;
-    until.tv_sec += ns / 1000000000;
-    until.tv_nsec = ns % 1000000000;
+    time_deadline(&until, CLOCK_REALTIME, c->o.ack_timeout_ms);
     pthread_mutex_lock(&c->wait_lock);
     while (w->acks < receivers)
         if (pthread_cond_timedwait(&c->wait_cond, &c->wait_lock, &until) != 0)

@@ -36,4 +36,13 @@ int64_t time_now_us(void);
 /* time_mono_us returns a monotonic clock in microseconds. */
 int64_t time_mono_us(void);
 
+struct timespec;
+
+/*
+ * time_deadline sets *ts to clock (CLOCK_MONOTONIC, CLOCK_REALTIME) now plus
+ * ms milliseconds: the absolute time pthread_cond_timedwait wants (with a
+ * condition variable on that clock).
+ */
+void time_deadline(struct timespec *ts, int clock, int64_t ms);
+
 #endif

@@ -9,6 +9,7 @@
  */
 #include "jobs/jobs.h"
 
+#include "core/codec.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -89,13 +90,7 @@ static void *keeper_thread(void *arg)
 
     pthread_mutex_lock(&k->lock);
     while (!k->done) {
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += every / 1000;
-        ts.tv_nsec += (long)(every % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        time_deadline(&ts, CLOCK_MONOTONIC, every);
         if (pthread_cond_timedwait(&k->wake, &k->lock, &ts) == 0 || k->done)
             continue;
         pthread_mutex_unlock(&k->lock);
@@ -207,9 +202,7 @@ static void *jobs_thread(void *arg)
         pthread_mutex_lock(&j->lock);
         if (rc == OK || j->stopping)
             continue; /* more may be due */
-        ts.tv_nsec += (long)(j->o.poll_ms % 1000) * 1000000L;
-        ts.tv_sec += j->o.poll_ms / 1000 + ts.tv_nsec / 1000000000L;
-        ts.tv_nsec %= 1000000000L;
+        time_deadline(&ts, CLOCK_MONOTONIC, j->o.poll_ms);
         pthread_cond_timedwait(&j->wake, &j->lock, &ts);
     }
     pthread_mutex_unlock(&j->lock);

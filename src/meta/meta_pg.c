@@ -12,6 +12,7 @@
  * Every connection has connect_timeout and statement_timeout: a dead server
  * costs at most those, never a hang. PGresult never leaves this file.
  */
+#include "core/codec.h"
 #include "core/err.h"
 #include "core/hash.h"
 #include "core/log.h"
@@ -1590,10 +1591,7 @@ static void *pg_monitor(void *arg)
         struct timespec ts;
         pthread_mutex_unlock(&p->mlock);
         pg_probe_all(p);
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += (long)(every % 1000) * 1000000L;
-        ts.tv_sec += every / 1000 + ts.tv_nsec / 1000000000L;
-        ts.tv_nsec %= 1000000000L;
+        time_deadline(&ts, CLOCK_MONOTONIC, every);
         pthread_mutex_lock(&p->mlock);
         if (!p->stopping)
             pthread_cond_timedwait(&p->mwake, &p->mlock, &ts);

@@ -13,6 +13,7 @@
  * lock here) while refs and pins are both zero. The job queue has the same
  * semantics as on PostgreSQL: the single writer stands in for SKIP LOCKED.
  */
+#include "core/codec.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/xalloc.h"
@@ -509,13 +510,7 @@ static int sq_reader_get(struct sq *s, struct sq_conn **out)
     struct timespec deadline;
     int rc = OK;
 
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += SQ_ACQUIRE_MS / 1000;
-    deadline.tv_nsec += (long)(SQ_ACQUIRE_MS % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    time_deadline(&deadline, CLOCK_MONOTONIC, SQ_ACQUIRE_MS);
     pthread_mutex_lock(&s->rlock);
     while (s->nidle == 0) {
         if (pthread_cond_timedwait(&s->rfree, &s->rlock, &deadline) == ETIMEDOUT && s->nidle == 0) {
