@@ -8,13 +8,13 @@
  */
 #include "cache/cache.h"
 
-#include "cache/lru.h"
 #include "cache/rcluster.h"
 #include "core/codec.h"
 #include "core/crypto.h"
 #include "core/err.h"
 #include "core/ident.h"
 #include "core/log.h"
+#include "core/lru.h"
 #include "core/metrics.h"
 #include "core/strbuf.h"
 #include "core/xalloc.h"

@@ -9,9 +9,9 @@
 #include <stdint.h>
 // cmocka needs the above first
 #include "cache/cache.h"
-#include "cache/lru.h"
 #include "cache/rcluster.h"
 #include "core/err.h"
+#include "core/lru.h"
 #include "meta/meta.h"
 
 #include <cmocka.h>

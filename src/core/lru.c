@@ -5,7 +5,7 @@
  * Invariant: a stripe's entries are exactly those on its recency list and in
  * its table; free entries are on its free list; all under the stripe lock.
  */
-#include "cache/lru.h"
+#include "core/lru.h"
 
 #include "core/hash.h"
 #include "core/xalloc.h"

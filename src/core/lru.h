@@ -8,8 +8,8 @@
  * only replaced by a forced put, so a slow reader cannot re-fill a value an
  * invalidation removed.
  */
-#ifndef CACHE_LRU_H
-#define CACHE_LRU_H
+#ifndef CORE_LRU_H
+#define CORE_LRU_H
 
 #include <stdbool.h>
 #include <stddef.h>
