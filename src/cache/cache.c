@@ -8,13 +8,13 @@
  */
 #include "cache/cache.h"
 
-#include "cache/lru.h"
 #include "cache/rcluster.h"
 #include "core/codec.h"
 #include "core/crypto.h"
 #include "core/err.h"
 #include "core/ident.h"
 #include "core/log.h"
+#include "core/lru.h"
 #include "core/metrics.h"
 #include "core/strbuf.h"
 #include "core/xalloc.h"
@@ -234,7 +234,10 @@ int cache_new(const struct cache_opts *o, struct cache **out)
         }
     }
     if (o->lru_entries > 0 && (c->rc != NULL || o->local_deletes_only))
-        c->lru = lru_new((size_t)o->lru_entries, sizeof(struct image_rec));
+        c->lru = lru_new(&(struct lru_opts){
+            .max_entries = (size_t)o->lru_entries,
+            .value_size = sizeof(struct image_rec),
+        });
     if (c->rc != NULL) {
         rc = rcluster_subscribe(c->rc, o->channel, cache_on_msg, cache_on_state, c, &c->sub);
         if (rc != OK)

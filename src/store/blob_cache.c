@@ -8,12 +8,18 @@
  * through this store is dropped from it too. Invariant: used <= cap after
  * every insertion (least recently used copies are removed first); the cache
  * directory is emptied at start, so a crash leaves nothing to trust.
+ *
+ * The index is core/lru with one stripe, weighed in bytes, so the bound is
+ * exact. Files are unlinked after the LRU's lock is released; a copy written
+ * again in that window can lose its file, and the next read then finds it
+ * missing and fetches it anew, as for any copy that vanished.
  */
 #include "store/blob_cache.h"
 
 #include "core/crypto.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/lru.h"
 #include "core/metrics.h"
 #include "core/xalloc.h"
 #include "store/blob_int.h"
@@ -22,30 +28,17 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define BC_BUCKETS 65536
-
-struct bc_entry {
-    char key[SHA256_HEX];
-    uint64_t size;
-    struct bc_entry *hnext;       /* bucket chain */
-    struct bc_entry *prev, *next; /* LRU list: head is the most recently used */
-};
-
 struct bc {
     struct blob_store *inner;
     char *root;
     uint64_t cap;
-    uint64_t used;
-    pthread_mutex_t lock;
-    struct bc_entry *bucket[BC_BUCKETS];
-    struct bc_entry *head, *tail;
+    struct lru *lru; /* key -> size, weighed in bytes, one stripe: used <= cap exactly */
 };
 
 static struct metric m_hits = {"tessera_blob_cache_hits_total",
@@ -58,68 +51,27 @@ static struct metric m_evictions = {"tessera_blob_cache_evictions_total",
                                     "Blobs removed from the local cache to stay under its size.",
                                     "counter", 0};
 
-static unsigned bc_hash(const char *key)
-{
-    /* the key is uniform hex: its first four digits are a fine bucket index */
-    unsigned h = 0;
-
-    for (int i = 0; i < 4; i++)
-        h = h << 4 | (unsigned)(key[i] <= '9' ? key[i] - '0' : key[i] - 'a' + 10);
-    return h % BC_BUCKETS;
-}
-
 static void bc_path(const struct bc *c, const char *key, char *buf, size_t cap)
 {
     snprintf(buf, cap, "%s/%.2s/%s", c->root, key, key);
 }
 
-static struct bc_entry *bc_find(struct bc *c, const char *key)
+/* bc_unlink removes key's copy; a cache file that is already gone is fine. */
+static void bc_unlink(struct bc *c, const char *key)
 {
-    for (struct bc_entry *e = c->bucket[bc_hash(key)]; e != NULL; e = e->hnext) {
-        if (memcmp(e->key, key, SHA256_HEX - 1) == 0)
-            return e;
-    }
-    return NULL;
-}
-
-static void bc_lru_unlink(struct bc *c, struct bc_entry *e)
-{
-    if (e->prev != NULL)
-        e->prev->next = e->next;
-    else
-        c->head = e->next;
-    if (e->next != NULL)
-        e->next->prev = e->prev;
-    else
-        c->tail = e->prev;
-    e->prev = e->next = NULL;
-}
-
-static void bc_lru_push(struct bc *c, struct bc_entry *e)
-{
-    e->prev = NULL;
-    e->next = c->head;
-    if (c->head != NULL)
-        c->head->prev = e;
-    c->head = e;
-    if (c->tail == NULL)
-        c->tail = e;
-}
-
-/* bc_remove drops e from the index and the LRU and removes its file; lock held. */
-static void bc_remove(struct bc *c, struct bc_entry *e)
-{
-    struct bc_entry **pp = &c->bucket[bc_hash(e->key)];
     char path[4200];
 
-    while (*pp != e)
-        pp = &(*pp)->hnext;
-    *pp = e->hnext;
-    bc_lru_unlink(c, e);
-    c->used -= e->size;
-    bc_path(c, e->key, path, sizeof(path));
+    bc_path(c, key, path, sizeof(path));
     unlink(path);
-    free(e);
+}
+
+/* bc_evicted is the LRU's evict function: it runs outside the LRU's lock. */
+static void bc_evicted(void *arg, const char *key, const void *value, uint64_t weight)
+{
+    (void)value;
+    (void)weight;
+    bc_unlink(arg, key);
+    metric_add(&m_evictions, 1);
 }
 
 /* bc_copy copies size bytes of fd (from offset 0, fd's offset untouched) to a cache file. */
@@ -173,19 +125,9 @@ static int bc_open(void *be, const char *key, int *fd, uint64_t *size)
     struct bc *c = be;
     char path[4200];
     struct stat st;
-    struct bc_entry *e;
-    bool cached;
     int rc;
 
-    pthread_mutex_lock(&c->lock);
-    e = bc_find(c, key);
-    cached = e != NULL;
-    if (cached) {
-        bc_lru_unlink(c, e);
-        bc_lru_push(c, e);
-    }
-    pthread_mutex_unlock(&c->lock);
-    if (cached) {
+    if (lru_get(c->lru, key, 0, size) == LRU_VALUE) {
         bc_path(c, key, path, sizeof(path));
         *fd = open(path, O_RDONLY | O_CLOEXEC);
         if (*fd >= 0 && fstat(*fd, &st) == 0) {
@@ -203,35 +145,18 @@ static int bc_open(void *be, const char *key, int *fd, uint64_t *size)
         return rc;
     if (bc_copy(c, key, *fd, *size) != OK)
         return OK; /* the read itself succeeded: serve it uncached */
-    pthread_mutex_lock(&c->lock);
-    if (bc_find(c, key) == NULL) {
-        e = xcalloc(1, sizeof(*e));
-        memcpy(e->key, key, SHA256_HEX);
-        e->size = *size;
-        e->hnext = c->bucket[bc_hash(key)];
-        c->bucket[bc_hash(key)] = e;
-        bc_lru_push(c, e);
-        c->used += e->size;
-        while (c->used > c->cap && c->tail != NULL && c->tail != e) {
-            bc_remove(c, c->tail);
-            metric_add(&m_evictions, 1);
-        }
-    }
-    atomic_store(&m_bytes.value, (int64_t)c->used);
-    pthread_mutex_unlock(&c->lock);
+    /* refused only past the bounds, which size <= cap / 8 keeps clear: keep nothing unindexed */
+    if (!lru_put_weighted(c->lru, key, size, *size, LRU_NEVER, 0, true))
+        bc_unlink(c, key);
+    atomic_store(&m_bytes.value, (int64_t)lru_weight(c->lru));
     return OK;
 }
 
 static void bc_forget(struct bc *c, const char *key)
 {
-    struct bc_entry *e;
-
-    pthread_mutex_lock(&c->lock);
-    e = bc_find(c, key);
-    if (e != NULL)
-        bc_remove(c, e);
-    atomic_store(&m_bytes.value, (int64_t)c->used);
-    pthread_mutex_unlock(&c->lock);
+    if (lru_del(c->lru, key))
+        bc_unlink(c, key);
+    atomic_store(&m_bytes.value, (int64_t)lru_weight(c->lru));
 }
 
 static int bc_del(void *be, const char *key)
@@ -278,16 +203,8 @@ static void bc_free(void *be)
 
     if (c == NULL)
         return;
-    for (size_t i = 0; i < BC_BUCKETS; i++) {
-        struct bc_entry *e = c->bucket[i];
-        while (e != NULL) {
-            struct bc_entry *next = e->hnext;
-            free(e);
-            e = next;
-        }
-    }
+    lru_free(c->lru);
     blob_store_free(c->inner);
-    pthread_mutex_destroy(&c->lock);
     free(c->root);
     free(c);
 }
@@ -334,7 +251,14 @@ int blob_cache_open(struct blob_store *inner, const char *dir, uint64_t cap,
     c->inner = inner;
     c->root = xstrdup(dir);
     c->cap = cap;
-    pthread_mutex_init(&c->lock, NULL);
+    c->lru = lru_new(&(struct lru_opts){
+        .max_weight = cap,
+        .value_size = sizeof(uint64_t),
+        .key_max = SHA256_HEX,
+        .stripes = 1,
+        .evict = bc_evicted,
+        .evict_arg = c,
+    });
     metric_register(&m_hits);
     metric_register(&m_misses);
     metric_register(&m_bytes);

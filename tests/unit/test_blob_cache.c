@@ -1,6 +1,7 @@
 /*
  * test_blob_cache.c - the local blob cache in front of a store: hits, misses,
- * deletes, eviction under its size, blobs too large to keep.
+ * deletes, eviction under its size (alone and with concurrent readers), its
+ * tessera_blob_cache_* metrics, blobs too large to keep.
  *
  * The inner store is a file:// store standing in for the remote shards: the
  * cache does not care what it wraps.
@@ -13,11 +14,15 @@
 #include "core/codec.h"
 #include "core/crypto.h"
 #include "core/err.h"
+#include "core/metrics.h"
+#include "core/strbuf.h"
 #include "store/blob.h"
 #include "store/blob_cache.h"
 
 #include <cmocka.h>
+#include <dirent.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,6 +172,122 @@ static void test_eviction_stays_under_cap(void **state)
     read_back(f, keys[0], 'c', 7 * 1024);
 }
 
+/* metric_value returns the value of the unlabelled metric name as rendered for a scrape. */
+static int64_t metric_value(const char *name)
+{
+    struct strbuf sb;
+    char pat[128];
+    const char *p;
+    long long v = -1;
+
+    strbuf_init(&sb, 1 << 20);
+    metrics_render(&sb);
+    snprintf(pat, sizeof(pat), "\n%s ", name);
+    p = strstr(sb.buf, pat);
+    assert_non_null(p);
+    assert_int_equal(sscanf(p + strlen(pat), "%lld", &v), 1);
+    strbuf_release(&sb);
+    return v;
+}
+
+/* cached_bytes sums the sizes of the copies in the cache directory (tmp/ aside). */
+static uint64_t cached_bytes(const struct fixture *f)
+{
+    uint64_t sum = 0;
+    DIR *top = opendir(f->cache);
+    struct dirent *d;
+
+    assert_non_null(top);
+    while ((d = readdir(top)) != NULL) {
+        char sub[1024];
+        DIR *dd;
+        struct dirent *e;
+
+        if (d->d_name[0] == '.' || strcmp(d->d_name, "tmp") == 0)
+            continue;
+        snprintf(sub, sizeof(sub), "%s/%s", f->cache, d->d_name);
+        dd = opendir(sub);
+        if (dd == NULL)
+            continue;
+        while ((e = readdir(dd)) != NULL) {
+            char path[2048];
+            struct stat st;
+
+            snprintf(path, sizeof(path), "%s/%s", sub, e->d_name);
+            if (e->d_name[0] != '.' && stat(path, &st) == 0)
+                sum += (uint64_t)st.st_size;
+        }
+        closedir(dd);
+    }
+    closedir(top);
+    return sum;
+}
+
+static void test_metrics(void **state)
+{
+    struct fixture *f = *state;
+    char keys[12][SHA256_HEX];
+    int64_t hits0 = metric_value("tessera_blob_cache_hits_total");
+    int64_t misses0 = metric_value("tessera_blob_cache_misses_total");
+    int64_t evictions0 = metric_value("tessera_blob_cache_evictions_total");
+
+    for (int i = 0; i < 12; i++) {
+        put_bytes(f, (char)('A' + i), 7 * 1024, keys[i]);
+        read_back(f, keys[i], (char)('A' + i), 7 * 1024);
+    }
+    /* 64 KiB hold 9 copies of 7 KiB: 3 were evicted, and their files are gone */
+    assert_int_equal(metric_value("tessera_blob_cache_misses_total") - misses0, 12);
+    assert_int_equal(metric_value("tessera_blob_cache_evictions_total") - evictions0, 3);
+    assert_int_equal(metric_value("tessera_blob_cache_bytes"), 9 * 7 * 1024);
+    assert_int_equal(cached_bytes(f), 9 * 7 * 1024);
+    read_back(f, keys[11], 'A' + 11, 7 * 1024);
+    assert_int_equal(metric_value("tessera_blob_cache_hits_total") - hits0, 1);
+    /* a delete drops the copy and its bytes, and is not an eviction */
+    assert_int_equal(blob_delete(f->bs, keys[11]), OK);
+    assert_int_equal(metric_value("tessera_blob_cache_bytes"), 8 * 7 * 1024);
+    assert_int_equal(cached_bytes(f), 8 * 7 * 1024);
+    assert_int_equal(metric_value("tessera_blob_cache_evictions_total") - evictions0, 3);
+}
+
+struct reader {
+    struct fixture *f;
+    char (*keys)[SHA256_HEX];
+    int nkeys;
+    int seed;
+};
+
+static void *reader_main(void *arg)
+{
+    struct reader *r = arg;
+
+    for (int i = 0; i < 60; i++) {
+        int k = (i * 7 + r->seed * 13) % r->nkeys;
+        read_back(r->f, r->keys[k], (char)('a' + k), 5 * 1024 + (size_t)k);
+    }
+    return NULL;
+}
+
+static void test_concurrent_readers_stay_under_cap(void **state)
+{
+    struct fixture *f = *state;
+    char keys[20][SHA256_HEX];
+    struct reader r[4];
+    pthread_t t[4];
+
+    for (int i = 0; i < 20; i++)
+        put_bytes(f, (char)('a' + i), 5 * 1024 + (size_t)i, keys[i]);
+    for (int i = 0; i < 4; i++) {
+        r[i] = (struct reader){f, keys, 20, i};
+        pthread_create(&t[i], NULL, reader_main, &r[i]);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    /* on disk never more than accounted, accounted never more than the cap */
+    assert_true(cached_bytes(f) <= (uint64_t)metric_value("tessera_blob_cache_bytes"));
+    assert_true(metric_value("tessera_blob_cache_bytes") <= 64 * 1024);
+    assert_true(cached_bytes(f) > 0);
+}
+
 static void test_large_blob_not_kept(void **state)
 {
     struct fixture *f = *state;
@@ -192,6 +313,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_miss_then_hit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete_drops_copy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_eviction_stays_under_cap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_readers_stay_under_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_blob_not_kept, setup, teardown),
         cmocka_unit_test(test_bad_arguments),
     };

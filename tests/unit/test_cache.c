@@ -1,7 +1,7 @@
 /*
  * test_cache.c - the cache module without servers: CRC16 and hash slots (the
  * Redis Cluster spec's vectors and hash-tag rules), MOVED/ASK and address
- * parsing, LRU eviction, TTL and tombstones, and the Redis value encoding.
+ * parsing, and the Redis value encoding (the LRU is tested in test_core.c).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,13 +9,11 @@
 #include <stdint.h>
 // cmocka needs the above first
 #include "cache/cache.h"
-#include "cache/lru.h"
 #include "cache/rcluster.h"
 #include "core/err.h"
 #include "meta/meta.h"
 
 #include <cmocka.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -144,122 +142,6 @@ static void test_down_node_fails_fast(void **state)
     rcluster_free(rc);
 }
 
-static void test_lru_basic_ttl(void **state)
-{
-    struct lru *l = lru_new(4, sizeof(int));
-    int v = 7, out = 0;
-    (void)state;
-
-    assert_int_equal(lru_get(l, "a", 0, &out), LRU_MISS);
-    assert_true(lru_put(l, "a", &v, 100, 0, false));
-    assert_int_equal(lru_get(l, "a", 50, &out), LRU_VALUE);
-    assert_int_equal(out, 7);
-    assert_int_equal(lru_get(l, "a", 100, &out), LRU_MISS); /* expired at 100 */
-    assert_int_equal(lru_count(l), 0);
-    char longkey[LRU_KEY_MAX + 1];
-    memset(longkey, 'k', LRU_KEY_MAX);
-    longkey[LRU_KEY_MAX] = '\0';
-    assert_false(lru_put(l, longkey, &v, 100, 0, false));
-    lru_free(l);
-    lru_free(NULL);
-}
-
-static void test_lru_eviction(void **state)
-{
-    struct lru *l = lru_new(3, sizeof(int));
-    int out = 0;
-    (void)state;
-
-    for (int i = 0; i < 3; i++) {
-        char k[16];
-        snprintf(k, sizeof(k), "k%d", i);
-        lru_put(l, k, &i, 1000, 0, false);
-    }
-    assert_int_equal(lru_get(l, "k0", 1, &out), LRU_VALUE); /* k0 now most recent */
-    int four = 4;
-    lru_put(l, "k3", &four, 1000, 1, false); /* evicts k1, the least recent */
-    assert_int_equal(lru_count(l), 3);
-    assert_int_equal(lru_get(l, "k1", 2, &out), LRU_MISS);
-    assert_int_equal(lru_get(l, "k0", 2, &out), LRU_VALUE);
-    assert_int_equal(lru_get(l, "k2", 2, &out), LRU_VALUE);
-    assert_int_equal(lru_get(l, "k3", 2, &out), LRU_VALUE);
-    assert_int_equal(out, 4);
-    lru_del(l, "k3");
-    assert_int_equal(lru_get(l, "k3", 2, &out), LRU_MISS);
-    lru_clear(l);
-    assert_int_equal(lru_count(l), 0);
-    lru_free(l);
-
-    /* a large LRU (striped) stays within its bound */
-    l = lru_new(2048, sizeof(int));
-    for (int i = 0; i < 10000; i++) {
-        char k[16];
-        snprintf(k, sizeof(k), "id%d", i);
-        lru_put(l, k, &i, 1000, 0, false);
-    }
-    assert_true(lru_count(l) <= 2048);
-    assert_true(lru_count(l) >= 2000);
-    assert_int_equal(lru_get(l, "id9999", 1, &out), LRU_VALUE);
-    lru_free(l);
-}
-
-static void test_lru_tombstone(void **state)
-{
-    struct lru *l = lru_new(8, sizeof(int));
-    int v = 1, out = 0;
-    (void)state;
-
-    lru_put(l, "x", &v, 1000, 0, false);
-    assert_true(lru_put(l, "x", NULL, 500, 0, true)); /* the invalidation */
-    assert_int_equal(lru_get(l, "x", 1, &out), LRU_GONE);
-    assert_false(lru_put(l, "x", &v, 1000, 1, false)); /* a late fill is refused */
-    assert_int_equal(lru_get(l, "x", 2, &out), LRU_GONE);
-    assert_true(lru_put(l, "x", &v, 1000, 600, false)); /* after the tombstone expired */
-    assert_int_equal(lru_get(l, "x", 601, &out), LRU_VALUE);
-    lru_free(l);
-}
-
-struct hammer {
-    struct lru *l;
-    int seed;
-};
-
-static void *hammer_main(void *arg)
-{
-    struct hammer *h = arg;
-    int out;
-
-    for (int i = 0; i < 20000; i++) {
-        char k[16];
-        int v = (i * 7 + h->seed) % 3000;
-        snprintf(k, sizeof(k), "h%d", v);
-        if (lru_get(h->l, k, 1, &out) == LRU_VALUE)
-            assert_int_equal(out, v);
-        else
-            lru_put(h->l, k, &v, 1000, 1, false);
-        if (i % 1000 == 0)
-            lru_put(h->l, k, NULL, 1000, 1, true);
-    }
-    return NULL;
-}
-
-static void test_lru_threads(void **state)
-{
-    struct hammer h[4];
-    pthread_t t[4];
-    (void)state;
-
-    struct lru *l = lru_new(1024, sizeof(int));
-    for (int i = 0; i < 4; i++) {
-        h[i] = (struct hammer){l, i};
-        pthread_create(&t[i], NULL, hammer_main, &h[i]);
-    }
-    for (int i = 0; i < 4; i++)
-        pthread_join(t[i], NULL);
-    assert_true(lru_count(l) <= 1024);
-    lru_free(l);
-}
-
 static void test_value_codec(void **state)
 {
     struct image_rec r, back;
@@ -307,10 +189,6 @@ int main(void)
         cmocka_unit_test(test_redirects),
         cmocka_unit_test(test_seed_list),
         cmocka_unit_test(test_down_node_fails_fast),
-        cmocka_unit_test(test_lru_basic_ttl),
-        cmocka_unit_test(test_lru_eviction),
-        cmocka_unit_test(test_lru_tombstone),
-        cmocka_unit_test(test_lru_threads),
         cmocka_unit_test(test_value_codec),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,5 +1,6 @@
 /*
- * test_core.c - unit tests of core/: codec (hex, base64url, dates), ident, strbuf.
+ * test_core.c - unit tests of core/: codec (hex, base64url, dates), ident, strbuf,
+ * and the LRU (entry and weight bounds, TTLs, tombstones, eviction callbacks, threads).
  *
  * Pins the encodings byte for byte (RFC 4648 vectors, RFC 7231 dates) and
  * every reject path of the decoders and validators that see client input.
@@ -11,9 +12,11 @@
 #include "core/codec.h"
 #include "core/err.h"
 #include "core/ident.h"
+#include "core/lru.h"
 #include "core/strbuf.h"
 
 #include <cmocka.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -427,6 +430,302 @@ static void test_strbuf_binary(void **state)
     strbuf_release(&sb);
 }
 
+/* --- lru --- */
+
+/* lru_new_entries makes an LRU of n ints bounded by entries only, as the metadata cache uses it. */
+static struct lru *lru_new_entries(size_t n)
+{
+    return lru_new(&(struct lru_opts){.max_entries = n, .value_size = sizeof(int)});
+}
+
+static void test_lru_basic_ttl(void **state)
+{
+    struct lru *l = lru_new_entries(4);
+    int v = 7, out = 0;
+    (void)state;
+
+    assert_int_equal(lru_get(l, "a", 0, &out), LRU_MISS);
+    assert_true(lru_put(l, "a", &v, 100, 0, false));
+    assert_int_equal(lru_get(l, "a", 50, &out), LRU_VALUE);
+    assert_int_equal(out, 7);
+    assert_int_equal(lru_get(l, "a", 100, &out), LRU_MISS); /* expired at 100 */
+    assert_int_equal(lru_count(l), 0);
+    char longkey[LRU_KEY_MAX + 1];
+    memset(longkey, 'k', LRU_KEY_MAX);
+    longkey[LRU_KEY_MAX] = '\0';
+    assert_false(lru_put(l, longkey, &v, 100, 0, false));
+    lru_free(l);
+    lru_free(NULL);
+}
+
+static void test_lru_eviction(void **state)
+{
+    struct lru *l = lru_new_entries(3);
+    int out = 0;
+    (void)state;
+
+    for (int i = 0; i < 3; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "k%d", i);
+        lru_put(l, k, &i, 1000, 0, false);
+    }
+    assert_int_equal(lru_get(l, "k0", 1, &out), LRU_VALUE); /* k0 now most recent */
+    int four = 4;
+    lru_put(l, "k3", &four, 1000, 1, false); /* evicts k1, the least recent */
+    assert_int_equal(lru_count(l), 3);
+    assert_int_equal(lru_get(l, "k1", 2, &out), LRU_MISS);
+    assert_int_equal(lru_get(l, "k0", 2, &out), LRU_VALUE);
+    assert_int_equal(lru_get(l, "k2", 2, &out), LRU_VALUE);
+    assert_int_equal(lru_get(l, "k3", 2, &out), LRU_VALUE);
+    assert_int_equal(out, 4);
+    lru_del(l, "k3");
+    assert_int_equal(lru_get(l, "k3", 2, &out), LRU_MISS);
+    lru_clear(l);
+    assert_int_equal(lru_count(l), 0);
+    lru_free(l);
+
+    /* a large LRU (striped) stays within its bound */
+    l = lru_new_entries(2048);
+    for (int i = 0; i < 10000; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "id%d", i);
+        lru_put(l, k, &i, 1000, 0, false);
+    }
+    assert_true(lru_count(l) <= 2048);
+    assert_true(lru_count(l) >= 2000);
+    assert_int_equal(lru_get(l, "id9999", 1, &out), LRU_VALUE);
+    lru_free(l);
+}
+
+static void test_lru_tombstone(void **state)
+{
+    struct lru *l = lru_new_entries(8);
+    int v = 1, out = 0;
+    (void)state;
+
+    lru_put(l, "x", &v, 1000, 0, false);
+    assert_true(lru_put(l, "x", NULL, 500, 0, true)); /* the invalidation */
+    assert_int_equal(lru_get(l, "x", 1, &out), LRU_GONE);
+    assert_false(lru_put(l, "x", &v, 1000, 1, false)); /* a late fill is refused */
+    assert_int_equal(lru_get(l, "x", 2, &out), LRU_GONE);
+    assert_true(lru_put(l, "x", &v, 1000, 600, false)); /* after the tombstone expired */
+    assert_int_equal(lru_get(l, "x", 601, &out), LRU_VALUE);
+    lru_free(l);
+}
+
+struct hammer {
+    struct lru *l;
+    int seed;
+};
+
+static void *hammer_main(void *arg)
+{
+    struct hammer *h = arg;
+    int out;
+
+    for (int i = 0; i < 20000; i++) {
+        char k[16];
+        int v = (i * 7 + h->seed) % 3000;
+        snprintf(k, sizeof(k), "h%d", v);
+        if (lru_get(h->l, k, 1, &out) == LRU_VALUE)
+            assert_int_equal(out, v);
+        else
+            lru_put(h->l, k, &v, 1000, 1, false);
+        if (i % 1000 == 0)
+            lru_put(h->l, k, NULL, 1000, 1, true);
+    }
+    return NULL;
+}
+
+static void test_lru_threads(void **state)
+{
+    struct hammer h[4];
+    pthread_t t[4];
+    (void)state;
+
+    struct lru *l = lru_new_entries(1024);
+    for (int i = 0; i < 4; i++) {
+        h[i] = (struct hammer){l, i};
+        pthread_create(&t[i], NULL, hammer_main, &h[i]);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    assert_true(lru_count(l) <= 1024);
+    lru_free(l);
+}
+
+struct evicted {
+    char keys[16][16];
+    uint64_t weights[16];
+    int values[16];
+    size_t n;
+    struct lru *l; /* to call back into */
+    size_t count_seen;
+};
+
+static void on_evict(void *arg, const char *key, const void *value, uint64_t weight)
+{
+    struct evicted *ev = arg;
+
+    assert_true(ev->n < 16);
+    snprintf(ev->keys[ev->n], sizeof(ev->keys[0]), "%s", key);
+    memcpy(&ev->values[ev->n], value, sizeof(int));
+    ev->weights[ev->n] = weight;
+    ev->n++;
+    ev->count_seen = lru_count(ev->l); /* the stripe lock is not held: this must not deadlock */
+}
+
+static void test_lru_weight_bound(void **state)
+{
+    struct evicted ev = {0};
+    struct lru *l = lru_new(&(struct lru_opts){
+        .max_weight = 100,
+        .value_size = sizeof(int),
+        .stripes = 1,
+        .evict = on_evict,
+        .evict_arg = &ev,
+    });
+    int out = 0;
+    (void)state;
+
+    ev.l = l;
+    for (int i = 0; i < 4; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "w%d", i);
+        assert_true(lru_put_weighted(l, k, &i, 30, LRU_NEVER, 0, true));
+    }
+    /* 4 x 30 > 100: the least recent (w0) went, with its value and weight */
+    assert_int_equal(lru_weight(l), 90);
+    assert_int_equal(lru_count(l), 3);
+    assert_int_equal(ev.n, 1);
+    assert_string_equal(ev.keys[0], "w0");
+    assert_int_equal(ev.values[0], 0);
+    assert_int_equal(ev.weights[0], 30);
+    assert_int_equal(ev.count_seen, 3);
+    assert_int_equal(lru_get(l, "w0", 0, &out), LRU_MISS);
+
+    /* a heavy entry evicts as many as it needs, least recent first, never itself */
+    assert_int_equal(lru_get(l, "w1", 0, &out), LRU_VALUE); /* w1 now most recent */
+    int big = 99;
+    assert_true(lru_put_weighted(l, "big", &big, 60, LRU_NEVER, 0, true));
+    assert_int_equal(ev.n, 3);
+    assert_string_equal(ev.keys[1], "w2");
+    assert_string_equal(ev.keys[2], "w3");
+    assert_int_equal(lru_weight(l), 90);
+    assert_int_equal(lru_get(l, "w1", 0, &out), LRU_VALUE);
+    assert_int_equal(out, 1);
+
+    /* replacing a key re-weighs it; an entry heavier than the bound is refused */
+    assert_true(lru_put_weighted(l, "big", &big, 70, LRU_NEVER, 0, true));
+    assert_int_equal(ev.n, 3);
+    assert_int_equal(lru_weight(l), 100);
+    assert_false(lru_put_weighted(l, "huge", &big, 101, LRU_NEVER, 0, true));
+    assert_int_equal(lru_get(l, "huge", 0, &out), LRU_MISS);
+    assert_int_equal(lru_weight(l), 100);
+
+    /* deletes, expiries and clears are not evictions */
+    assert_true(lru_del(l, "big"));
+    assert_false(lru_del(l, "big"));
+    assert_int_equal(lru_weight(l), 30);
+    assert_true(lru_put_weighted(l, "short", &big, 10, 5, 0, true));
+    assert_int_equal(lru_get(l, "short", 5, &out), LRU_MISS);
+    lru_clear(l);
+    assert_int_equal(lru_weight(l), 0);
+    assert_int_equal(ev.n, 3);
+    lru_free(l);
+}
+
+static void test_lru_both_bounds(void **state)
+{
+    struct evicted ev = {0};
+    struct lru *l = lru_new(&(struct lru_opts){
+        .max_entries = 2,
+        .max_weight = 1000,
+        .value_size = sizeof(int),
+        .evict = on_evict,
+        .evict_arg = &ev,
+    });
+    int v = 5;
+    (void)state;
+
+    ev.l = l;
+    /* light entries: the entry bound evicts */
+    assert_true(lru_put_weighted(l, "a", &v, 1, LRU_NEVER, 0, true));
+    assert_true(lru_put_weighted(l, "b", &v, 1, LRU_NEVER, 0, true));
+    assert_true(lru_put_weighted(l, "c", &v, 1, LRU_NEVER, 0, true));
+    assert_int_equal(ev.n, 1);
+    assert_string_equal(ev.keys[0], "a");
+    assert_int_equal(lru_count(l), 2);
+    /* a tombstone is an entry too; its value reaches the evict function zeroed */
+    assert_true(lru_put(l, "t", NULL, LRU_NEVER, 0, true));
+    assert_string_equal(ev.keys[1], "b");
+    assert_true(lru_put(l, "u", NULL, LRU_NEVER, 0, true));
+    assert_string_equal(ev.keys[2], "c");
+    assert_true(lru_put(l, "x", &v, LRU_NEVER, 0, true));
+    assert_string_equal(ev.keys[3], "t");
+    assert_int_equal(ev.values[3], 0);
+    assert_int_equal(ev.weights[3], 0);
+    lru_free(l);
+}
+
+static void test_lru_stripes_split_bounds(void **state)
+{
+    /* 4 stripes over a weight of 400: each holds at most 100, so no total over 400 */
+    struct lru *l = lru_new(&(struct lru_opts){.max_weight = 400, .stripes = 4});
+    (void)state;
+
+    for (int i = 0; i < 1000; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "s%d", i);
+        lru_put_weighted(l, k, "", 7, LRU_NEVER, 0, true);
+        assert_true(lru_weight(l) <= 400);
+    }
+    assert_true(lru_weight(l) > 300);
+    /* over a stripe's share (100) is refused even though the total bound is 400 */
+    assert_false(lru_put_weighted(l, "heavy", "", 101, LRU_NEVER, 0, true));
+    assert_true(lru_put_weighted(l, "heavy", "", 100, LRU_NEVER, 0, true));
+    lru_free(l);
+
+    /* more stripes asked for than the bounds allow are capped: a bound of 2 gets 2 */
+    l = lru_new(&(struct lru_opts){.max_entries = 2, .stripes = 16});
+    assert_true(lru_put(l, "p", "", LRU_NEVER, 0, true));
+    assert_true(lru_put(l, "q", "", LRU_NEVER, 0, true));
+    assert_true(lru_count(l) >= 1);
+    assert_true(lru_count(l) <= 2);
+    lru_free(l);
+}
+
+static void test_lru_no_entry_bound(void **state)
+{
+    /* weight-bounded only: the table grows, long keys fit key_max, no value needed */
+    char key[80], longkey[81];
+    struct lru *l = lru_new(&(struct lru_opts){
+        .max_weight = UINT64_MAX / 2,
+        .key_max = sizeof(key),
+        .stripes = 1,
+    });
+    (void)state;
+
+    for (int i = 0; i < 100000; i++) {
+        snprintf(key, sizeof(key), "%064d", i);
+        assert_true(lru_put_weighted(l, key, "", (uint64_t)i, LRU_NEVER, 0, true));
+    }
+    assert_int_equal(lru_count(l), 100000);
+    assert_int_equal(lru_weight(l), (uint64_t)99999 * 100000 / 2);
+    for (int i = 0; i < 100000; i += 997) {
+        snprintf(key, sizeof(key), "%064d", i);
+        assert_int_equal(lru_get(l, key, 0, NULL), LRU_VALUE);
+    }
+    /* key_max counts the NUL: 79 characters fit, 80 do not */
+    memset(longkey, 'k', sizeof(longkey) - 1);
+    longkey[sizeof(longkey) - 1] = '\0';
+    assert_false(lru_put_weighted(l, longkey, "", 1, LRU_NEVER, 0, true));
+    longkey[sizeof(key) - 1] = '\0';
+    assert_true(lru_put_weighted(l, longkey, "", 1, LRU_NEVER, 0, true));
+    assert_int_equal(lru_get(l, longkey, 0, NULL), LRU_VALUE);
+    lru_free(l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -449,6 +748,14 @@ int main(void)
         cmocka_unit_test(test_strbuf_addf),
         cmocka_unit_test(test_strbuf_growth_and_detach),
         cmocka_unit_test(test_strbuf_binary),
+        cmocka_unit_test(test_lru_basic_ttl),
+        cmocka_unit_test(test_lru_eviction),
+        cmocka_unit_test(test_lru_tombstone),
+        cmocka_unit_test(test_lru_threads),
+        cmocka_unit_test(test_lru_weight_bound),
+        cmocka_unit_test(test_lru_both_bounds),
+        cmocka_unit_test(test_lru_stripes_split_bounds),
+        cmocka_unit_test(test_lru_no_entry_bound),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
