@@ -263,6 +263,7 @@ int blob_cache_open(struct blob_store *inner, const char *dir, uint64_t cap,
     metric_register(&m_misses);
     metric_register(&m_bytes);
     metric_register(&m_evictions);
+    atomic_store(&m_bytes.value, 0); /* a new cache starts empty (the directory was emptied) */
     *out = blob_store_new(&bc_ops, c);
     log_info("store", "local blob cache: %s, up to %llu MiB", dir, (unsigned long long)(cap >> 20));
     return OK;
