@@ -69,7 +69,8 @@ static int unref_sorted(struct meta_tx *tx, struct meta_keys *k, struct meta_rel
 {
     int rc = OK;
 
-    qsort(k->v, k->n, sizeof(*k->v), key_cmp);
+    if (k->n > 1)
+        qsort(k->v, k->n, sizeof(*k->v), key_cmp);
     for (size_t i = 0; i < k->n && rc == OK; i++)
         rc = unref(tx, k->v[i], rel);
     return rc;
