@@ -463,9 +463,16 @@ static int cfg_split_keys(const char *list, char **keys, size_t *n, const char *
         if (len > 0) {
             if (*n == CONFIG_MAX_KEYS)
                 return cfg_fail(e, "%s: more than %d keys", name, CONFIG_MAX_KEYS);
-            if (len < 16)
-                return cfg_fail(e, "%s: a key shorter than 16 characters is too easy to guess",
-                                name);
+            if (len < CONFIG_KEY_MIN)
+                return cfg_fail(e,
+                                "%s: a key shorter than %d characters is too easy to guess; "
+                                "make one with `openssl rand -base64 32`",
+                                name, CONFIG_KEY_MIN);
+            if (memmem(s, len, "change-me", 9) != NULL || memmem(s, len, "example", 7) != NULL)
+                return cfg_fail(e,
+                                "%s: \"%.*s\" is the documentation's placeholder, not a key; "
+                                "make one with `openssl rand -base64 32`",
+                                name, (int)len, s);
             keys[(*n)++] = xstrndup(s, len);
         }
         if (end == NULL)

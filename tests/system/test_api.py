@@ -20,8 +20,8 @@ C = tf.Checks("test_api")
 JPEG_FILE = "accept_jpeg_progressive_chelsea_451x300.jpg"
 PNG_FILE = "accept_png_truecolor_astronaut_512x512.png"
 
-UPLOAD_KEY = "0123456789abcdef0123"
-ADMIN_KEY = "fedcba9876543210fedc"
+UPLOAD_KEY = "0123456789abcdef0123456789"
+ADMIN_KEY = "fedcba9876543210fedcba9876"
 
 _counter = [0]
 _counter_lock = threading.Lock()
