@@ -248,10 +248,17 @@ int app_delete(struct app *a, const char *id, size_t len, const char *token, boo
 {
     struct meta_released rel = {0};
     struct image_rec img;
-    int rc = app_image_get(a, id, len, &img);
+    char buf[IMAGE_ID_MAX + 1];
+    int rc;
 
+    if (!image_id_valid(id, len))
+        return E_NOTFOUND;
+    memcpy(buf, id, len);
+    buf[len] = '\0';
+    /* authorization reads the database, never a cache: a cached token hash could be forged */
+    rc = meta_image_get(a->meta, buf, &img);
     if (rc != OK)
-        return rc;
+        return rc == E_NOTFOUND ? rc : E_UNAVAILABLE;
     if (!admin) {
         char h[SHA256_HEX];
         if (token == NULL)

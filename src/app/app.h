@@ -109,7 +109,8 @@ int app_cursor_decode(struct app *a, const char *s, size_t len, int64_t *seq);
 
 /*
  * app_delete deletes the live image id: allowed with admin, or with token
- * (its delete token; compared in constant time). OK when deleted: its rows
+ * (its delete token; compared in constant time with the hash read from the
+ * metadata store, never from a cache). OK when deleted: its rows
  * are gone, caches invalidated, and release and purge jobs queued.
  * E_UNAUTHORIZED (no token and not admin), E_FORBIDDEN (wrong token),
  * E_NOTFOUND (unknown or already deleted), E_UNAVAILABLE. Blocks; thread-safe.

@@ -37,6 +37,7 @@
 #include <ftw.h>
 #include <libgen.h>
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -648,6 +649,35 @@ static void test_cursor(void **state)
     assert_int_equal(app_cursor_encode(&f->app, 1, forged, 8), E_INVALID);
 }
 
+/* A delete is authorized by the database's token hash, never by a cached record. */
+static void test_delete_authorized_by_database(void **state)
+{
+    struct fixture *f = *state;
+    struct app_upload up;
+    struct image_rec img;
+    char newhash[SHA256_HEX], sql[256];
+    const char *newtoken = "a-token-only-the-database-knows-0123";
+    sqlite3 *db = NULL;
+
+    upload_ok(f, JPEG_TINY, "", &up);
+    /* the record is cached now, with the upload's token hash */
+    assert_int_equal(app_image_get(&f->app, up.img.id, strlen(up.img.id), &img), OK);
+    assert_int_equal(app_image_get(&f->app, up.img.id, strlen(up.img.id), &img), OK);
+    /* the database alone changes: the cached hash is now stale (as a forged one would be) */
+    delete_token_hash(newtoken, strlen(newtoken), newhash);
+    snprintf(sql, sizeof(sql), "UPDATE images SET token_hash = '%s' WHERE id = '%s'", newhash,
+             up.img.id);
+    assert_int_equal(sqlite3_open(f->rt.db_path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_busy_timeout(db, 5000), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(app_image_get(&f->app, up.img.id, strlen(up.img.id), &img), OK);
+    assert_string_equal(img.token_hash, up.img.token_hash); /* the cache still says the old one */
+    assert_int_equal(app_delete(&f->app, up.img.id, strlen(up.img.id), up.token, false),
+                     E_FORBIDDEN);
+    assert_int_equal(app_delete(&f->app, up.img.id, strlen(up.img.id), newtoken, false), OK);
+}
+
 static void test_variant_single_flight(void **state)
 {
     struct fixture *f = *state;
@@ -897,6 +927,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dedup_and_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cursor, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delete_authorized_by_database, setup, teardown),
         cmocka_unit_test_setup_teardown(test_variant_single_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_variant_single_flight_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_variant_missing_blob, setup, teardown),
