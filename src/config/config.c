@@ -151,9 +151,10 @@ static const struct cfg_entry config_table[] = {
      "this."},
 
     {"auth", "upload_keys", CFG_STR, "", 0, 0, F(auth.upload_keys),
-     "Comma-separated API keys allowed to upload; empty: anyone may upload."},
+     "Comma-separated API keys allowed to upload (24 characters or more: `openssl rand -base64 "
+     "32`); empty: anyone may upload."},
     {"auth", "admin_keys", CFG_STR, "", 0, 0, F(auth.admin_keys),
-     "Comma-separated API keys that may delete any image (and upload)."},
+     "Comma-separated API keys that may delete any image (and upload); 24 characters or more."},
 
     {"cdn", "base_url", CFG_STR, "", 0, 0, F(cdn.base_url),
      "Base URL of the CDN in front; when set, image URLs in answers use it."},
