@@ -9,6 +9,7 @@
  */
 #include "app/app.h"
 
+#include "app/cursor.h"
 #include "app/runtime.h"
 #include "cache/cache.h"
 #include "cdn/cdn.h"
@@ -38,6 +39,7 @@ void app_init(struct app *a, const struct runtime *rt)
     pthread_cond_init(&a->flight_done, NULL);
     pthread_mutex_init(&a->work_lock, NULL);
     pthread_cond_init(&a->work_free, NULL);
+    pthread_mutex_init(&a->key_lock, NULL);
 }
 
 void app_release(struct app *a)
@@ -46,6 +48,8 @@ void app_release(struct app *a)
     pthread_cond_destroy(&a->flight_done);
     pthread_mutex_destroy(&a->work_lock);
     pthread_cond_destroy(&a->work_free);
+    pthread_mutex_destroy(&a->key_lock);
+    memset(a->cursor_key, 0, sizeof(a->cursor_key));
 }
 
 /* --- bounded image work --- */
@@ -197,14 +201,64 @@ int app_list(struct app *a, int64_t before, size_t limit, struct image_rec *out,
     return OK;
 }
 
+/* cursor_key loads the deployment's cursor secret once (64 hex digits in the settings). */
+static int cursor_key(struct app *a, const uint8_t **key)
+{
+    char hex[2 * CURSOR_KEY_LEN + 2];
+    int rc = OK;
+
+    pthread_mutex_lock(&a->key_lock);
+    if (!a->cursor_key_loaded) {
+        rc = meta_setting_get(a->meta, APP_CURSOR_SECRET, hex, sizeof(hex));
+        if (rc == OK &&
+            hex_decode(hex, strlen(hex), a->cursor_key, CURSOR_KEY_LEN) != (long)CURSOR_KEY_LEN)
+            rc = E_INVALID;
+        if (rc != OK)
+            log_error("app",
+                      "the cursor secret (setting %s) cannot be read: %s; run `tessera "
+                      "migrate`",
+                      APP_CURSOR_SECRET, err_str(rc));
+        a->cursor_key_loaded = rc == OK;
+        memset(hex, 0, sizeof(hex));
+    }
+    pthread_mutex_unlock(&a->key_lock);
+    *key = a->cursor_key;
+    return rc == OK ? OK : E_UNAVAILABLE;
+}
+
+int app_cursor_encode(struct app *a, int64_t seq, char *out, size_t cap)
+{
+    const uint8_t *key;
+    int rc = cap >= CURSOR_LEN ? cursor_key(a, &key) : E_INVALID;
+
+    if (rc == OK)
+        cursor_encode(key, seq, out);
+    return rc;
+}
+
+int app_cursor_decode(struct app *a, const char *s, size_t len, int64_t *seq)
+{
+    const uint8_t *key;
+    int rc = cursor_key(a, &key);
+
+    return rc == OK ? cursor_decode(key, s, len, seq) : rc;
+}
+
 int app_delete(struct app *a, const char *id, size_t len, const char *token, bool admin)
 {
     struct meta_released rel = {0};
     struct image_rec img;
-    int rc = app_image_get(a, id, len, &img);
+    char buf[IMAGE_ID_MAX + 1];
+    int rc;
 
+    if (!image_id_valid(id, len))
+        return E_NOTFOUND;
+    memcpy(buf, id, len);
+    buf[len] = '\0';
+    /* authorization reads the database, never a cache: a cached token hash could be forged */
+    rc = meta_image_get(a->meta, buf, &img);
     if (rc != OK)
-        return rc;
+        return rc == E_NOTFOUND ? rc : E_UNAVAILABLE;
     if (!admin) {
         char h[SHA256_HEX];
         if (token == NULL)

@@ -29,6 +29,7 @@ struct cdn;
 
 #define APP_VARIANT_FLIGHTS 64
 #define APP_MESSAGE_MAX     256
+#define APP_CURSOR_SECRET   "cursor.secret" /* settings row made by the first migration */
 
 /* One variant being made; others asking for it wait instead of making it again. */
 struct app_flight {
@@ -51,6 +52,9 @@ struct app {
     pthread_mutex_t work_lock; /* bounds concurrent decodes: memory stays bounded */
     pthread_cond_t work_free;
     int work_running;
+    pthread_mutex_t key_lock;
+    bool cursor_key_loaded; /* guarded by key_lock; then read-only */
+    uint8_t cursor_key[32]; /* the deployment's cursor secret (settings "cursor.secret") */
 };
 
 /* app_init prepares a on the parts of rt (borrowed: rt must outlive a). */
@@ -94,8 +98,19 @@ int app_list(struct app *a, int64_t before, size_t limit, struct image_rec *out,
              bool *more);
 
 /*
+ * app_cursor_encode writes the opaque cursor of the position after seq into
+ * out (capacity cap >= CURSOR_LEN of app/cursor.h); app_cursor_decode reads
+ * one back (E_INVALID for a cursor not made with this deployment's secret).
+ * The secret is made by the first migration and read once from the store:
+ * E_UNAVAILABLE while it cannot be read. Blocks the first time; thread-safe.
+ */
+int app_cursor_encode(struct app *a, int64_t seq, char *out, size_t cap);
+int app_cursor_decode(struct app *a, const char *s, size_t len, int64_t *seq);
+
+/*
  * app_delete deletes the live image id: allowed with admin, or with token
- * (its delete token; compared in constant time). OK when deleted: its rows
+ * (its delete token; compared in constant time with the hash read from the
+ * metadata store, never from a cache). OK when deleted: its rows
  * are gone, caches invalidated, and release and purge jobs queued.
  * E_UNAUTHORIZED (no token and not admin), E_FORBIDDEN (wrong token),
  * E_NOTFOUND (unknown or already deleted), E_UNAVAILABLE. Blocks; thread-safe.

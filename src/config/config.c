@@ -151,9 +151,10 @@ static const struct cfg_entry config_table[] = {
      "this."},
 
     {"auth", "upload_keys", CFG_STR, "", 0, 0, F(auth.upload_keys),
-     "Comma-separated API keys allowed to upload; empty: anyone may upload."},
+     "Comma-separated API keys allowed to upload (24 characters or more: `openssl rand -base64 "
+     "32`); empty: anyone may upload."},
     {"auth", "admin_keys", CFG_STR, "", 0, 0, F(auth.admin_keys),
-     "Comma-separated API keys that may delete any image (and upload)."},
+     "Comma-separated API keys that may delete any image (and upload); 24 characters or more."},
 
     {"cdn", "base_url", CFG_STR, "", 0, 0, F(cdn.base_url),
      "Base URL of the CDN in front; when set, image URLs in answers use it."},
@@ -463,9 +464,16 @@ static int cfg_split_keys(const char *list, char **keys, size_t *n, const char *
         if (len > 0) {
             if (*n == CONFIG_MAX_KEYS)
                 return cfg_fail(e, "%s: more than %d keys", name, CONFIG_MAX_KEYS);
-            if (len < 16)
-                return cfg_fail(e, "%s: a key shorter than 16 characters is too easy to guess",
-                                name);
+            if (len < CONFIG_KEY_MIN)
+                return cfg_fail(e,
+                                "%s: a key shorter than %d characters is too easy to guess; "
+                                "make one with `openssl rand -base64 32`",
+                                name, CONFIG_KEY_MIN);
+            if (memmem(s, len, "change-me", 9) != NULL || memmem(s, len, "example", 7) != NULL)
+                return cfg_fail(e,
+                                "%s: \"%.*s\" is the documentation's placeholder, not a key; "
+                                "make one with `openssl rand -base64 32`",
+                                name, (int)len, s);
             keys[(*n)++] = xstrndup(s, len);
         }
         if (end == NULL)

@@ -154,6 +154,7 @@ int config_load(struct config *cfg, const char *path, char *const *environ_vars,
 typedef int config_check_fn(const struct config *cfg, char *why, size_t cap);
 
 #define CONFIG_MAX_CHECKS 8
+#define CONFIG_KEY_MIN    24 /* characters of an API key, at least */
 
 /*
  * config_add_check adds fn to the checks every later config_load runs after

@@ -12,6 +12,12 @@
 /* hex_encode writes 2n lowercase digits and a NUL to out (2n+1 bytes). */
 void hex_encode(const uint8_t *in, size_t n, char *out);
 
+/*
+ * hex_decode decodes len hex digits (either case) into out (capacity cap):
+ * the number of bytes, or -1 for an odd length, a non-hex digit or too many.
+ */
+long hex_decode(const char *in, size_t len, uint8_t *out, size_t cap);
+
 /* b64url_encoded_len is the length of the unpadded encoding of n bytes. */
 size_t b64url_encoded_len(size_t n);
 

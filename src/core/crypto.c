@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/random.h>
@@ -67,6 +68,16 @@ int sha256_fd(int fd, uint8_t out[SHA256_LEN])
     }
     sha256_final(ctx, out);
     return rc;
+}
+
+void hmac_sha256(const void *key, size_t klen, const void *msg, size_t n, uint8_t out[SHA256_LEN])
+{
+    unsigned int len = SHA256_LEN;
+
+    if (HMAC(EVP_sha256(), key, (int)klen, msg, n, out, &len) == NULL) {
+        fprintf(stderr, "fatal: HMAC-SHA256 failed\n");
+        abort();
+    }
 }
 
 void random_bytes(void *p, size_t n)

@@ -26,6 +26,9 @@ void sha256_buf(const void *p, size_t n, uint8_t out[SHA256_LEN]);
 /* sha256_fd hashes an open file from offset 0 to its end; E_IO on a read error. */
 int sha256_fd(int fd, uint8_t out[SHA256_LEN]);
 
+/* hmac_sha256 writes HMAC-SHA256(key, msg) to out. Aborts if libcrypto fails; thread-safe. */
+void hmac_sha256(const void *key, size_t klen, const void *msg, size_t n, uint8_t out[SHA256_LEN]);
+
 /* random_bytes fills p with n bytes from the kernel's CSPRNG; aborts if it cannot. */
 void random_bytes(void *p, size_t n);
 

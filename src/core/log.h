@@ -8,6 +8,7 @@
 #define CORE_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 enum log_level { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3, LOG_OFF = 4 };
 
@@ -34,5 +35,14 @@ void log_write(enum log_level lvl, const char *module, const char *fmt, ...)
 #define log_info(mod, ...)  log_at(LOG_INFO, mod, __VA_ARGS__)
 #define log_warn(mod, ...)  log_at(LOG_WARN, mod, __VA_ARGS__)
 #define log_error(mod, ...) log_at(LOG_ERROR, mod, __VA_ARGS__)
+
+/*
+ * log_escape copies n bytes of in to out (capacity cap >= 1, always
+ * terminated, truncated to fit) with control bytes and bytes that are not
+ * well-formed UTF-8 written as \xNN, and the backslash as \\; returns the
+ * length written. log_write passes every message through it, so one event is
+ * one line whatever a request carried. Pure; thread-safe.
+ */
+size_t log_escape(const char *in, size_t n, char *out, size_t cap);
 
 #endif

@@ -667,6 +667,44 @@ static enum MHD_Result header_size_add(void *cls, enum MHD_ValueKind kind, const
     return MHD_YES;
 }
 
+/* What the framing headers say: a message body has one length, told one way. */
+struct framing {
+    int content_length;    /* Content-Length headers */
+    int transfer_encoding; /* Transfer-Encoding headers */
+    bool bad_length;       /* a Content-Length that is not only digits */
+};
+
+static enum MHD_Result framing_add(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    struct framing *f = cls;
+
+    (void)kind;
+    if (strcasecmp(key, "Content-Length") == 0) {
+        f->content_length++;
+        if (value == NULL || value[0] == '\0' || strspn(value, "0123456789") != strlen(value))
+            f->bad_length = true;
+    } else if (strcasecmp(key, "Transfer-Encoding") == 0) {
+        f->transfer_encoding++;
+    }
+    return MHD_YES;
+}
+
+/*
+ * req_ambiguous tells whether the message's length is ambiguous (RFC 9112
+ * 6.3: several or malformed Content-Length, or Content-Length with
+ * Transfer-Encoding): the shapes of request smuggling, refused with 400 and
+ * the connection closed, since where the next request starts is unknown.
+ */
+static bool req_ambiguous(struct http_req *req)
+{
+    struct framing f = {0, 0, false};
+
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, framing_add, &f);
+    return f.content_length > 1 || f.bad_length || f.transfer_encoding > 1 ||
+           (f.content_length > 0 && f.transfer_encoding > 0);
+}
+
 static bool req_is_ops(const struct http_req *req)
 {
     return req->match.route >= ops_routes && req->match.route < ops_routes + OPS_N;
@@ -770,6 +808,12 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         req_route(req, url, method);
         log_set_request_id(req->rid);
         req->state = REQ_BODY;
+        if (req_ambiguous(req)) {
+            http_reply_error(req, E_INVALID,
+                             "ambiguous message length (Content-Length and "
+                             "Transfer-Encoding headers disagree)");
+            return req_queue(req); /* at once, and the connection closes */
+        }
         if (req_precheck(req, &declared)) {
             /*
              * Answered from the headers. The answer waits for the end of the

@@ -533,7 +533,8 @@ int img_ingest(const char *in_path, const struct img_limits *lim, const char *ou
     if (rc != OK)
         goto out;
 
-    reencode = d.orientation != 1;
+    /* TIFF offsets may point anywhere: only a re-encode guarantees no hidden payload is kept */
+    reencode = d.orientation != 1 || f == IMG_TIFF;
     if ((f == IMG_HEIF || f == IMG_AVIF || f == IMG_TIFF) &&
         (d.has_metadata || pr.has_meta || d.file_pages > 1))
         reencode = true;

@@ -550,7 +550,8 @@ static int img_probe_bmp(const uint8_t *p, size_t n, struct img_probe *pr, struc
 /*
  * TIFF has no end: its IFDs and strips are found through offsets that may
  * point anywhere, so trailing bytes cannot be told from unreferenced data and
- * are not checked. IFD0 is read for the size and for metadata tags.
+ * are not checked here; img_ingest re-encodes every TIFF instead (a polyglot's
+ * payload does not survive). IFD0 is read for the size and for metadata tags.
  */
 static int img_probe_tiff(const uint8_t *p, size_t n, struct img_probe *pr, struct img_error *err)
 {
@@ -613,7 +614,23 @@ static int img_probe_tiff(const uint8_t *p, size_t n, struct img_probe *pr, stru
 
 /* ---- HEIF / AVIF ---- */
 
-/* The top-level boxes must cover the file exactly: no bytes after the last. */
+/*
+ * img_bmff_box_ok: the top-level boxes an image file needs. Others ("free",
+ * "skip", "uuid", anything unknown) hold bytes no decoder reads, which is
+ * where a polyglot keeps its second document: refused.
+ */
+static bool img_bmff_box_ok(const uint8_t *type)
+{
+    static const char *const ok[] = {"ftyp", "meta", "mdat", "moov"};
+
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        if (memcmp(type, ok[i], 4) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* The top-level boxes must cover the file exactly (no bytes after the last), known boxes only. */
 static int img_probe_bmff(const uint8_t *p, size_t n, struct img_probe *pr, struct img_error *err)
 {
     size_t pos = 0;
@@ -640,6 +657,15 @@ static int img_probe_bmff(const uint8_t *p, size_t n, struct img_probe *pr, stru
         }
         if (sz > n - pos)
             return img_truncated(err, "heif");
+        if (!img_bmff_box_ok(p + pos + 4)) {
+            char t[5];
+            for (int i = 0; i < 4; i++)
+                t[i] = p[pos + 4 + i] >= 0x20 && p[pos + 4 + i] < 0x7f ? (char)p[pos + 4 + i] : '?';
+            t[4] = '\0';
+            img_errf(err, "image has a top-level box \"%s\" at offset %zu that may carry any bytes",
+                     t, pos);
+            return E_BADIMAGE;
+        }
         pos += (size_t)sz;
     }
     pr->frames = 1;

@@ -103,6 +103,10 @@ static const char *const pg_migrations[] = {
     ");"
     "CREATE INDEX jobs_due ON jobs (run_after) WHERE state = 'queued';"
     "CREATE INDEX jobs_leased ON jobs (lease_until) WHERE state = 'running';",
+    /* 2: the secret of listing cursors: 244 random bits (two v4 UUIDs of pg_strong_random) */
+    "INSERT INTO settings (name, value, updated_at) VALUES ('cursor.secret',"
+    " replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''),"
+    " extract(epoch FROM now())::bigint) ON CONFLICT (name) DO NOTHING;",
 };
 
 const int meta_pg_schema_version = (int)(sizeof(pg_migrations) / sizeof(pg_migrations[0]));

@@ -94,6 +94,9 @@ static const char *const sq_migrations[] = {
     ");"
     "CREATE INDEX jobs_due ON jobs(run_after) WHERE state = 'queued';"
     "CREATE INDEX jobs_leased ON jobs(lease_until) WHERE state = 'running';",
+    /* 4: the secret of listing cursors (256 bits, SQLite's ChaCha20 generator seeded by the OS) */
+    "INSERT OR IGNORE INTO settings (name, value, updated_at) VALUES ('cursor.secret',"
+    " lower(hex(randomblob(32))), CAST(strftime('%s', 'now') AS INTEGER));",
 };
 
 const int meta_sqlite_schema_version = (int)(sizeof(sq_migrations) / sizeof(sq_migrations[0]));

@@ -24,7 +24,6 @@
 #include "http/ratelimit.h"
 #include "image/image.h"
 #include "meta/meta.h"
-#include "services/cursor.h"
 #include "store/blob.h"
 
 #include <errno.h>
@@ -316,9 +315,15 @@ static void h_list(struct http_req *req)
         }
         limit = v;
     }
-    if (cs != NULL && cursor_decode(cs, strlen(cs), &before) != OK) {
-        http_reply_error(req, E_INVALID, "bad cursor");
-        return;
+    if (cs != NULL) {
+        rc = app_cursor_decode(a->app, cs, strlen(cs), &before);
+        if (rc != OK) {
+            http_reply_error(req, rc,
+                             rc == E_INVALID ? "bad cursor"
+                                             : "the cursor secret is "
+                                               "unavailable");
+            return;
+        }
     }
     items = xcalloc((size_t)limit + 1, sizeof(*items));
     rc = app_list(a->app, before, (size_t)limit, items, &n, &more);
@@ -330,8 +335,12 @@ static void h_list(struct http_req *req)
     for (size_t i = 0; i < n; i++)
         json_array_append_new(arr, image_json(a, &items[i]));
     if (more) {
-        char cur[CURSOR_LEN];
-        cursor_encode(items[limit - 1].seq, cur);
+        char cur[64];
+        if (app_cursor_encode(a->app, items[limit - 1].seq, cur, sizeof(cur)) != OK) {
+            json_decref(arr);
+            http_reply_error(req, E_UNAVAILABLE, "the cursor secret is unavailable");
+            goto out;
+        }
         next = json_string(cur);
     } else {
         next = json_null();

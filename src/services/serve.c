@@ -20,6 +20,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,13 @@ static void serve_clean_tmp(const char *dir)
         log_info("serve", "removed %d unfinished upload bodies from %s", n, dir);
 }
 
+/* listens_beyond_loopback: the listen address is not 127.0.0.0/8, ::1 or localhost */
+static bool listens_beyond_loopback(const char *listen)
+{
+    return strncmp(listen, "127.", 4) != 0 && strncmp(listen, "[::1]:", 6) != 0 &&
+           strncmp(listen, "localhost:", 10) != 0;
+}
+
 int serve_run(const struct config *cfg)
 {
     return service_run(cfg, SERVICE_ALL, "serve");
@@ -66,6 +74,12 @@ int service_run(const struct config *cfg, unsigned parts, const char *role)
     /* without Redis the LRU is safe only where every delete happens: one process on SQLite */
     if ((parts & SERVICE_WRITE) && cfg->db.url[0] == '\0')
         rt_parts |= RT_LOCAL_DELETES;
+    if ((parts & SERVICE_WRITE) && cfg->n_upload_keys == 0 && cfg->limits.upload_rate == 0 &&
+        listens_beyond_loopback(cfg->server.listen))
+        log_warn(role,
+                 "anyone who reaches %s may upload, without limit: set auth.upload_keys or "
+                 "limits.upload_rate",
+                 cfg->server.listen);
     rc = runtime_open(cfg, rt_parts, &rt);
     if (rc != OK)
         return rc;

@@ -2,13 +2,13 @@
  * fuzz_cursor.c - listing cursors and the base64url decoder under them.
  *
  * Invariants: a cursor that decodes gives seq > 0 and encodes back to the
- * same text (one spelling per position: no forged near-duplicates); the
- * decoder never writes past its capacity.
+ * same text (one spelling per position: no forged near-duplicates); under
+ * another key it does not decode; the decoder never writes past its capacity.
  */
+#include "app/cursor.h"
 #include "core/codec.h"
 #include "core/err.h"
 #include "fuzz.h"
-#include "services/cursor.h"
 
 #include <string.h>
 
@@ -20,10 +20,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (size > 4096)
         return 0;
-    if (cursor_decode((const char *)data, size, &seq) == OK) {
+    static const uint8_t key[CURSOR_KEY_LEN] = {1, 2, 3};
+    static const uint8_t other[CURSOR_KEY_LEN] = {1, 2, 4};
+
+    if (cursor_decode(key, (const char *)data, size, &seq) == OK) {
+        int64_t again = 0;
         fuzz_check(seq > 0);
-        cursor_encode(seq, back);
+        cursor_encode(key, seq, back);
         fuzz_check(strlen(back) == size && memcmp(back, data, size) == 0);
+        fuzz_check(cursor_decode(other, (const char *)data, size, &again) != OK);
     }
     long n = b64url_decode((const char *)data, size, out, sizeof(out));
     fuzz_check(n >= -1 && n <= (long)sizeof(out));

@@ -20,8 +20,8 @@ C = tf.Checks("test_api")
 JPEG_FILE = "accept_jpeg_progressive_chelsea_451x300.jpg"
 PNG_FILE = "accept_png_truecolor_astronaut_512x512.png"
 
-UPLOAD_KEY = "0123456789abcdef0123"
-ADMIN_KEY = "fedcba9876543210fedc"
+UPLOAD_KEY = "0123456789abcdef0123456789"
+ADMIN_KEY = "fedcba9876543210fedcba9876"
 
 _counter = [0]
 _counter_lock = threading.Lock()
@@ -616,6 +616,22 @@ def t_ops(srv):
     err(body, "not_found", "GET /nope")
 
 
+def t_log_injection(srv):
+    """A percent-encoded newline (or CR, ESC, invalid UTF-8) in a request cannot forge a log line."""
+    forged = "FORGED-LINE info  access: 10.0.0.1 DELETE /api/v1/images/x 204"
+    path = "/i/abc%0a" + forged.replace(" ", "%20") + "%0d%1b%ff"
+    st, _, _ = tf.request(srv, "GET", path)
+    C.eq(st, 404, "a path with %0a: 404")
+    tf.request(srv, "GET", "/healthz")  # the access line above is written before this answer
+    lines = open(srv.log_path, "rb").read().decode("utf-8", "replace").splitlines()
+    C.check(not any(l.startswith("FORGED-LINE") for l in lines), "no log line of the client's",
+            str([l for l in lines if "FORGED" in l][:2]))
+    mine = [l for l in lines if "FORGED-LINE" in l]
+    C.eq(len(mine), 1, "the request is one access line")
+    C.check(mine and "/i/abc\\x0aFORGED-LINE" in mine[0] and "\\x0d\\x1b\\xff" in mine[0],
+            "the control and invalid bytes are written escaped", mine[0] if mine else "")
+
+
 def main():
     srv = tf.Server()
     try:
@@ -629,6 +645,7 @@ def main():
         C.run(t_list_walk)
         C.run(t_upload_limit)
         C.run(t_auth)
+        C.run(t_log_injection, srv)
         C.check(srv.alive(), "main server alive at the end", srv.death_note())
         if C.failures:
             print("---- main server log (tail)\n" + srv.log_tail(40))

@@ -18,8 +18,8 @@ import tessera_fixture as tf  # noqa: E402
 C = tf.Checks("test_client")
 JPEG = "accept_jpeg_baseline_rocket_640x427.jpg"
 PNG = "accept_png_truecolor_astronaut_512x512.png"
-UPLOAD_KEY = "0123456789abcdef0123"
-ADMIN_KEY = "fedcba9876543210fedc"
+UPLOAD_KEY = "0123456789abcdef0123456789"
+ADMIN_KEY = "fedcba9876543210fedcba9876"
 TMP = tempfile.mkdtemp(prefix="tessera-client-")
 
 

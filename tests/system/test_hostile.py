@@ -311,6 +311,45 @@ def content_length_lie(r, path, method):
     C.check(took < IDLE_S + 6, "content-length lie: ended within the idle timeout + slack")
 
 
+def smuggling(r, path, method):
+    """Ambiguous message lengths (the shapes of request smuggling) straight to a service: 400,
+    the connection closed (where a next request would start is unknown), nothing smuggled."""
+    inner = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    shapes = {
+        "two different Content-Length": ["Content-Length: 5", "Content-Length: %d" % (5 + len(inner))],
+        "two equal Content-Length": ["Content-Length: 5", "Content-Length: 5"],
+        "Content-Length and Transfer-Encoding": ["Content-Length: 5",
+                                                 "Transfer-Encoding: chunked"],
+        "Transfer-Encoding and Content-Length": ["Transfer-Encoding: chunked",
+                                                 "Content-Length: 5"],
+    }
+    # refused by libmicrohttpd itself while it parses the headers (its own HTML 400, not ours)
+    mhd = {
+        "Content-Length with a sign": ["Content-Length: +5"],
+        "Content-Length list": ["Content-Length: 5, 5"],
+    }
+    shapes.update(mhd)
+    for what, hdrs in shapes.items():
+        # keep-alive (no Connection: close): the server itself must end the connection
+        head = "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n\r\n" % (method, path,
+                                                                   "\r\n".join(hdrs))
+        sock = socket.create_connection(("127.0.0.1", r.port), timeout=10)
+        try:
+            sock.sendall(head.encode("latin-1") + b"0\r\n\r\n" + inner)
+            buf, closed = read_answer(sock, 10)
+            st, _, body = parse_answer(buf)
+            rest, closed = (b"", True) if closed else read_answer(sock, 5)
+        finally:
+            sock.close()
+        C.eq(st, 400, "%s (%s %s): 400" % (what, method, path))
+        if what not in mhd:
+            C.check(b'"bad_request"' in body, "%s: the JSON error" % what, repr(body[:200]))
+        C.check(closed, "%s: the server closes the connection after the answer" % what)
+        C.check(b"HTTP/1.1 200" not in buf + rest,
+                "%s: nothing after the body was taken as a request" % what, repr(rest[:200]))
+    C.check(healthz(r.port), "smuggling shapes: the service still answers")
+
+
 def traversal(r, paths):
     for method, p in paths:
         ans = exchange(r.port, req(method, p))
@@ -363,6 +402,7 @@ def attack_serve(root):
         C.run(endless_chunked, r, "/api/v1/images/" + img, "GET")
         C.run(body_larger_than_announced, r, "/api/v1/images", "POST")
         C.run(content_length_lie, r, "/api/v1/images", "POST")
+        C.run(smuggling, r, "/api/v1/images", "POST")
         C.run(traversal, r, [
             ("GET", "/i/../../etc/passwd"), ("GET", "/i/%2e%2e/%2e%2e/etc/passwd"),
             ("GET", "/i/..%2f..%2f..%2fetc%2fpasswd"), ("GET", "/i/%2e%2e%2f%2e%2e%2fmeta.db"),
@@ -438,6 +478,7 @@ def attack_storage(root):
         C.run(endless_chunked, r, "/blobs/" + key, "PUT")
         C.run(body_larger_than_announced, r, "/blobs/" + key, "PUT")
         C.run(content_length_lie, r, "/blobs/" + key, "PUT")
+        C.run(smuggling, r, "/blobs/" + key, "PUT")
         C.run(traversal, r, [
             ("GET", "/blobs/../x"), ("GET", "/blobs/..%2f..%2fmeta.db"), ("PUT", "/blobs/..%2fx"),
             ("DELETE", "/blobs/..%2f..%2f" + key), ("GET", "/blobs/%2e%2e"), ("GET", "/blobs/."),

@@ -18,6 +18,7 @@
 #include <stdint.h>
 // cmocka needs the above first
 #include "app/app.h"
+#include "app/cursor.h"
 #include "app/runtime.h"
 #include "config/config.h"
 #include "core/codec.h"
@@ -36,6 +37,7 @@
 #include <ftw.h>
 #include <libgen.h>
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -604,6 +606,78 @@ static void ask_at_once(struct fixture *f, const struct image_rec *img,
     pthread_barrier_destroy(&start);
 }
 
+/* Cursors: under the secret the first migration made, unforgeable, showing no counter. */
+static void test_cursor(void **state)
+{
+    struct fixture *f = *state;
+    char c1[64], c2[64], again[64], forged[64];
+    char hex[80];
+    uint8_t key[CURSOR_KEY_LEN], other[CURSOR_KEY_LEN];
+    int64_t seq = 0;
+    size_t same = 0;
+
+    /* the secret exists from the first migration: 64 hex digits */
+    assert_int_equal(meta_setting_get(f->rt.meta, APP_CURSOR_SECRET, hex, sizeof(hex)), OK);
+    assert_int_equal(strlen(hex), 64);
+    assert_int_equal(hex_decode(hex, 64, key, sizeof(key)), CURSOR_KEY_LEN);
+
+    assert_int_equal(app_cursor_encode(&f->app, 1, c1, sizeof(c1)), OK);
+    assert_int_equal(app_cursor_encode(&f->app, 2, c2, sizeof(c2)), OK);
+    assert_int_equal(app_cursor_encode(&f->app, 1, again, sizeof(again)), OK);
+    assert_string_equal(c1, again); /* one spelling per position */
+    assert_int_equal(app_cursor_decode(&f->app, c2, strlen(c2), &seq), OK);
+    assert_int_equal(seq, 2);
+    /* neighbouring positions look unrelated: no counter shows through */
+    for (size_t i = 2; c1[i] != '\0' && c2[i] != '\0'; i++)
+        same += c1[i] == c2[i];
+    assert_true(same < 8);
+    /* every single-character edit is refused */
+    for (size_t i = 0; c1[i] != '\0'; i++) {
+        snprintf(forged, sizeof(forged), "%s", c1);
+        forged[i] = forged[i] == 'A' ? 'B' : 'A';
+        assert_int_equal(app_cursor_decode(&f->app, forged, strlen(forged), &seq), E_INVALID);
+    }
+    assert_int_equal(app_cursor_decode(&f->app, c1, strlen(c1) - 1, &seq), E_INVALID);
+    assert_int_equal(app_cursor_decode(&f->app, "", 0, &seq), E_INVALID);
+    /* made under another secret (another deployment, or a guess): refused */
+    memcpy(other, key, sizeof(other));
+    other[0] ^= 1;
+    cursor_encode(other, 1, forged);
+    assert_int_equal(app_cursor_decode(&f->app, forged, strlen(forged), &seq), E_INVALID);
+    cursor_encode(key, 1, forged);
+    assert_string_equal(forged, c1);
+    assert_int_equal(app_cursor_encode(&f->app, 1, forged, 8), E_INVALID);
+}
+
+/* A delete is authorized by the database's token hash, never by a cached record. */
+static void test_delete_authorized_by_database(void **state)
+{
+    struct fixture *f = *state;
+    struct app_upload up;
+    struct image_rec img;
+    char newhash[SHA256_HEX], sql[256];
+    const char *newtoken = "a-token-only-the-database-knows-0123";
+    sqlite3 *db = NULL;
+
+    upload_ok(f, JPEG_TINY, "", &up);
+    /* the record is cached now, with the upload's token hash */
+    assert_int_equal(app_image_get(&f->app, up.img.id, strlen(up.img.id), &img), OK);
+    assert_int_equal(app_image_get(&f->app, up.img.id, strlen(up.img.id), &img), OK);
+    /* the database alone changes: the cached hash is now stale (as a forged one would be) */
+    delete_token_hash(newtoken, strlen(newtoken), newhash);
+    snprintf(sql, sizeof(sql), "UPDATE images SET token_hash = '%s' WHERE id = '%s'", newhash,
+             up.img.id);
+    assert_int_equal(sqlite3_open(f->rt.db_path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_busy_timeout(db, 5000), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(app_image_get(&f->app, up.img.id, strlen(up.img.id), &img), OK);
+    assert_string_equal(img.token_hash, up.img.token_hash); /* the cache still says the old one */
+    assert_int_equal(app_delete(&f->app, up.img.id, strlen(up.img.id), up.token, false),
+                     E_FORBIDDEN);
+    assert_int_equal(app_delete(&f->app, up.img.id, strlen(up.img.id), newtoken, false), OK);
+}
+
 static void test_variant_single_flight(void **state)
 {
     struct fixture *f = *state;
@@ -852,6 +926,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_upload_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dedup_and_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cursor, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delete_authorized_by_database, setup, teardown),
         cmocka_unit_test_setup_teardown(test_variant_single_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_variant_single_flight_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_variant_missing_blob, setup, teardown),

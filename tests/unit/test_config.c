@@ -140,7 +140,7 @@ static void test_release_twice_and_reload(void **state)
     struct config c;
 
     (void)state;
-    assert_int_equal(set1(&c, "auth.upload_keys", "0123456789abcdef"), OK);
+    assert_int_equal(set1(&c, "auth.upload_keys", "0123456789abcdef01234567"), OK);
     assert_int_equal(c.n_upload_keys, 1);
     config_release(&c);
     config_release(&c); /* release leaves nothing to free twice */
@@ -804,16 +804,16 @@ static void test_variants_limit(void **state)
 static void test_auth_keys(void **state)
 {
     struct config c;
-    char *flags[] = {"auth.upload_keys= 0123456789abcdef ,,  upload-key-number-two-xyz\t, ",
-                     "auth.admin_keys=admin-key-0123456789"};
+    char *flags[] = {"auth.upload_keys= 0123456789abcdef01234567 ,,  upload-key-number-two-xyz\t, ",
+                     "auth.admin_keys=admin-key-0123456789abcdef"};
 
     (void)state;
     assert_int_equal(load_flags(&c, flags, 2), OK);
     assert_int_equal(c.n_upload_keys, 2);
-    assert_string_equal(c.upload_key[0], "0123456789abcdef");
+    assert_string_equal(c.upload_key[0], "0123456789abcdef01234567");
     assert_string_equal(c.upload_key[1], "upload-key-number-two-xyz");
     assert_int_equal(c.n_admin_keys, 1);
-    assert_string_equal(c.admin_key[0], "admin-key-0123456789");
+    assert_string_equal(c.admin_key[0], "admin-key-0123456789abcdef");
     config_release(&c);
 
     assert_int_equal(set1(&c, "auth.upload_keys", " , ,"), OK);
@@ -826,15 +826,23 @@ static void test_auth_short_key(void **state)
     struct config c;
 
     (void)state;
-    assert_int_equal(set1(&c, "auth.upload_keys", "0123456789abcdef,short"), E_INVALID);
+    assert_int_equal(set1(&c, "auth.upload_keys", "0123456789abcdef01234567,short"), E_INVALID);
     assert_err_contains("auth.upload_keys");
-    assert_err_contains("16");
+    assert_err_contains("24");
+    assert_err_contains("openssl rand");
     config_release(&c);
-    assert_int_equal(set1(&c, "auth.admin_keys", "0123456789abcde"), E_INVALID); /* 15 */
+    assert_int_equal(set1(&c, "auth.admin_keys", "0123456789abcdef0123456"), E_INVALID); /* 23 */
     assert_err_contains("auth.admin_keys");
     config_release(&c);
     /* trimming happens before the length is checked */
-    assert_int_equal(set1(&c, "auth.admin_keys", "   0123456789abcde   "), E_INVALID);
+    assert_int_equal(set1(&c, "auth.admin_keys", "   0123456789abcdef0123456   "), E_INVALID);
+    config_release(&c);
+    /* the example configuration's placeholders are refused, whatever their length */
+    assert_int_equal(set1(&c, "auth.upload_keys", "change-me-to-a-long-random-key"), E_INVALID);
+    assert_err_contains("placeholder");
+    config_release(&c);
+    assert_int_equal(set1(&c, "auth.admin_keys", "my-example-admin-key-0123456789"), E_INVALID);
+    assert_err_contains("placeholder");
     config_release(&c);
 }
 
@@ -846,13 +854,13 @@ static void test_auth_too_many_keys(void **state)
     (void)state;
     for (int i = 0; i < CONFIG_MAX_KEYS; i++) {
         char key[40];
-        snprintf(key, sizeof(key), "%sk%02d-0123456789abcdef", i ? "," : "", i);
+        snprintf(key, sizeof(key), "%sk%02d-0123456789abcdef01234567", i ? "," : "", i);
         strcat(list, key);
     }
     assert_int_equal(set1(&c, "auth.upload_keys", list), OK);
     assert_int_equal(c.n_upload_keys, CONFIG_MAX_KEYS);
     config_release(&c);
-    strcat(list, ",k99-0123456789abcdef");
+    strcat(list, ",k99-0123456789abcdef01234567");
     assert_int_equal(set1(&c, "auth.upload_keys", list), E_INVALID);
     assert_err_contains("auth.upload_keys");
     config_release(&c);
@@ -911,7 +919,7 @@ static void test_print_effective_round_trip(void **state)
                      "limits.max_upload_bytes=3M",
                      "log.access=false",
                      "image.variants=thumb:10x20:png:30,big:100x100:jpeg:90",
-                     "auth.upload_keys=0123456789abcdef,fedcba9876543210"};
+                     "auth.upload_keys=0123456789abcdef01234567,fedcba9876543210fedcba98"};
     char *first, *second;
     const char *path;
 

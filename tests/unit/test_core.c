@@ -12,6 +12,7 @@
 #include "core/codec.h"
 #include "core/err.h"
 #include "core/ident.h"
+#include "core/log.h"
 #include "core/lru.h"
 #include "core/strbuf.h"
 
@@ -726,10 +727,55 @@ static void test_lru_no_entry_bound(void **state)
     lru_free(l);
 }
 
+/* hex_decode reverses hex_encode, either case; refuses odd lengths, non-digits and overflow. */
+static void test_hex_decode(void **state)
+{
+    uint8_t out[4];
+
+    (void)state;
+    assert_int_equal(hex_decode("00ff7Fa0", 8, out, sizeof(out)), 4);
+    assert_int_equal(out[0], 0x00);
+    assert_int_equal(out[1], 0xff);
+    assert_int_equal(out[2], 0x7f);
+    assert_int_equal(out[3], 0xa0);
+    assert_int_equal(hex_decode("abc", 3, out, sizeof(out)), -1);
+    assert_int_equal(hex_decode("zz", 2, out, sizeof(out)), -1);
+    assert_int_equal(hex_decode("0011223344", 10, out, sizeof(out)), -1);
+    assert_int_equal(hex_decode("", 0, out, sizeof(out)), 0);
+}
+
+/* log_escape: a request's bytes can never start a log line of their own or break the text. */
+static void test_log_escape(void **state)
+{
+    char out[128];
+    const char forged[] = "/i/x\nFAKE 2026 info access: admin\r\x1b[2J";
+
+    (void)state;
+    log_escape(forged, strlen(forged), out, sizeof(out));
+    assert_null(strchr(out, '\n'));
+    assert_null(strchr(out, '\r'));
+    assert_null(strchr(out, 0x1b));
+    assert_string_equal(out, "/i/x\\x0aFAKE 2026 info access: admin\\x0d\\x1b[2J");
+    /* well-formed UTF-8 stays as it is; broken sequences, overlongs and surrogates are escaped */
+    log_escape("caf\xc3\xa9 \xe2\x82\xac", 9, out, sizeof(out));
+    assert_string_equal(out, "caf\xc3\xa9 \xe2\x82\xac");
+    log_escape("a\xc3(\xc0\xaf\xed\xa0\x80\xff", 9, out, sizeof(out));
+    assert_string_equal(out, "a\\xc3(\\xc0\\xaf\\xed\\xa0\\x80\\xff");
+    /* the backslash is escaped so an escape cannot be forged either */
+    log_escape("a\\x0ab", 6, out, sizeof(out));
+    assert_string_equal(out, "a\\\\x0ab");
+    /* bounded: the output is cut, terminated, never overrun */
+    memset(out, 'Z', sizeof(out));
+    assert_true(log_escape("\n\n\n\n\n\n\n\n", 8, out, 12) < 12);
+    assert_int_equal(out[11] == 'Z' || strlen(out) < 12, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hex_encode),
+        cmocka_unit_test(test_hex_decode),
+        cmocka_unit_test(test_log_escape),
         cmocka_unit_test(test_b64url_vectors),
         cmocka_unit_test(test_b64url_alphabet_is_url_safe),
         cmocka_unit_test(test_b64url_round_trip),
