@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -490,11 +491,15 @@ static void test_switch_under_readers(void **state)
     for (int i = 0; i < 3; i++)
         assert_int_equal(pthread_create(&th[i], NULL, sw_reader, &s), 0);
     for (int i = 0; i < 200; i++) {
+        int done = atomic_load(&s.reads) + atomic_load(&s.fails);
         /* alternate: the blob current, then only on the fallback */
         if (i % 2 == 0)
             assert_int_equal(blob_switch_set(s.sw, open_store(f, "b"), open_store(f, "a")), OK);
         else
             assert_int_equal(blob_switch_set(s.sw, open_store(f, "a"), NULL), OK);
+        /* interleave: the readers make progress between two swaps (a state, not a sleep) */
+        while (atomic_load(&s.reads) + atomic_load(&s.fails) < done + 3)
+            sched_yield();
     }
     atomic_store(&s.stop, true);
     for (int i = 0; i < 3; i++)
