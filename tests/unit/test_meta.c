@@ -915,8 +915,8 @@ static int slow_handler(void *arg, const struct meta_job *job, char *err, size_t
     (void)job;
     (void)err;
     (void)cap;
-    usleep(2500 * 1000); /* longer than two leases of 1 s */
-    s->rival = meta_job_claim(s->ms, 1000, &j);
+    usleep(4500 * 1000); /* longer than two leases of 2 s (renewed every 0.67 s) */
+    s->rival = meta_job_claim(s->ms, 2000, &j);
     return OK;
 }
 
@@ -925,7 +925,7 @@ static void test_jobs_slow_job_kept(void **state)
 {
     struct fixture *f = *state;
     struct jobs_opts o = {
-        .workers = 1, .lease_ms = 1000, .max_attempts = 3, .backoff_ms = 10, .poll_ms = 10};
+        .workers = 1, .lease_ms = 2000, .max_attempts = 3, .backoff_ms = 10, .poll_ms = 10};
     struct slow_job s = {.ms = f->ms, .rival = -1};
     struct meta_job_stats st;
 
