@@ -378,6 +378,9 @@ def run(root, procs):
     check(m is not None and int(m.group(1)) >= 1,
           "serve followed the new ring without a restart", body[-300:] if m is None else m.group(0))
     read_all("every image, those uploaded during the move too, reads back with no restart")
+    # serve's thumbnails of the new uploads are still being written: let the jobs drain, so the
+    # check sees the final state (a variant half-written to its two homes is not a lost copy)
+    tf.wait_for(lambda: jobs_pending(serve) == 0, 120, "serve's job queue to drain")
     rc, out = tool(["repair", "--dry-run"], four, serve.data)
     m = re.search(r"(\d+) copies restored, (\d+) moved home", out)
     check(rc == 0 and m is not None and m.group(1) == "0" and m.group(2) == "0",
