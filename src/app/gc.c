@@ -113,26 +113,30 @@ static void gc_orphan(struct meta_store *meta, struct blob_store *blobs, const s
     }
 }
 
+struct gc_walk {
+    struct meta_store *meta;
+    struct blob_store *blobs;
+    const struct gc_opts *o;
+    struct progress *p;
+    struct gc_report *r;
+};
+
+static int gc_orphan_each(void *arg, const struct blob_entry *e)
+{
+    struct gc_walk *w = arg;
+
+    gc_orphan(w->meta, w->blobs, w->o, e, w->p, w->r);
+    progress_add(w->p, 1, e->size);
+    return OK;
+}
+
 /* gc_orphans lists one store (a ring shard or the store) and collects what no row names. */
 static int gc_orphans(struct meta_store *meta, struct blob_store *blobs, struct blob_store *listed,
                       const struct gc_opts *o, struct progress *p, struct gc_report *r)
 {
-    struct blob_entry *page = xmalloc(GC_PAGE * sizeof(*page));
-    char after[BLOB_KEY_LEN + 1] = "";
-    size_t n = 0;
-    int rc;
+    struct gc_walk w = {meta, blobs, o, p, r};
 
-    do {
-        rc = blob_list(listed, after, page, GC_PAGE, &n);
-        for (size_t i = 0; rc == OK && i < n; i++) {
-            gc_orphan(meta, blobs, o, &page[i], p, r);
-            progress_add(p, 1, page[i].size);
-        }
-        if (rc == OK && n > 0)
-            memcpy(after, page[n - 1].key, sizeof(after));
-    } while (rc == OK && n == GC_PAGE);
-    free(page);
-    return rc;
+    return blob_each(listed, gc_orphan_each, &w);
 }
 
 int gc_run(struct meta_store *meta, struct blob_store *blobs, const struct gc_opts *o,

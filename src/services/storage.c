@@ -259,27 +259,27 @@ static const struct route storage_routes[] = {
 };
 
 /* storage_count sets the gauges from a walk of the store (once, at start). */
+struct storage_tally {
+    int64_t blobs, bytes;
+};
+
+static int storage_tally_add(void *arg, const struct blob_entry *e)
+{
+    struct storage_tally *t = arg;
+
+    t->blobs++;
+    t->bytes += (int64_t)e->size;
+    return OK;
+}
+
 static int storage_count(struct storage *s)
 {
-    struct blob_entry *ents = xmalloc(STORAGE_LIST_MAX * sizeof(*ents));
-    char after[BLOB_KEY_LEN + 1] = "";
-    int64_t blobs = 0, bytes = 0;
-    size_t n = 0;
-    int rc;
+    struct storage_tally t = {0, 0};
+    int rc = blob_each(s->blobs, storage_tally_add, &t);
 
-    do {
-        rc = blob_list(s->blobs, after, ents, STORAGE_LIST_MAX, &n);
-        for (size_t i = 0; rc == OK && i < n; i++) {
-            blobs++;
-            bytes += (int64_t)ents[i].size;
-        }
-        if (n > 0)
-            memcpy(after, ents[n - 1].key, sizeof(after));
-    } while (rc == OK && n == STORAGE_LIST_MAX);
-    free(ents);
-    metric_add(&m_blobs, blobs);
-    metric_add(&m_bytes, bytes);
-    log_info("storage", "%lld blobs, %lld bytes", (long long)blobs, (long long)bytes);
+    metric_add(&m_blobs, t.blobs);
+    metric_add(&m_bytes, t.bytes);
+    log_info("storage", "%lld blobs, %lld bytes", (long long)t.blobs, (long long)t.bytes);
     return rc;
 }
 

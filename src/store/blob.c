@@ -108,6 +108,24 @@ int blob_list(struct blob_store *bs, const char *after, struct blob_entry *out, 
     return bs->ops->list(bs->be, after, out, cap, n);
 }
 
+int blob_each(struct blob_store *bs, blob_each_fn *fn, void *arg)
+{
+    struct blob_entry *page = xmalloc(BLOB_EACH_PAGE * sizeof(*page));
+    char after[BLOB_KEY_LEN + 1] = "";
+    size_t n = 0;
+    int rc;
+
+    do {
+        rc = blob_list(bs, after, page, BLOB_EACH_PAGE, &n);
+        for (size_t i = 0; rc == OK && i < n; i++)
+            rc = fn(arg, &page[i]);
+        if (rc == OK && n > 0)
+            memcpy(after, page[n - 1].key, sizeof(after));
+    } while (rc == OK && n == BLOB_EACH_PAGE);
+    free(page);
+    return rc;
+}
+
 bool blob_store_may_block(const struct blob_store *bs)
 {
     return bs->ops->may_block != NULL && bs->ops->may_block(bs->be);

@@ -75,6 +75,18 @@ struct blob_entry {
 int blob_list(struct blob_store *bs, const char *after, struct blob_entry *out, size_t cap,
               size_t *n);
 
+/* blob_each_fn is called for each listed blob; anything but OK stops the walk. */
+typedef int blob_each_fn(void *arg, const struct blob_entry *e);
+
+/*
+ * blob_each walks the whole listing of bs in key order, a page at a time
+ * (BLOB_EACH_PAGE entries, allocated once), calling fn for each blob.
+ * Returns OK after the last, or the first error of blob_list or fn. Blocks.
+ */
+int blob_each(struct blob_store *bs, blob_each_fn *fn, void *arg);
+
+#define BLOB_EACH_PAGE 1000
+
 /*
  * blob_store_may_block tells whether calls may wait on the network (a remote
  * shard): callers then keep them off threads that serve other connections.

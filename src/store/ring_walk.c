@@ -20,8 +20,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define WALK_PAGE 1000
-
 static int walk_cmp_copy(const void *a, const void *b)
 {
     const struct ring_copy *x = a, *y = b;
@@ -30,64 +28,54 @@ static int walk_cmp_copy(const void *a, const void *b)
     return c != 0 ? c : (x->shard > y->shard) - (x->shard < y->shard);
 }
 
-/* walk_shard appends the listing of shard s to l; returns the status and the count in *total. */
-static int walk_shard(struct blob_store *shard, unsigned s, struct blob_entry *page,
-                      struct ring_listing *l, size_t *total)
-{
-    char after[BLOB_KEY_LEN + 1] = "";
-    size_t n = 0;
-    int rc;
+struct walk {
+    struct ring_listing *l;
+    unsigned shard;
+    size_t total;
+};
 
-    *total = 0;
-    do {
-        rc = blob_list(shard, after, page, WALK_PAGE, &n);
-        for (size_t i = 0; rc == OK && i < n; i++) {
-            if (l->n == l->alloc) {
-                l->alloc = l->alloc ? 2 * l->alloc : 4096;
-                l->v = xrealloc(l->v, l->alloc * sizeof(*l->v));
-            }
-            struct ring_copy *c = &l->v[l->n++];
-            memcpy(c->key, page[i].key, sizeof(c->key));
-            c->shard = s;
-            c->size = page[i].size;
-            c->mtime = page[i].mtime;
-        }
-        if (rc == OK) {
-            *total += n;
-            if (n > 0)
-                memcpy(after, page[n - 1].key, sizeof(after));
-        }
-    } while (rc == OK && n == WALK_PAGE);
-    return rc;
+static int walk_add(void *arg, const struct blob_entry *e)
+{
+    struct walk *w = arg;
+    struct ring_listing *l = w->l;
+
+    if (l->n == l->alloc) {
+        l->alloc = l->alloc ? 2 * l->alloc : 4096;
+        l->v = xrealloc(l->v, l->alloc * sizeof(*l->v));
+    }
+    struct ring_copy *c = &l->v[l->n++];
+    memcpy(c->key, e->key, sizeof(c->key));
+    c->shard = w->shard;
+    c->size = e->size;
+    c->mtime = e->mtime;
+    w->total++;
+    return OK;
 }
 
 int ring_walk_list(struct blob_store *store, struct ring_listing *l, struct progress *p)
 {
     const struct ring *ring = blob_ring_ring(store);
-    struct blob_entry *page = NULL;
     size_t failed = 0;
 
     if (ring == NULL)
         return E_INVALID;
-    page = xmalloc(WALK_PAGE * sizeof(*page));
     l->nshards = ring->n;
     l->listed = xcalloc(ring->n, sizeof(*l->listed));
     progress_phase(p, "listing", ring->n, 0);
     for (size_t s = 0; s < ring->n; s++) {
-        size_t total = 0;
-        int rc = walk_shard(blob_ring_shard(store, s), (unsigned)s, page, l, &total);
+        struct walk w = {l, (unsigned)s, 0};
+        int rc = blob_each(blob_ring_shard(store, s), walk_add, &w);
         if (rc != OK) {
             progress_note(p, "shard %s: cannot list (%s): its copies are left alone this run",
                           ring->shards[s].id, err_str(rc));
             failed++;
         } else {
             l->listed[s] = true;
-            progress_note(p, "shard %s: %zu blobs", ring->shards[s].id, total);
+            progress_note(p, "shard %s: %zu blobs", ring->shards[s].id, w.total);
         }
         progress_add(p, 1, 0);
     }
     progress_flush(p);
-    free(page);
     qsort(l->v, l->n, sizeof(*l->v), walk_cmp_copy);
     l->nkeys = 0;
     for (size_t i = 0; i < l->n; i = ring_walk_group(l, i))
