@@ -334,9 +334,13 @@ static void flight_land(struct app *a, struct app_flight *f, int rc)
     pthread_mutex_unlock(&a->lock);
 }
 
-/* variant_make makes, stores and records one variant; fills *v. */
+/*
+ * variant_make makes, stores and records one variant; fills *v. When the
+ * database cannot take the record now (its primary is down) and made_fd is
+ * given, *made_fd gets the made bytes to serve unrecorded: made again later.
+ */
 static int variant_make(struct app *a, const struct image_rec *img, const struct variant_preset *vp,
-                        struct variant_rec *v)
+                        struct variant_rec *v, int *made_fd)
 {
     struct img_variant_spec spec = {vp->width, vp->height,
                                     img_format_from_name(str_from(vp->format)), vp->quality};
@@ -382,14 +386,21 @@ static int variant_make(struct app *a, const struct image_rec *img, const struct
     v->height = info.height;
     v->bytes = (uint64_t)st.st_size;
     rc = meta_blob_pin(a->meta, v->key, v->bytes);
-    if (rc != OK)
-        goto out;
-    rc = blob_put_path(a->blobs, v->key, out_path);
-    if (rc == OK)
-        rc = meta_variant_put(a->meta, v);
-    /* the image deleted meanwhile: the unpin queues the release of the unused bytes */
-    if (meta_blob_unpin(a->meta, v->key) != OK)
-        log_warn("app", "blob %.16s stays pinned (gc clears stale pins)", v->key);
+    if (rc == OK) {
+        rc = blob_put_path(a->blobs, v->key, out_path);
+        if (rc == OK)
+            rc = meta_variant_put(a->meta, v);
+        /* the image deleted meanwhile: the unpin queues the release of the unused bytes */
+        if (meta_blob_unpin(a->meta, v->key) != OK)
+            log_warn("app", "blob %.16s stays pinned (gc clears stale pins)", v->key);
+    }
+    if (rc == E_UNAVAILABLE && made_fd != NULL && lseek(ofd, 0, SEEK_SET) == 0) {
+        log_warn("app", "variant %s of %s served unrecorded: the database takes no writes now",
+                 vp->name, img->id);
+        *made_fd = ofd;
+        ofd = -1;
+        rc = OK;
+    }
 out:
     if (fd >= 0)
         close(fd);
@@ -401,10 +412,13 @@ out:
 }
 
 int app_variant(struct app *a, const struct image_rec *img, const struct variant_preset *vp,
-                struct variant_rec *out)
+                struct variant_rec *out, int *made_fd)
 {
     struct app_flight *flight = NULL;
     int rc = meta_variant_get(a->meta, img->id, vp->name, out);
+
+    if (made_fd != NULL)
+        *made_fd = -1;
 
     /*
      * The first request makes it; concurrent ones wait for it and take its
@@ -416,7 +430,7 @@ int app_variant(struct app *a, const struct image_rec *img, const struct variant
         if (flight_join(a, img->id, vp->name, &flight, &made_rc)) {
             rc = meta_variant_get(a->meta, img->id, vp->name, out);
             if (rc == E_NOTFOUND)
-                rc = variant_make(a, img, vp, out);
+                rc = variant_make(a, img, vp, out, made_fd);
             flight_land(a, flight, rc);
             break;
         }
@@ -452,7 +466,7 @@ static int job_variants(struct app *a, const char *id, char *err, size_t cap)
         return rc;
     }
     for (size_t i = 0; i < a->cfg->n_variants && rc == OK; i++) {
-        rc = app_variant(a, &img, &a->cfg->variant[i], &v);
+        rc = app_variant(a, &img, &a->cfg->variant[i], &v, NULL);
         if (rc == E_NOTFOUND)
             rc = OK; /* the image went away */
         if (rc != OK)

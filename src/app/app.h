@@ -121,10 +121,14 @@ int app_delete(struct app *a, const char *id, size_t len, const char *token, boo
  * app_variant returns the variant vp of img, making it on first request:
  * concurrent requests for one variant in this process wait for one maker
  * (single flight). E_NOTFOUND when the image went away, E_BADIMAGE when the
- * source cannot be decoded, E_UNAVAILABLE, E_IO. Blocks; thread-safe.
+ * source cannot be decoded, E_UNAVAILABLE, E_IO. When made_fd is given and
+ * the variant was made but cannot be recorded (the database takes no writes
+ * now), answers OK with *made_fd open on its bytes (the caller serves and
+ * closes it; out has its key) instead of E_UNAVAILABLE; else *made_fd is -1.
+ * Blocks; thread-safe.
  */
 int app_variant(struct app *a, const struct image_rec *img, const struct variant_preset *vp,
-                struct variant_rec *out);
+                struct variant_rec *out, int *made_fd);
 
 /*
  * app_job_run is the job handler (jobs_handler_fn, arg a struct app) of every

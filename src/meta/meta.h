@@ -89,6 +89,7 @@ struct meta_job_stats {
 /* What a backend reports of each database server it talks to (readiness, metrics). */
 struct meta_node {
     char name[META_NODE_NAME_MAX]; /* "primary", "replica-1", ... */
+    char addr[META_NODE_NAME_MAX]; /* host:port ("" when not a server, e.g. SQLite) */
     const char *role;              /* "primary", "replica" or "sqlite" */
     bool reachable;
     bool usable;    /* reachable, not backing off and within the lag limit */

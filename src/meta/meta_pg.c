@@ -3,12 +3,20 @@
  *
  * Writes go through a pool of connections to the primary's URL with
  * target_session_attrs=read-write: libpq tries every host of a multi-host URL
- * and keeps the writable one, so after a promotion the next new connection
- * finds the new primary with no restart. Reads go round-robin over the
- * replicas that are reachable, not backing off and within max_replica_lag
- * (a monitor thread refreshes health and lag), else to the primary; a read
- * that fails on a replica is retried on the next one. A miss on a replica is
- * asked again on the primary (read-your-writes) and remembered briefly.
+ * and keeps the writable one, so after a failover the next new connection
+ * finds the new primary with no restart. A commit that PostgreSQL confirms
+ * with a warning (its wait for a synchronous standby was cancelled: committed
+ * locally, maybe not replicated) is reported E_UNAVAILABLE, never as durable.
+ *
+ * Reads go round-robin over the read nodes (db.replicas, or every host of a
+ * multi-host db.url) that are reachable, not backing off, within
+ * max_replica_lag and in recovery; a monitor thread learns each node's role
+ * (pg_is_in_recovery()) and lag, so after a failover the new primary is read
+ * only when no standby can answer and a rejoined old primary serves reads
+ * again. A read that fails on one node is retried on the next. A miss on a
+ * standby is asked again on the primary (read-your-writes) and remembered
+ * briefly; while no primary answers, an image id a standby does not know is
+ * E_UNAVAILABLE (it may have been acknowledged a moment ago), not E_NOTFOUND.
  * Every connection has connect_timeout and statement_timeout: a dead server
  * costs at most those, never a hang. PGresult never leaves this file.
  */
@@ -147,6 +155,7 @@ enum pg_stmt {
     PS_JOB_STATS,
     PS_PING,
     PS_IMAGE_GET,
+    PS_IMAGE_KNOWN,
     PS_IMAGE_LIST,
     PS_VARIANT_GET,
     PS_BLOB_REFS,
@@ -163,6 +172,8 @@ enum pg_stmt {
     PS_JOB_PURGE_DEAD,
     PS_COUNT
 };
+
+_Static_assert(PS_COUNT <= 64, "pg_conn.prepared has one bit per statement");
 
 static const char *const pg_sql[PS_COUNT] = {
     [PS_IMAGE_INSERT] = "INSERT INTO images (id, key, format, width, height, frames, bytes,"
@@ -212,6 +223,8 @@ static const char *const pg_sql[PS_COUNT] = {
                      " coalesce(min(created_at) FILTER (WHERE state <> 'dead'), 0) FROM jobs",
     [PS_PING] = "SELECT 1",
     [PS_IMAGE_GET] = "SELECT " PG_IMAGE_COLS " FROM images WHERE id = $1 AND deleted_at IS NULL",
+    /* deleted or not: a standby that has the row knows the answer without the primary */
+    [PS_IMAGE_KNOWN] = "SELECT 1 FROM images WHERE id = $1",
     [PS_IMAGE_LIST] = meta_pg_list_sql,
     [PS_VARIANT_GET] = "SELECT image_id, name, key, format, width, height, bytes"
                        " FROM variants WHERE image_id = $1 AND name = $2",
@@ -219,11 +232,14 @@ static const char *const pg_sql[PS_COUNT] = {
     [PS_IMAGE_COUNT] = "SELECT count(*) FROM images WHERE deleted_at IS NULL",
     [PS_SETTING_GET] = "SELECT value FROM settings WHERE name = $1",
     [PS_PRIMARY_LSN] = "SELECT pg_current_wal_lsn()::text",
-    /* 0 when caught up with the primary's LSN read just before (or when it is unknown). */
-    [PS_LAG] = "SELECT CASE WHEN NOT pg_is_in_recovery() OR $1::pg_lsn IS NULL"
-               " OR pg_last_wal_replay_lsn() >= $1::pg_lsn THEN 0 ELSE coalesce((extract(epoch"
-               " FROM clock_timestamp() - pg_last_xact_replay_timestamp()) * 1000)::bigint, 0)"
-               " END",
+    /*
+     * The node's role, and its lag: 0 when caught up with the primary's LSN
+     * read just before (or when that is unknown: the primary is down).
+     */
+    [PS_LAG] = "SELECT pg_is_in_recovery(), CASE WHEN NOT pg_is_in_recovery()"
+               " OR $1::pg_lsn IS NULL OR pg_last_wal_replay_lsn() >= $1::pg_lsn THEN 0"
+               " ELSE coalesce((extract(epoch FROM clock_timestamp() -"
+               " pg_last_xact_replay_timestamp()) * 1000)::bigint, 0) END",
     /* gc: read on the primary, which decides what is removed */
     [PS_BLOB_GET] = "SELECT " PG_BLOB_COLS " FROM blobs WHERE key = $1",
     [PS_GC_COUNT] =
@@ -258,12 +274,17 @@ static const char *const pg_sql[PS_COUNT] = {
 struct pg_conn {
     PGconn *c;
     uint64_t prepared; /* bit i: pg_sql[i] is prepared on this session as "t<i>" */
+    bool warned;       /* the server sent a WARNING since the flag was cleared */
 };
 
 struct pg_node {
     char name[META_NODE_NAME_MAX];
+    char addr[META_NODE_NAME_MAX]; /* host:port; the host list of the write pool */
     char *conninfo;
-    bool primary;
+    char *host; /* overrides the conninfo's host list (a node split out of db.url) */
+    char *port;
+    bool primary;         /* the write pool (db.url with target_session_attrs=read-write) */
+    _Atomic bool standby; /* learned: in recovery (read nodes only) */
     pthread_mutex_t lock; /* guards idle, nidle */
     struct pg_conn *idle[PG_POOL_MAX];
     size_t nidle;
@@ -375,12 +396,30 @@ static bool pg_usable(const struct pg *p, struct pg_node *n)
 /* ---- connections ---- */
 
 /*
+ * pg_notice receives a session's notices: a WARNING is logged and flagged on
+ * the session, since one at COMMIT means the commit is not confirmed durable.
+ */
+static void pg_notice(void *arg, const PGresult *r)
+{
+    struct pg_conn *c = arg;
+    const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+    char msg[200];
+
+    if (sev == NULL || strcmp(sev, "WARNING") != 0)
+        return;
+    c->warned = true;
+    pg_first_line(PQresultErrorMessage(r), msg, sizeof(msg));
+    log_warn("meta", "postgres: %s", msg);
+}
+
+/*
  * pg_connect opens a session to n with the timeouts every session carries;
  * NULL when it cannot (logged once per outage by pg_mark_down's caller).
  */
 static struct pg_conn *pg_connect(const struct pg *p, struct pg_node *n)
 {
     char ct[24], opts[160], err[200];
+    /* host and port come after dbname: they override the hosts of an expanded URL */
     const char *keys[] = {"dbname",
                           "connect_timeout",
                           "options",
@@ -389,6 +428,8 @@ static struct pg_conn *pg_connect(const struct pg *p, struct pg_node *n)
                           "keepalives_idle",
                           "keepalives_interval",
                           "keepalives_count",
+                          n->host ? "host" : NULL,
+                          "port",
                           NULL};
     const char *vals[sizeof(keys) / sizeof(keys[0])];
     struct pg_conn *c;
@@ -409,7 +450,9 @@ static struct pg_conn *pg_connect(const struct pg *p, struct pg_node *n)
     vals[5] = "5";
     vals[6] = "2";
     vals[7] = "2";
-    vals[8] = NULL;
+    vals[8] = n->host;
+    vals[9] = n->port ? n->port : "";
+    vals[10] = NULL;
     pc = PQconnectdbParams(keys, vals, 1);
     if (pc == NULL)
         return NULL;
@@ -421,6 +464,7 @@ static struct pg_conn *pg_connect(const struct pg *p, struct pg_node *n)
     }
     c = xcalloc(1, sizeof(*c));
     c->c = pc;
+    PQsetNoticeReceiver(pc, pg_notice, c);
     return c;
 }
 
@@ -606,7 +650,29 @@ static int pg_on(struct pg *p, struct pg_node *n, pg_fn *fn, void *arg)
 }
 
 /*
- * pg_read runs a read on a usable replica (round-robin; one that fails is
+ * pg_on_leader runs a read on the primary: a read node that leads now, else
+ * the write pool (unless it is backing off: a read never waits on a primary
+ * known to be down). Definite answers (OK, E_NOTFOUND, E_TOOBIG) end the search.
+ */
+static int pg_on_leader(struct pg *p, pg_fn *fn, void *arg)
+{
+    int rc;
+
+    for (size_t i = 0; i < p->nreplicas; i++) {
+        struct pg_node *n = &p->replica[i];
+        if (atomic_load(&n->standby) || !pg_usable(p, n))
+            continue;
+        rc = pg_on(p, n, fn, arg);
+        if (rc == OK || rc == E_NOTFOUND || rc == E_TOOBIG)
+            return rc;
+    }
+    if (mono_ms() < atomic_load(&p->primary.down_until))
+        return E_UNAVAILABLE;
+    return pg_on(p, &p->primary, fn, arg);
+}
+
+/*
+ * pg_read runs a read on a usable standby (round-robin; one that fails is
  * skipped for the next), else on the primary. *on_primary tells which
  * answered. Definite answers (OK, E_NOTFOUND, E_TOOBIG) end the search.
  */
@@ -617,7 +683,7 @@ static int pg_read(struct pg *p, pg_fn *fn, void *arg, bool *on_primary)
 
     for (size_t k = 0; k < p->nreplicas; k++) {
         struct pg_node *n = &p->replica[(start + k) % p->nreplicas];
-        if (!pg_usable(p, n))
+        if (!atomic_load(&n->standby) || !pg_usable(p, n))
             continue;
         rc = pg_on(p, n, fn, arg);
         if (rc == OK || rc == E_NOTFOUND || rc == E_TOOBIG) {
@@ -626,7 +692,7 @@ static int pg_read(struct pg *p, pg_fn *fn, void *arg, bool *on_primary)
         }
     }
     *on_primary = true;
-    return pg_on(p, &p->primary, fn, arg);
+    return pg_on_leader(p, fn, arg);
 }
 
 /*
@@ -655,9 +721,22 @@ static int pg_write(struct pg *p, pg_fn *fn, void *arg)
         }
         if (rc == OK)
             rc = fn(n, c, arg);
-        if (rc == OK)
+        if (rc == OK) {
+            c->warned = false;
             rc = pg_simple(n, c, "COMMIT");
-        else if (rc != PG_LOST)
+            /*
+             * "canceling wait for synchronous replication": committed here but
+             * no standby confirmed it, so a failover may lose it. Never
+             * reported as done; the caller answers 503 and the client retries.
+             */
+            if (rc == OK && c->warned) {
+                log_error("meta",
+                          "postgres %s: commit not confirmed by a synchronous standby:"
+                          " answered as failed",
+                          n->name);
+                rc = E_UNAVAILABLE;
+            }
+        } else if (rc != PG_LOST)
             pg_simple(n, c, "ROLLBACK");
         pg_put(p, n, c, rc == PG_LOST);
         if (rc != PG_RETRY)
@@ -1381,10 +1460,26 @@ static int pg_image_get_fn(struct pg_node *n, struct pg_conn *c, void *arg)
     return rc;
 }
 
+static int pg_image_known_fn(struct pg_node *n, struct pg_conn *c, void *arg)
+{
+    struct pg_get *g = arg;
+    const char *v[] = {g->a};
+    PGresult *r = NULL;
+    int rc = pg_exec(n, c, PS_IMAGE_KNOWN, 1, v, &r);
+
+    if (rc == OK && PQntuples(r) == 0)
+        rc = E_NOTFOUND;
+    PQclear(r);
+    return rc;
+}
+
 /*
- * pg_read_own reads on a replica and, on a miss there, on the primary: an
- * image uploaded a moment ago is found even before the replica replayed it.
- * When the primary cannot answer, the replica's miss stands.
+ * pg_read_own reads on a standby and, on a miss there, on the primary: an
+ * image uploaded a moment ago is found even before the standby replayed it.
+ * When no primary answers, a miss on an image id (neg_id) stands only if the
+ * standby has the row (deleted); otherwise the id may be one acknowledged
+ * just before the primary went down: E_UNAVAILABLE, never a false 404.
+ * Other misses (variants, settings) stand.
  */
 static int pg_read_own(struct pg *p, pg_fn *fn, struct pg_get *g, const char *neg_id)
 {
@@ -1395,12 +1490,16 @@ static int pg_read_own(struct pg *p, pg_fn *fn, struct pg_get *g, const char *ne
         return rc;
     if (neg_id != NULL && pg_neg_has(p, neg_id))
         return E_NOTFOUND;
-    int prc = pg_on(p, &p->primary, fn, g);
-    if (prc == OK || prc == E_NOTFOUND)
-        rc = prc;
-    if (neg_id != NULL && rc == E_NOTFOUND)
-        pg_neg_set(p, neg_id, true);
-    return rc;
+    int prc = pg_on_leader(p, fn, g);
+    if (prc == OK || prc == E_NOTFOUND) {
+        if (neg_id != NULL && prc == E_NOTFOUND)
+            pg_neg_set(p, neg_id, true);
+        return prc;
+    }
+    if (neg_id == NULL)
+        return rc;
+    struct pg_get k = {.a = neg_id};
+    return pg_read(p, pg_image_known_fn, &k, &on_primary) == OK ? E_NOTFOUND : E_UNAVAILABLE;
 }
 
 static int pg_image_get(void *be, const char *id, struct image_rec *out)
@@ -1534,6 +1633,7 @@ static int pg_setting_get(void *be, const char *name, char *value, size_t cap)
 struct pg_probe {
     const char *lsn; /* the primary's, or NULL */
     int64_t lag_ms;
+    bool in_recovery;
     char buf[64];
 };
 
@@ -1556,8 +1656,10 @@ static int pg_lag_fn(struct pg_node *n, struct pg_conn *c, void *arg)
     PGresult *r = NULL;
     int rc = pg_exec(n, c, PS_LAG, 1, v, &r);
 
-    if (rc == OK)
-        pr->lag_ms = pg_i64(r, 0, 0);
+    if (rc == OK) {
+        pr->in_recovery = PQgetvalue(r, 0, 0)[0] == 't';
+        pr->lag_ms = pg_i64(r, 0, 1);
+    }
     PQclear(r);
     return rc;
 }
@@ -1576,6 +1678,9 @@ static void pg_probe_all(struct pg *p)
         pr.lag_ms = -1;
         if (pg_on(p, n, pg_lag_fn, &pr) == OK) {
             atomic_store(&n->lag_ms, pr.lag_ms);
+            if (atomic_exchange(&n->standby, pr.in_recovery) != pr.in_recovery)
+                log_info("meta", "postgres %s is %s now", n->name,
+                         pr.in_recovery ? "a standby (reads)" : "the primary");
             pg_mark_up(n);
         }
     }
@@ -1608,7 +1713,8 @@ static void pg_node_report(const struct pg *p, struct pg_node *n, struct meta_no
 {
     memset(out, 0, sizeof(*out));
     snprintf(out->name, sizeof(out->name), "%s", n->name);
-    out->role = n->primary ? "primary" : "replica";
+    snprintf(out->addr, sizeof(out->addr), "%s", n->addr);
+    out->role = n->primary || !atomic_load(&n->standby) ? "primary" : "replica";
     out->reachable = atomic_load(&n->reachable);
     out->usable = n->primary ? out->reachable : pg_usable(p, n);
     out->lag_ms = n->primary ? 0 : atomic_load(&n->lag_ms);
@@ -1756,13 +1862,45 @@ out:
 
 /* ---- lifecycle ---- */
 
-static void pg_node_init(struct pg_node *n, const char *name, const char *conninfo, bool primary)
+/* pg_conninfo_get copies keyword kw of a parsed conninfo ("" when absent). */
+static void pg_conninfo_get(PQconninfoOption *opts, const char *kw, char *buf, size_t cap)
 {
-    snprintf(n->name, sizeof(n->name), "%s", name);
+    buf[0] = '\0';
+    for (PQconninfoOption *o = opts; o != NULL && o->keyword != NULL; o++)
+        if (strcmp(o->keyword, kw) == 0 && o->val != NULL)
+            snprintf(buf, cap, "%s", o->val);
+}
+
+/*
+ * pg_node_init sets up a node: the write pool ("primary") or a read node
+ * ("replica-N" whatever its role now); host and port, when given, override
+ * the conninfo's.
+ */
+static void pg_node_init(struct pg_node *n, const char *name, const char *conninfo,
+                         const char *host, const char *port, bool primary)
+{
+    char h[256] = "", pt[64] = "";
+
     n->conninfo = xstrdup(conninfo);
+    n->host = host ? xstrdup(host) : NULL;
+    n->port = port && port[0] != '\0' ? xstrdup(port) : NULL;
     n->primary = primary;
+    atomic_store(&n->standby, !primary);
     pthread_mutex_init(&n->lock, NULL);
     atomic_store(&n->lag_ms, primary ? 0 : -1);
+    snprintf(n->name, sizeof(n->name), "%s", name);
+    PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+    pg_conninfo_get(opts, "host", h, sizeof(h));
+    pg_conninfo_get(opts, "port", pt, sizeof(pt));
+    PQconninfoFree(opts);
+    if (host != NULL)
+        snprintf(h, sizeof(h), "%s", host);
+    if (n->port != NULL)
+        snprintf(pt, sizeof(pt), "%s", n->port);
+    if (primary) /* whichever host of db.url is writable now */
+        snprintf(n->addr, sizeof(n->addr), "db.url");
+    else
+        snprintf(n->addr, sizeof(n->addr), "%s:%s", h[0] ? h : "localhost", pt[0] ? pt : "5432");
 }
 
 static void pg_node_release(struct pg_node *n)
@@ -1772,6 +1910,8 @@ static void pg_node_release(struct pg_node *n)
     pg_flush(n);
     pthread_mutex_destroy(&n->lock);
     free(n->conninfo);
+    free(n->host);
+    free(n->port);
     n->conninfo = NULL;
 }
 
@@ -1825,12 +1965,26 @@ static const struct meta_ops pg_ops = {
     .nodes = pg_nodes,
 };
 
-/* pg_add_replicas splits a comma-separated list of URLs into replica nodes. */
+static int pg_add_node(struct pg *p, const char *conninfo, const char *host, const char *port)
+{
+    if (p->nreplicas == PG_MAX_REPLICAS) {
+        log_error("meta", "db.replicas: at most %d read nodes", PG_MAX_REPLICAS);
+        return E_INVALID;
+    }
+    char name[24];
+
+    snprintf(name, sizeof(name), "replica-%zu", p->nreplicas + 1);
+    pg_node_init(&p->replica[p->nreplicas++], name, conninfo, host, port, false);
+    return OK;
+}
+
+/* pg_add_replicas splits a comma-separated list of URLs into read nodes. */
 static int pg_add_replicas(struct pg *p, const char *list)
 {
     const char *s = list ? list : "";
+    int rc = OK;
 
-    while (*s != '\0') {
+    while (*s != '\0' && rc == OK) {
         size_t len = strcspn(s, ",");
         size_t b = 0, e = len;
         while (b < e && (s[b] == ' ' || s[b] == '\t'))
@@ -1838,21 +1992,48 @@ static int pg_add_replicas(struct pg *p, const char *list)
         while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\t'))
             e--;
         if (e > b) {
-            char name[24], *url;
-            if (p->nreplicas == PG_MAX_REPLICAS) {
-                log_error("meta", "db.replicas: at most %d replicas", PG_MAX_REPLICAS);
-                return E_INVALID;
-            }
-            url = xstrndup(s + b, e - b);
-            snprintf(name, sizeof(name), "replica-%zu", p->nreplicas + 1);
-            pg_node_init(&p->replica[p->nreplicas++], name, url, false);
+            char *url = xstrndup(s + b, e - b);
+            rc = pg_add_node(p, url, NULL, NULL);
             free(url);
         }
         s += len;
         if (*s == ',')
             s++;
     }
-    return OK;
+    return rc;
+}
+
+/*
+ * pg_add_url_hosts makes a read node of every host of a multi-host db.url
+ * (used when db.replicas is empty): the monitor learns which one leads.
+ * A URL with one host adds none: that server answers everything.
+ */
+static int pg_add_url_hosts(struct pg *p, const char *url)
+{
+    char hosts[1024], ports[256];
+    PQconninfoOption *opts = PQconninfoParse(url, NULL);
+    const char *h = hosts, *pt = ports;
+    int rc = OK;
+
+    if (opts == NULL)
+        return OK; /* not parseable here: libpq reports it at connect */
+    pg_conninfo_get(opts, "host", hosts, sizeof(hosts));
+    pg_conninfo_get(opts, "port", ports, sizeof(ports));
+    PQconninfoFree(opts);
+    if (strchr(hosts, ',') == NULL)
+        return OK;
+    while (*h != '\0' && rc == OK) {
+        size_t hl = strcspn(h, ","), pl = strcspn(pt, ",");
+        char *host = xstrndup(h, hl), *port = xstrndup(pt, pl);
+        rc = pg_add_node(p, url, host, port);
+        free(host);
+        free(port);
+        h += hl + (h[hl] == ',');
+        /* one port for every host, or one port per host */
+        if (strchr(ports, ',') != NULL)
+            pt += pl + (pt[pl] == ',');
+    }
+    return rc;
 }
 
 /* pg_check_schema reads the version on any server that answers; E_UNAVAILABLE when none does. */
@@ -1904,8 +2085,11 @@ int meta_open_pg(const struct meta_options *o, struct meta_store **out)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&p->mwake, &ca);
     pthread_condattr_destroy(&ca);
-    pg_node_init(&p->primary, "primary", o->url, true);
-    rc = pg_add_replicas(p, o->replicas);
+    pg_node_init(&p->primary, "primary", o->url, NULL, NULL, true);
+    if (o->replicas != NULL && o->replicas[0] != '\0')
+        rc = pg_add_replicas(p, o->replicas);
+    else
+        rc = pg_add_url_hosts(p, o->url);
     if (rc != OK)
         goto out;
     if (o->migrate) {
@@ -1931,7 +2115,7 @@ int meta_open_pg(const struct meta_options *o, struct meta_store **out)
         goto out;
     }
     p->monitor_on = true;
-    log_info("meta", "postgres: primary %s, %zu replica(s), max replica lag %lld ms",
+    log_info("meta", "postgres: primary %s, %zu read node(s), max replica lag %lld ms",
              atomic_load(&p->primary.reachable) ? "reachable" : "unreachable", p->nreplicas,
              (long long)p->max_lag_ms);
     *out = meta_store_new(&pg_ops, p);

@@ -93,10 +93,10 @@ json_t *api_ready_detail(void *app)
 
     meta_nodes(a->meta, nodes, META_NODES_MAX, &n);
     for (size_t i = 0; i < n; i++)
-        json_array_append_new(arr,
-                              json_pack("{s:s,s:s,s:b,s:b,s:I}", "name", nodes[i].name, "role",
-                                        nodes[i].role, "reachable", nodes[i].reachable, "usable",
-                                        nodes[i].usable, "lag_ms", (json_int_t)nodes[i].lag_ms));
+        json_array_append_new(
+            arr, json_pack("{s:s,s:s,s:s,s:b,s:b,s:I}", "name", nodes[i].name, "addr",
+                           nodes[i].addr, "role", nodes[i].role, "reachable", nodes[i].reachable,
+                           "usable", nodes[i].usable, "lag_ms", (json_int_t)nodes[i].lag_ms));
     return json_pack("{s:s,s:o}", "backend", meta_backend(a->meta), "nodes", arr);
 }
 
@@ -386,8 +386,12 @@ static void h_delete(struct http_req *req)
 
 /* --- bytes --- */
 
+/*
+ * send_blob answers with the bytes of blob key: from made_fd when it is open
+ * (a variant made but not stored; send_blob closes it), else from the store.
+ */
 static void send_blob(struct api *a, struct http_req *req, const char *id, const char *key,
-                      const char *mime, int64_t created_at)
+                      const char *mime, int64_t created_at, int made_fd)
 {
     char etag[SHA256_HEX + 2], date[30], tag[48];
     const char *inm = http_header(req, "If-None-Match");
@@ -407,10 +411,21 @@ static void send_blob(struct api *a, struct http_req *req, const char *id, const
     http_set_header(req, "Cache-Tag", tag);
     http_set_header(req, "X-Content-Type-Options", "nosniff");
     if (inm != NULL && http_etag_match(inm, key)) {
+        if (made_fd >= 0)
+            close(made_fd);
         http_reply_empty(req, 304);
         return;
     }
-    rc = blob_open(a->blobs, key, &fd, &size);
+    if (made_fd >= 0) {
+        struct stat st;
+        fd = made_fd;
+        rc = fstat(fd, &st) == 0 ? OK : E_IO;
+        size = rc == OK ? (uint64_t)st.st_size : 0;
+        if (rc != OK)
+            close(fd);
+    } else {
+        rc = blob_open(a->blobs, key, &fd, &size);
+    }
     if (rc != OK) {
         log_error("api", "image %s: blob %.16s unreadable: %s", id, key, err_str(rc));
         http_reply_error(req, E_UNAVAILABLE, "the image bytes are unavailable right now");
@@ -471,7 +486,7 @@ static void h_bytes(struct http_req *req)
                          (int)ext.len, ext.p);
         return;
     }
-    send_blob(a, req, img.id, img.key, img_format_mime(f), img.created_at);
+    send_blob(a, req, img.id, img.key, img_format_mime(f), img.created_at, -1);
 }
 
 /* --- variants --- */
@@ -483,6 +498,7 @@ static void h_variant(struct http_req *req)
     struct image_rec img;
     struct variant_rec v;
     const struct variant_preset *vp;
+    int made_fd = -1;
     int rc;
 
     if (!lookup(a, req, http_param(req, 0), &img))
@@ -493,7 +509,7 @@ static void h_variant(struct http_req *req)
         http_reply_error(req, E_NOTFOUND, "no such variant");
         return;
     }
-    rc = app_variant(a->app, &img, vp, &v);
+    rc = app_variant(a->app, &img, vp, &v, &made_fd);
     if (rc == E_NOTFOUND) {
         http_reply_error(req, E_NOTFOUND, "no such image");
         return;
@@ -504,7 +520,7 @@ static void h_variant(struct http_req *req)
         return;
     }
     send_blob(a, req, img.id, v.key, img_format_mime(img_format_from_name(str_from(v.format))),
-              img.created_at);
+              img.created_at, made_fd);
 }
 
 const struct route api_routes[] = {

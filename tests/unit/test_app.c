@@ -584,7 +584,7 @@ static void *variant_main(void *arg)
     struct variant_thread *t = arg;
 
     pthread_barrier_wait(t->start);
-    t->rc = app_variant(&t->f->app, t->img, t->vp, &t->out);
+    t->rc = app_variant(&t->f->app, t->img, t->vp, &t->out, NULL);
     return NULL;
 }
 
@@ -725,7 +725,7 @@ static void test_variant_single_flight(void **state)
     }
 
     /* asked again: read, not made */
-    assert_int_equal(app_variant(&f->app, &up.img, vp, &v), OK);
+    assert_int_equal(app_variant(&f->app, &up.img, vp, &v, NULL), OK);
     assert_string_equal(v.key, t[0].out.key);
     assert_int_equal(atomic_load(&variant_calls), 1);
 }
@@ -772,7 +772,7 @@ static void test_variant_single_flight_failure(void **state)
     assert_int_equal(tmp_entries(f), 0);
 
     /* the next request makes it */
-    assert_int_equal(app_variant(&f->app, &up.img, vp, &v), OK);
+    assert_int_equal(app_variant(&f->app, &up.img, vp, &v, NULL), OK);
     assert_int_equal(refs_of(f, v.key), 1);
 }
 
@@ -787,7 +787,7 @@ static void test_variant_missing_blob(void **state)
     upload_ok(f, JPEG_TINY, "", &up);
     /* a live image whose bytes are gone is a fault, not "not found" */
     assert_int_equal(blob_delete(f->rt.blobs, up.img.key), OK);
-    assert_int_equal(app_variant(&f->app, &up.img, vp, &v), E_UNAVAILABLE);
+    assert_int_equal(app_variant(&f->app, &up.img, vp, &v, NULL), E_UNAVAILABLE);
     assert_int_equal(meta_variant_get(f->rt.meta, up.img.id, "thumb", &v), E_NOTFOUND);
     assert_int_equal(atomic_load(&variant_calls), 0);
     for (size_t i = 0; i < APP_VARIANT_FLIGHTS; i++)
