@@ -124,11 +124,14 @@ static const struct cfg_entry config_table[] = {
      "PostgreSQL primary: a postgresql:// URL or conninfo (multi-host for failover, e.g. "
      "postgresql://h1:5432,h2:5432/db); empty: the embedded SQLite database (storage.db)."},
     {"db", "replicas", CFG_STR, "", 0, 0, F(db.replicas),
-     "Comma-separated postgresql:// URLs of streaming replicas; reads go round-robin over them."},
+     "Comma-separated postgresql:// URLs of the database nodes that serve reads (one host "
+     "each; list every node: each one's role is learned, so after a failover the new primary "
+     "is read only when no standby answers). Empty: every host of a multi-host db.url."},
     {"db", "max_replica_lag", CFG_DURATION, "1s", 0, 3600000, F(db.max_replica_lag_ms),
      "A replica whose replay lag exceeds this is skipped for reads."},
     {"db", "statement_timeout", CFG_DURATION, "5s", 100, 600000, F(db.statement_timeout_ms),
-     "Longest a database statement may run (also the lock timeout)."},
+     "Longest a database statement may run (also the lock timeout, and the longest a commit "
+     "waits for a synchronous standby: then the write answers 503)."},
     {"db", "connect_timeout", CFG_DURATION, "2s", 1000, 60000, F(db.connect_timeout_ms),
      "Longest a connection attempt to one database server may take (whole seconds, min 2)."},
     {"db", "pool", CFG_INT, "8", 1, 64, F(db.pool),

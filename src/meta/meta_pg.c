@@ -1474,12 +1474,35 @@ static int pg_image_known_fn(struct pg_node *n, struct pg_conn *c, void *arg)
 }
 
 /*
+ * pg_read_standbys runs a read on every usable standby until one answers OK:
+ * OK, E_NOTFOUND when every standby that answered had nothing, else
+ * E_UNAVAILABLE. For the rare question no primary can answer now.
+ */
+static int pg_read_standbys(struct pg *p, pg_fn *fn, void *arg)
+{
+    int rc = E_UNAVAILABLE;
+
+    for (size_t i = 0; i < p->nreplicas; i++) {
+        struct pg_node *n = &p->replica[i];
+        if (!atomic_load(&n->standby) || !pg_usable(p, n))
+            continue;
+        int r = pg_on(p, n, fn, arg);
+        if (r == OK)
+            return OK;
+        if (r == E_NOTFOUND)
+            rc = E_NOTFOUND;
+    }
+    return rc;
+}
+
+/*
  * pg_read_own reads on a standby and, on a miss there, on the primary: an
  * image uploaded a moment ago is found even before the standby replayed it.
- * When no primary answers, a miss on an image id (neg_id) stands only if the
- * standby has the row (deleted); otherwise the id may be one acknowledged
- * just before the primary went down: E_UNAVAILABLE, never a false 404.
- * Other misses (variants, settings) stand.
+ * When no primary answers, an image id (neg_id) is asked of every standby
+ * (one may have replayed further); a miss on all of them stands only if one
+ * has the row (deleted), otherwise the id may be one acknowledged just before
+ * the primary went down: E_UNAVAILABLE, never a false 404. Other misses
+ * (variants, settings) stand.
  */
 static int pg_read_own(struct pg *p, pg_fn *fn, struct pg_get *g, const char *neg_id)
 {
@@ -1498,8 +1521,10 @@ static int pg_read_own(struct pg *p, pg_fn *fn, struct pg_get *g, const char *ne
     }
     if (neg_id == NULL)
         return rc;
+    if (pg_read_standbys(p, fn, g) == OK)
+        return OK;
     struct pg_get k = {.a = neg_id};
-    return pg_read(p, pg_image_known_fn, &k, &on_primary) == OK ? E_NOTFOUND : E_UNAVAILABLE;
+    return pg_read_standbys(p, pg_image_known_fn, &k) == OK ? E_NOTFOUND : E_UNAVAILABLE;
 }
 
 static int pg_image_get(void *be, const char *id, struct image_rec *out)

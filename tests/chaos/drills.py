@@ -39,7 +39,8 @@ SECONDS = float(os.environ.get("TESSERA_CHAOS_SECONDS", "12"))
 RATE = float(os.environ.get("TESSERA_CHAOS_RATE", "150"))
 LB = 8080 + OFF
 PG = 25432 + OFF  # below the ephemeral port range
-PGS = [PG, PG + 1, PG + 2]  # pg-primary, pg-replica-1, pg-replica-2 (promote swaps the roles)
+PG_NODES = ["pg-1", "pg-2", "pg-3"]  # each run by Patroni; the leader is pg-primary
+PG_SH = os.path.join(ROOT, "deploy", "local", "pg.sh")
 READS = [8101 + OFF, 8102 + OFF, 8103 + OFF]
 RUN = None
 
@@ -52,6 +53,15 @@ def cluster(*args, check=True, timeout=300, env_extra=None):
     if check and p.returncode != 0:
         raise RuntimeError("cluster %s: %s" % (" ".join(args), (p.stdout + p.stderr)[-800:]))
     return p
+
+
+def pgsh(*args, check=True):
+    """deploy/local/pg.sh on the cluster's PostgreSQL nodes; its output."""
+    env = dict(os.environ, TESSERA_PG_DIR=os.path.join(RUN, "pg"), TESSERA_PG_PORT=str(PG))
+    p = subprocess.run([PG_SH, *args], env=env, capture_output=True, text=True, timeout=120)
+    if check and p.returncode != 0:
+        raise RuntimeError("pg.sh %s: %s" % (" ".join(args), (p.stdout + p.stderr)[-800:]))
+    return p.stdout.strip()
 
 
 def request(method, path, body=None, headers=None, port=LB, timeout=15):
@@ -96,6 +106,14 @@ class Load:
         self.counts = {}  # (window, op, outcome) -> n
         self.bad = []     # unexpected answers: (window, op, status)
         self.sample503 = []  # (window, op) of 503 answers
+        self.drill = ""
+
+    def note(self, msg):
+        print("   " + msg, flush=True)
+
+    def fail(self, msg):
+        with self.lock:
+            self.bad.append((self.window, "drill", msg))
 
     def count(self, op, outcome):
         with self.lock:
@@ -157,7 +175,8 @@ class Load:
         if st == 503 and len(self.sample503) < 400:
             with self.lock:
                 self.sample503.append((self.window, op))
-        if st >= 500 and st != 503:
+        in_flight = st == 502 and self.window == "fault" and op in ALLOWED_502.get(self.drill, ())
+        if st >= 500 and st != 503 and not in_flight:
             with self.lock:
                 self.bad.append((self.window, op, st))
 
@@ -194,18 +213,35 @@ def wait_ok(path="/api/v1/images?limit=1", method="GET", body=None, timeout=60):
     return None
 
 
-def psql(port, sql):
-    p = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-At",
-                        "-c", sql], capture_output=True, text=True, timeout=20)
+URLS = {}
+
+
+def psql(node, sql):
+    """One answer of node (pg-1..pg-3), or None when it cannot answer."""
+    if node not in URLS:
+        URLS[node] = pgsh("url", node)
+    p = subprocess.run(["psql", URLS[node], "-XAtq", "-c", sql], capture_output=True, text=True,
+                       timeout=20)
     return p.stdout.strip() if p.returncode == 0 else None
+
+
+def wait_rejoined(node, timeout=90):
+    """Waits until node streams from the leader again (it rejoined as a standby by itself)."""
+    q = "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"
+
+    def rejoined():
+        leader = pgsh("leader", check=False)
+        return (leader and leader != node and psql(node, "SELECT pg_is_in_recovery()") == "t"
+                and psql(leader, q) == str(len(PG_NODES) - 1))
+    tf.wait_for(rejoined, timeout, "%s to rejoin as a standby" % node, interval=0.2)
 
 
 def settle():
     """Waits until the workers have run every job that is due (a wrong blob release would
     show in the ledger), then until every running replica has replayed the primary's WAL
     (no read service can answer from a replica that misses a write of the load)."""
-    roles = {p: psql(p, "SELECT pg_is_in_recovery()") for p in PGS}
-    primary = [p for p, r in roles.items() if r == "f"]
+    roles = {n: psql(n, "SELECT pg_is_in_recovery()") for n in PG_NODES}
+    primary = [n for n, r in roles.items() if r == "f"]
     if len(primary) != 1:
         print("   (primaries %s: not waiting for jobs and replicas)" % primary)
         return
@@ -217,7 +253,7 @@ def settle():
     if lsn is None:
         return
     q = "SELECT pg_last_wal_replay_lsn() >= '%s'::pg_lsn" % lsn
-    tf.wait_for(lambda: all(psql(p, q) == "t" for p, r in roles.items() if r == "t"), 60,
+    tf.wait_for(lambda: all(psql(n, q) == "t" for n, r in roles.items() if r == "t"), 60,
                 "the replicas to replay the primary's WAL up to %s" % lsn, interval=0.1)
 
 
@@ -236,13 +272,20 @@ def drill_kill_read(load):
     return 0.0
 
 
-def drill_kill_write(load):
-    cluster("kill", "write")
-    time.sleep(SECONDS / 4)
-    t0 = time.monotonic()
-    cluster("start", "write")
+def first_upload(t0):
+    """Seconds from t0 (the fault) to the first upload answered 201; None if none in 60 s."""
     rec = wait_ok("/api/v1/images", "POST", tiny_png())
     return None if rec is None else time.monotonic() - t0
+
+
+def drill_kill_write(load):
+    """write-2 takes every upload while write-1 is dead: only requests in flight on it fail."""
+    t0 = time.monotonic()
+    cluster("kill", "write-1")
+    took = first_upload(t0)
+    time.sleep(SECONDS / 4)
+    cluster("start", "write-1")
+    return took
 
 
 def drill_kill_worker(load):
@@ -277,19 +320,71 @@ def drill_stop_replica(load):
     return 0.0
 
 
-def drill_promote(load):
-    cluster("stop", "pg-primary")
-    time.sleep(SECONDS / 6)
+def leader():
+    name = pgsh("leader")
+    if name not in PG_NODES:
+        raise RuntimeError("no leader: %r" % name)
+    return name
+
+
+def drill_stop_primary(load):
+    """The leader stopped cleanly: Patroni hands over; reads never fail."""
+    old = leader()
     t0 = time.monotonic()
-    env = dict(os.environ, TESSERA_PG_DIR=os.path.join(RUN, "pg"), TESSERA_PG_PORT=str(PG))
-    subprocess.run([os.path.join(ROOT, "deploy", "local", "pg.sh"), "promote", "pg-replica-1"],
-                   env=env, capture_output=True, timeout=120, check=True)
-    rec = wait_ok("/api/v1/images", "POST", tiny_png())
-    took = None if rec is None else time.monotonic() - t0
-    # the old primary comes back as a standby of the new one
-    subprocess.run([os.path.join(ROOT, "deploy", "local", "pg.sh"), "start", "pg-primary"],
-                   env=env, capture_output=True, timeout=120)
+    cluster("stop", old)
+    took = first_upload(t0)
+    time.sleep(SECONDS / 6)
+    cluster("start", old)
+    wait_rejoined(old)
     return took
+
+
+def drill_kill_postmaster(load):
+    """kill -9 of the leader's postmaster: its Patroni sees it, a standby leads."""
+    old = leader()
+    t0 = time.monotonic()
+    pgsh("kill-postgres", old)
+    took = first_upload(t0)
+    print("   new leader %s (was %s)" % (pgsh("leader", check=False), old))
+    wait_rejoined(old)  # the old leader's Patroni brings it back as a standby
+    return took
+
+
+def drill_host_crash(load):
+    """kill -9 of the leader's Patroni and postmaster together: the leader key expires."""
+    old = leader()
+    t0 = time.monotonic()
+    cluster("kill", old)
+    took = first_upload(t0)
+    print("   new leader %s (was %s)" % (pgsh("leader", check=False), old))
+    cluster("start", old)
+    wait_rejoined(old)
+    return took
+
+
+def drill_stop_etcd(load):
+    """etcd down: failsafe mode keeps the leader leading while it reaches every member."""
+    t0 = time.monotonic()
+    cluster("stop", "etcd")
+    took = first_upload(t0)
+    time.sleep(SECONDS / 3)
+    cluster("start", "etcd")
+    return took
+
+
+def drill_stop_standbys(load):
+    """Both standbys down: strict synchronous mode refuses to acknowledge a write (503)."""
+    stopped = [n for n in PG_NODES if n != leader()]
+    t0 = time.monotonic()
+    for n in stopped:
+        cluster("stop", n)
+    st, _ = request("POST", "/api/v1/images", body=tiny_png(), timeout=30)
+    load.note("upload with no standby: %d" % st)
+    if st != 503:
+        load.fail("an upload with no standby answered %d, not 503" % st)
+    for n in stopped:
+        cluster("start", n)
+    return first_upload(t0)
 
 
 def drill_stop_redis(load):
@@ -334,17 +429,26 @@ def drill_disk_full(load):
 
 DRILLS = [
     ("kill-read", drill_kill_read, "kill -9 read-1, start it again"),
-    ("kill-write", drill_kill_write, "kill -9 the write service, start it again"),
+    ("kill-write", drill_kill_write, "kill -9 write-1 (write-2 goes on), start it again"),
     ("kill-worker", drill_kill_worker, "kill -9 worker-1 (holding jobs), start it again"),
     ("storage-wipe", drill_storage_wipe, "stop storage-2, wipe its data, start it empty, repair"),
     ("stop-replica", drill_stop_replica, "stop pg-replica-1, start it again"),
-    ("promote", drill_promote, "stop pg-primary, promote pg-replica-1"),
+    ("stop-primary", drill_stop_primary, "stop the PostgreSQL leader: Patroni fails over"),
+    ("kill-postmaster", drill_kill_postmaster, "kill -9 the leader's postmaster"),
+    ("host-crash", drill_host_crash, "kill -9 the leader's Patroni and postmaster together"),
+    ("stop-etcd", drill_stop_etcd, "stop etcd (failsafe mode), start it again"),
+    ("stop-standbys", drill_stop_standbys, "stop both standbys: writes 503, reads go on"),
     ("stop-redis", drill_stop_redis, "stop redis-2, start it again"),
     ("stop-all-redis", drill_stop_all_redis, "stop every Redis node, start them again"),
     ("disk-full", drill_disk_full, "storage-3 on a 4 MiB file system: it fills"),
 ]
-# The 503s a fault may cause, by drill (uploads and deletes while no writer or primary).
-ALLOWED_503 = {"kill-write", "promote"}
+# What a fault may cost, by drill, in its window: 503 for these operations (writes while
+# no primary can commit them; reads never), and for kill-write the answers of requests
+# that were in flight on the killed process (502 from the balancer).
+WRITES = {"upload", "delete"}
+ALLOWED_503 = {"stop-replica": WRITES, "stop-primary": WRITES, "kill-postmaster": WRITES,
+               "host-crash": WRITES, "stop-standbys": WRITES}
+ALLOWED_502 = {"kill-write": WRITES}
 
 
 def check_ledger(ledger):
@@ -380,6 +484,7 @@ def main(names):
             print("---- drill %s: %s" % (name, what), flush=True)
             ledger = Ledger()
             load = Load(ledger, images)
+            load.drill = name
             load.run()
             time.sleep(SECONDS / 3)  # the load runs before, during and after the fault
             load.window = "fault"  # from the first moment of the fault
@@ -396,7 +501,8 @@ def main(names):
             problems = check_ledger(ledger)
             bad = [b for b in load.bad]
             not_allowed_503 = sum(n for (w, op, o), n in load.counts.items()
-                                  if o == "503" and (name not in ALLOWED_503 or w != "fault"))
+                                  if o == "503" and (w != "fault" or
+                                                     op not in ALLOWED_503.get(name, ())))
             errs_fault = sum(n for (w, op, o), n in load.counts.items()
                              if w == "fault" and o not in ("2xx", "4xx"))
             total = sum(load.counts.values())

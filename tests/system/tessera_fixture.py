@@ -142,13 +142,14 @@ atexit.register(stop_all_servers)
 
 
 class Server:
-    """One `tessera serve` process.
+    """One `tessera serve` process (or another role: command "read", "write").
 
     data_dir: reuse a directory (restart after a crash); default: a new temp dir
     owned (and removed) by this object.
     """
 
-    def __init__(self, args=(), data_dir=None, port=None):
+    def __init__(self, args=(), data_dir=None, port=None, command="serve"):
+        self.command = command
         self.args = list(args)
         self.owns_dir = data_dir is None
         self.root = tempfile.mkdtemp(prefix="tessera-systest-")
@@ -171,7 +172,7 @@ class Server:
         self._nstart += 1
         self.log_path = os.path.join(self.root, "server-%d.log" % self._nstart)
         self._log = open(self.log_path, "wb")
-        cmd = [tessera_bin(), "serve", "--listen", "127.0.0.1:%d" % self.port,
+        cmd = [tessera_bin(), self.command, "--listen", "127.0.0.1:%d" % self.port,
                "--data-dir", self.data_dir] + self.args
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
