@@ -1925,7 +1925,8 @@ static void pg_node_init(struct pg_node *n, const char *name, const char *connin
     if (primary) /* whichever host of db.url is writable now */
         snprintf(n->addr, sizeof(n->addr), "db.url");
     else
-        snprintf(n->addr, sizeof(n->addr), "%s:%s", h[0] ? h : "localhost", pt[0] ? pt : "5432");
+        snprintf(n->addr, sizeof(n->addr), "%.40s:%.16s", h[0] ? h : "localhost",
+                 pt[0] ? pt : "5432");
 }
 
 static void pg_node_release(struct pg_node *n)
