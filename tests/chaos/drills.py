@@ -217,7 +217,7 @@ URLS = {}
 
 
 def psql(node, sql):
-    """One answer of node (pg-1..pg-3), or None when it cannot answer."""
+    """One answer of node (pg-1..pg-3) in Tessera's database, or None when it cannot answer."""
     if node not in URLS:
         URLS[node] = pgsh("url", node)
     p = subprocess.run(["psql", URLS[node], "-XAtq", "-c", sql], capture_output=True, text=True,
@@ -226,13 +226,12 @@ def psql(node, sql):
 
 
 def wait_rejoined(node, timeout=90):
-    """Waits until node streams from the leader again (it rejoined as a standby by itself)."""
-    q = "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"
-
+    """Waits until node runs again as a standby and a synchronous standby is chosen (until
+    then a leader crash would have no successor)."""
     def rejoined():
-        leader = pgsh("leader", check=False)
-        return (leader and leader != node and psql(node, "SELECT pg_is_in_recovery()") == "t"
-                and psql(leader, q) == str(len(PG_NODES) - 1))
+        text = pgsh("status", check=False)
+        role = tf.pg_status(text).get(node, ("",))[0]
+        return role in ("replica", "sync standby") and tf.pg_healthy(text, PG_NODES)
     tf.wait_for(rejoined, timeout, "%s to rejoin as a standby" % node, interval=0.2)
 
 

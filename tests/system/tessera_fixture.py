@@ -431,6 +431,34 @@ def path_of(url):
     return m.group(1) if m else url
 
 
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def pg_status(text):
+    """`deploy/local/pg.sh status` parsed: {node: (role, state, timeline)}."""
+    rows = {}
+    for line in text.splitlines()[1:]:
+        f = line.split()
+        if not f or not f[0].startswith("pg-"):
+            continue
+        if f[2:4] == ["sync", "standby"]:
+            f = f[:2] + ["sync standby"] + f[4:]
+        rows[f[0]] = (f[2], f[3] if len(f) > 3 else "", f[4] if len(f) > 4 else "")
+    return rows
+
+
+def pg_healthy(text, nodes):
+    """Every node running on one timeline with one leader and a synchronous standby: Patroni
+    fails over only to the synchronous standby, so until one is chosen (a loop or two after a
+    node joins) a leader crash has no successor."""
+    rows = pg_status(text)
+    roles = [r[0] for r in rows.values()]
+    return (sorted(rows) == sorted(nodes) and roles.count("leader") == 1
+            and (len(nodes) == 1 or "sync standby" in roles)
+            and all(r[1] == "running" for r in rows.values())
+            and len({r[2] for r in rows.values()}) == 1)
+
+
 # --------------------------------------------------------------------------- corpus
 
 

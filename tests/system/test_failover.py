@@ -34,12 +34,12 @@ C = tf.Checks("test_failover")
 
 
 def free_base():
-    """A port base below the ephemeral range with a free block above it (pg.sh derives the
-    Patroni and etcd ports from it)."""
+    """A port base below the ephemeral range with the 18 ports above it free (pg.sh puts
+    PostgreSQL, etcd and the Patroni REST APIs there)."""
     for _ in range(200):
         base = random.randint(20000, 31000)
         ok = True
-        for p in list(range(base, base + 3)) + list(range(base + 100, base + 110)):
+        for p in range(base, base + 18):
             s = socket.socket()
             try:
                 s.bind(("127.0.0.1", p))
@@ -72,19 +72,12 @@ class Topology:
         name = self.sh("leader", check=False)
         return name if name in NODES else None
 
-    def streaming(self, leader):
-        r = subprocess.run(["psql", self.sh("url", leader), "-XAtq", "-c",
-                            "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"],
-                           capture_output=True, text=True, timeout=20)
-        return int(r.stdout.strip() or 0) if r.returncode == 0 else 0
+    def healthy(self):
+        return tf.pg_healthy(self.sh("status", check=False), NODES)
 
     def wait_healthy(self, timeout=120):
-        """A leader with both standbys streaming from it."""
-        def healthy():
-            lead = self.leader()
-            return lead is not None and self.streaming(lead) == len(NODES) - 1
-        tf.wait_for(healthy, timeout, "a leader with %d streaming standbys" % (len(NODES) - 1),
-                    interval=0.2)
+        tf.wait_for(self.healthy, timeout, "a leader, a synchronous standby and every node "
+                    "streaming on one timeline", interval=0.2)
 
 
 def main():
@@ -147,7 +140,7 @@ def main():
                 topo.sh("start", old)
             topo.wait_healthy()
         st, _, b = tf.request(reader, "GET", "/api/v1/images?limit=100")
-        listed = {im["id"] for im in json.loads(b)["images"]} if st == 200 else set()
+        listed = {im["id"] for im in json.loads(b)["items"]} if st == 200 else set()
         C.check(all(id_ in listed for id_, _ in kept), "every upload kept is listed",
                 "%d of %d" % (len(listed & {k for k, _ in kept}), len(kept)))
         print("%d uploads answered 201 right before a leader crash: %d read back"
