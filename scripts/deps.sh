@@ -19,6 +19,8 @@ pkgs=(
     libvips-tools imagemagick
     # servers of the cluster (started by the tests and the local cluster launcher)
     postgresql postgresql-client redis-server redis-tools nginx varnish varnish-modules
+    # PostgreSQL failover: a Patroni agent per node, etcd as its store; jq reads their JSON
+    patroni etcd-server etcd-client jq
     # fault drills: network namespaces (ip), tmpfs mounts (mount)
     iproute2 util-linux
     # benchmarks

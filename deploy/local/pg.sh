@@ -1,76 +1,99 @@
 #!/usr/bin/env bash
-# pg.sh - the local PostgreSQL 15 topology: one primary and two streaming replicas.
+# pg.sh - the local PostgreSQL 15 cluster: N nodes pg-1..pg-N, each run by its own Patroni
+# agent, one etcd member as Patroni's store (DCS), synchronous replication, automatic failover.
 #
-#   pg.sh up                 create what is missing (initdb, pg_basebackup) and start every node
-#   pg.sh down               stop every node (fast shutdown: clean, no WAL lost)
-#   pg.sh destroy            stop and remove the run directory
-#   pg.sh start|stop NAME    one node: pg-primary, pg-replica-1, pg-replica-2
-#   pg.sh kill NAME          stop a node the hard way (immediate shutdown, like a crash)
-#   pg.sh promote NAME       switchover: stop the current primary cleanly, promote NAME,
-#                            re-point the other nodes at it (the old primary comes back
-#                            as a standby when started again)
-#   pg.sh status             role, port and replication state of each node
-#   pg.sh url [NAME]         the libpq URL of a node; without NAME the multi-host write URL
+#   pg.sh up                  create what is missing and start etcd and every node; waits until a
+#                             leader takes writes and (N >= 2) a standby is synchronous
+#   pg.sh down                stop every node cleanly (SIGTERM to each Patroni), then etcd
+#   pg.sh destroy             down, then remove the run directory (data and passwords)
+#   pg.sh start NAME          start a node (it rejoins as a standby by itself: pg_rewind) or etcd
+#   pg.sh stop NAME           stop a node cleanly (SIGTERM to its Patroni), or etcd
+#   pg.sh kill NAME           SIGKILL a node's Patroni and its PostgreSQL together (a host crash),
+#                             or etcd
+#   pg.sh kill-postgres NAME  SIGKILL the node's postmaster only (Patroni stays and reacts)
+#   pg.sh switchover [NAME]   planned change of leader (patronictl switchover), to NAME if given
+#   pg.sh status              each node: port, role (leader, sync standby, replica), state,
+#                             timeline, lag; and etcd
+#   pg.sh leader              the current leader's name
+#   pg.sh url [NAME]          the libpq URL: without NAME the multi-host write URL, else one node's
+#   pg.sh psql [NAME] [ARG..] psql as the superuser on a node (default: the leader), db postgres
 #
-# Environment: TESSERA_PG_DIR (run directory, default ./run/pg), TESSERA_PG_PORT (primary's
-# port, replicas on the next two; default 54320), TESSERA_PG_REPLICAS (0, 1 or 2; default 2),
-# TESSERA_PG_BIN (default /usr/lib/postgresql/15/bin).
-# Every PostgreSQL binary runs as the postgres user (PostgreSQL refuses root). A node's role
-# lives in its data directory (standby.signal), so it survives restarts of this script.
+# NAME: pg-1..pg-N, or a role resolved when the command runs: pg-primary (the current leader),
+# pg-replica-1, pg-replica-2.. (the other nodes in name order); etcd for start/stop/kill.
+#
+# Environment: TESSERA_PG_DIR (run directory, default ./run/pg), TESSERA_PG_NODES (1-8, default
+# 3), TESSERA_PG_PORT (default 54320). Ports, from P = TESSERA_PG_PORT: PostgreSQL of pg-i on
+# P+i-1, etcd client P+8 and peer P+9, Patroni REST of pg-i on P+10+i-1 (all below P+18).
 set -euo pipefail
 
 PGBIN=${TESSERA_PG_BIN:-/usr/lib/postgresql/15/bin}
 DIR=$(realpath -m "${TESSERA_PG_DIR:-./run/pg}")
 BASE=${TESSERA_PG_PORT:-54320}
-NREPL=${TESSERA_PG_REPLICAS:-2}
-NODES=(pg-primary)
-for ((i = 1; i <= NREPL; i++)); do NODES+=("pg-replica-$i"); done
+# TESSERA_PG_REPLICAS is the former knob (replicas besides the primary); still understood.
+N=${TESSERA_PG_NODES:-$((${TESSERA_PG_REPLICAS:-2} + 1))}
+[[ $N =~ ^[1-8]$ ]] || { echo "pg.sh: TESSERA_PG_NODES must be 1-8" >&2; exit 2; }
+NODES=()
+for ((i = 1; i <= N; i++)); do NODES+=("pg-$i"); done
+ETCD_PORT=$((BASE + 8))
+ETCD_PEER=$((BASE + 9))
+SCOPE=tessera
+APP_USER=tessera
+APP_DB=tessera
+PGPASS=$DIR/pgpass # the clients' password file (libpq passfile=)
+ME=$(id -u)
 
 die() {
     echo "pg.sh: $*" >&2
     exit 1
 }
 
-# as_pg runs a command as the postgres user (directly when not root), from a directory it can read.
-as_pg() {
-    if [ "$(id -u)" -eq 0 ]; then
-        (cd / && runuser -u postgres -- "$@")
-    else
-        (cd / && "$@")
-    fi
+pg_port() { echo $((BASE + ${1#pg-} - 1)); }
+rest_port() { echo $((BASE + 10 + ${1#pg-} - 1)); }
+rest() { # rest NODE PATH: the body of a Patroni REST answer; fails unless 200
+    curl -fs --max-time 2 "http://127.0.0.1:$(rest_port "$1")$2"
+}
+rest_ok() { curl -fs -o /dev/null --max-time 2 "http://127.0.0.1:$(rest_port "$1")$2"; }
+etcd_ok() { [[ $(curl -fs --max-time 2 "http://127.0.0.1:$ETCD_PORT/health" 2>/dev/null) == *'"true"'* ]]; }
+
+# AS_PG prefixes a server's command to run it as the postgres user (PostgreSQL refuses root).
+# setpriv execs in place, unlike runuser, so the pid we record is the server's own.
+AS_PG=()
+[ "$ME" -eq 0 ] && AS_PG=(setpriv --reuid=postgres --regid=postgres --init-groups env HOME=/var/lib/postgresql)
+# pg_dir DIR [MODE]: a directory the postgres user owns.
+pg_dir() {
+    if [ "$ME" -eq 0 ]; then install -d -o postgres -g postgres -m "${2:-700}" "$1"; else install -d -m "${2:-700}" "$1"; fi
 }
 
-port_of() {
-    case "$1" in
-    pg-primary) echo "$BASE" ;;
-    pg-replica-1) echo $((BASE + 1)) ;;
-    pg-replica-2) echo $((BASE + 2)) ;;
-    *) die "unknown node \"$1\" (pg-primary, pg-replica-1, pg-replica-2)" ;;
-    esac
+pid_of() { # pid_of NAME: the pid of a running Patroni (pg-N) or etcd
+    local f=$DIR/pids/$1.pid p
+    [ -f "$f" ] || return 1
+    p=$(<"$f")
+    kill -0 "$p" 2>/dev/null || return 1
+    echo "$p"
+}
+postmaster_of() { # the pid of a node's running postmaster
+    local f=$DIR/$1/data/postmaster.pid p
+    [ -f "$f" ] || return 1
+    p=$(head -n 1 "$f")
+    kill -0 "$p" 2>/dev/null || return 1
+    echo "$p"
 }
 
-known() {
-    local n
-    for n in "${NODES[@]}"; do [ "$n" = "$1" ] && return 0; done
-    die "unknown node \"$1\" (this topology: ${NODES[*]})"
+# wait_for WHAT SECONDS CMD..: polls a state every 0.2 s; never a guessed sleep.
+wait_for() {
+    local what=$1 secs=$2 i
+    shift 2
+    for ((i = 0; i < secs * 5; i++)); do
+        "$@" && return 0
+        sleep 0.2
+    done
+    die "$what: not after $secs s (logs: $DIR/log/)"
 }
 
-slot_of() { echo "${1//-/_}"; }
-data_of() { echo "$DIR/$1"; }
-exists() { [ -f "$(data_of "$1")/PG_VERSION" ]; }
-is_standby() { [ -f "$(data_of "$1")/standby.signal" ]; }
-running() { exists "$1" && as_pg "$PGBIN/pg_ctl" -D "$(data_of "$1")" status >/dev/null 2>&1; }
-
-sql() { # sql NODE STATEMENT: one unaligned answer
-    as_pg "$PGBIN/psql" -h 127.0.0.1 -p "$(port_of "$1")" -U postgres -d postgres -XAtq \
-        -v ON_ERROR_STOP=1 -c "$2"
-}
-
-# primary_node names the node without standby.signal (the writable one).
-primary_node() {
+leader() { # the node whose Patroni says it leads (REST /leader answers 200 only there)
     local n
     for n in "${NODES[@]}"; do
-        if exists "$n" && ! is_standby "$n"; then
+        if pid_of "$n" >/dev/null && rest_ok "$n" /leader; then
             echo "$n"
             return 0
         fi
@@ -78,188 +101,426 @@ primary_node() {
     return 1
 }
 
-# set_conf appends settings to a node's postgresql.auto.conf (the last line of a key wins).
-set_conf() {
-    local node=$1
-    shift
-    printf '%s\n' "$@" | as_pg tee -a "$(data_of "$node")/postgresql.auto.conf" >/dev/null
+# resolve NAME: a role alias becomes a node name, now.
+resolve() {
+    local n l k=0
+    case "$1" in
+    etcd) echo etcd ;;
+    pg-primary) leader || die "pg-primary: no node leads right now" ;;
+    pg-replica-[0-9]*)
+        l=$(leader) || die "$1: no node leads right now, so the replicas are not known"
+        for n in "${NODES[@]}"; do
+            [ "$n" = "$l" ] && continue
+            k=$((k + 1))
+            if [ "pg-replica-$k" = "$1" ]; then
+                echo "$n"
+                return 0
+            fi
+        done
+        die "$1: this topology has $((N - 1)) replica(s)"
+        ;;
+    pg-[1-8])
+        [ "${1#pg-}" -le "$N" ] || die "unknown node \"$1\" (this topology: ${NODES[*]})"
+        echo "$1"
+        ;;
+    *) die "unknown name \"$1\" (${NODES[*]}, pg-primary, pg-replica-K, etcd)" ;;
+    esac
 }
 
-prepare_dir() {
+# ---- secrets: generated once into the run directory, never in the repository or on a command line
+
+secret() { head -c 18 /dev/urandom | base64 | tr '+/' '-_'; } # 24 characters, no ':' or '\'
+
+make_secrets() {
+    local f=$DIR/secrets.env
+    [ -f "$f" ] && return 0
+    (
+        umask 077
+        {
+            echo "SUPERUSER_PASSWORD=$(secret)"
+            echo "REPLICATION_PASSWORD=$(secret)"
+            echo "REWIND_PASSWORD=$(secret)"
+            echo "APP_PASSWORD=$(secret)"
+        } >"$f.new"
+        mv "$f.new" "$f"
+    )
+}
+
+load_secrets() {
+    # shellcheck source=/dev/null
+    . "$DIR/secrets.env"
+    # The clients' pgpass (owned by whoever runs this script, mode 600 as libpq demands): the
+    # superuser for this script's own psql, the application role for tessera.
+    (
+        umask 077
+        printf '127.0.0.1:*:*:postgres:%s\n127.0.0.1:*:*:%s:%s\n' \
+            "$SUPERUSER_PASSWORD" "$APP_USER" "$APP_PASSWORD" >"$PGPASS"
+    )
+}
+
+# ---- configuration
+
+# write_patroni_yml NODE: the node's Patroni file (mode 600, owned by postgres: it holds passwords).
+# Rewritten at every `up` from the same secrets, so an edit here reaches existing clusters; the
+# bootstrap.dcs part only counts when the cluster is first made (then `patronictl edit-config`).
+write_patroni_yml() {
+    local n=$1 f=$DIR/$1/patroni.yml sync=true
+    # One node has no standby to wait for: strict synchronous mode would block every commit.
+    [ "$N" -eq 1 ] && sync=false
+    (
+        umask 077
+        cat >"$f.new" <<EOF
+# Written by deploy/local/pg.sh; regenerated at every "pg.sh up".
+scope: $SCOPE
+name: $n
+log: {level: INFO}
+restapi:
+  listen: 127.0.0.1:$(rest_port "$n")
+  connect_address: 127.0.0.1:$(rest_port "$n")
+etcd3:
+  hosts: 127.0.0.1:$ETCD_PORT
+bootstrap:
+  dcs:
+    # A leader that stops renewing its key (host crash) is replaced after at most ttl s, plus
+    # one loop of the standbys; a dead postmaster is seen at the next loop (loop_wait) and,
+    # with primary_start_timeout 0, not restarted in place: the sync standby is promoted.
+    # Patroni needs loop_wait + 2 * retry_timeout <= ttl (here 2 + 2 * 5 = 12).
+    ttl: 12
+    loop_wait: 2
+    retry_timeout: 5
+    primary_start_timeout: 0
+    maximum_lag_on_failover: 1048576
+    # A commit returns only once a standby has it; with no standby in sync, commits wait
+    # (strict) rather than go on unprotected. Only a sync standby is promoted on failover.
+    synchronous_mode: $sync
+    synchronous_mode_strict: $sync
+    # etcd down: the leader keeps leading if it reaches every member's REST API (they all
+    # agree no one else leads); otherwise it demotes itself, as without failsafe.
+    failsafe_mode: true
+    postgresql:
+      use_pg_rewind: true
+      use_slots: true
+      parameters:
+        wal_level: replica
+        hot_standby: on
+        wal_log_hints: on
+        wal_keep_size: 256MB
+        max_wal_senders: 10
+        max_replication_slots: 10
+        max_connections: 200
+        hot_standby_feedback: on
+        password_encryption: scram-sha-256
+  initdb:
+    - encoding: UTF8
+    - locale: C.UTF-8
+postgresql:
+  listen: 127.0.0.1:$(pg_port "$n")
+  connect_address: 127.0.0.1:$(pg_port "$n")
+  data_dir: $DIR/$n/data
+  bin_dir: $PGBIN
+  pgpass: $DIR/$n/pgpass
+  authentication:
+    superuser: {username: postgres, password: '$SUPERUSER_PASSWORD'}
+    replication: {username: replicator, password: '$REPLICATION_PASSWORD'}
+    rewind: {username: rewinder, password: '$REWIND_PASSWORD'}
+  parameters:
+    unix_socket_directories: '$DIR/sock'
+    shared_buffers: 64MB
+    logging_collector: off
+  pg_hba:
+    - local all postgres peer
+    - host replication replicator 127.0.0.1/32 scram-sha-256
+    - host all all 127.0.0.1/32 scram-sha-256
+tags: {nofailover: false, noloadbalance: false, clonefrom: false, nosync: false}
+EOF
+        [ "$ME" -eq 0 ] && chown postgres:postgres "$f.new"
+        mv "$f.new" "$f"
+    )
+}
+
+# patronictl's own file: where etcd is, no secrets.
+write_ctl_yml() {
+    printf 'scope: %s\netcd3:\n  hosts: 127.0.0.1:%d\n' "$SCOPE" "$ETCD_PORT" >"$DIR/patronictl.yml"
+}
+ctl() { patronictl -c "$DIR/patronictl.yml" "$@"; }
+
+prepare() {
+    local n
     install -d -m 755 "$DIR"
-    if [ "$(id -u)" -eq 0 ]; then
-        as_pg test -x "$DIR" || die "the postgres user cannot reach $DIR (a parent is not searchable)"
-        install -d -o postgres -g postgres -m 700 "$DIR/sock"
-        install -d -o postgres -g postgres -m 755 "$DIR/log"
-    else
-        install -d -m 700 "$DIR/sock"
-        install -d -m 755 "$DIR/log"
+    if [ "$ME" -eq 0 ]; then
+        "${AS_PG[@]}" test -x "$DIR" ||
+            die "the postgres user cannot reach $DIR (a parent is not searchable)"
     fi
+    install -d -m 700 "$DIR/pids"
+    pg_dir "$DIR/sock"
+    pg_dir "$DIR/log" 755
+    pg_dir "$DIR/etcd"
+    make_secrets
+    load_secrets
+    for n in "${NODES[@]}"; do
+        pg_dir "$DIR/$n"
+        write_patroni_yml "$n"
+    done
+    write_ctl_yml
 }
 
-init_primary() {
-    local n=pg-primary d
-    d=$(data_of "$n")
-    [ "$(id -u)" -eq 0 ] && install -d -o postgres -g postgres -m 700 "$d"
-    as_pg "$PGBIN/initdb" -D "$d" -U postgres --auth=trust --no-sync -E UTF8 --locale=C.UTF-8 \
-        >"$DIR/$n.initdb.log" 2>&1 || die "initdb failed: see $DIR/$n.initdb.log"
-    set_conf "$n" "listen_addresses = '127.0.0.1'" "port = $(port_of "$n")" \
-        "unix_socket_directories = '$DIR/sock'" "wal_level = replica" "max_wal_senders = 10" \
-        "max_replication_slots = 10" "hot_standby = on" "wal_log_hints = on" \
-        "wal_keep_size = '256MB'" "shared_buffers = '64MB'" "max_connections = 200" \
-        "hot_standby_feedback = on" "logging_collector = off"
+# ---- processes
+
+# spawn NAME CMD..: a server as postgres, in its own session (a kill of its group reaches all of
+# it), from / (postgres may not read the caller's directory). The recorded pid is the server's:
+# every step execs.
+spawn() {
+    local n=$1
+    shift
+    pid_of "$n" >/dev/null && return 0
+    (cd / && exec setsid "${AS_PG[@]}" "$@" >>"$DIR/log/$n.log" 2>&1 </dev/null) &
+    echo $! >"$DIR/pids/$n.pid"
 }
 
-# init_replica copies the running primary with pg_basebackup -R and its own slot.
-init_replica() {
-    local n=$1 p d slot
-    p=$(primary_node) || die "no primary to copy $n from"
-    running "$p" || start_node "$p"
-    d=$(data_of "$n")
-    slot=$(slot_of "$n")
-    sql "$p" "SELECT pg_drop_replication_slot('$slot') FROM pg_replication_slots
-              WHERE slot_name = '$slot' AND NOT active" >/dev/null
-    [ "$(id -u)" -eq 0 ] && install -d -o postgres -g postgres -m 700 "$d"
-    as_pg "$PGBIN/pg_basebackup" -h 127.0.0.1 -p "$(port_of "$p")" -U postgres -D "$d" \
-        -X stream -c fast -C -S "$slot" -R -d "application_name=$n" \
-        >"$DIR/$n.basebackup.log" 2>&1 || die "pg_basebackup of $n failed: see $DIR/$n.basebackup.log"
-    set_conf "$n" "port = $(port_of "$n")"
+start_etcd() {
+    if ! pid_of etcd >/dev/null; then
+        spawn etcd etcd --name e1 --data-dir "$DIR/etcd/data" --logger zap \
+            --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
+            --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+            --listen-peer-urls "http://127.0.0.1:$ETCD_PEER" \
+            --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER" \
+            --initial-cluster "e1=http://127.0.0.1:$ETCD_PEER"
+    fi
+    wait_for "etcd answers on 127.0.0.1:$ETCD_PORT" 30 etcd_ok
 }
 
 start_node() {
     local n=$1
-    exists "$n" || die "$n does not exist yet: run \"pg.sh up\""
-    running "$n" && return 0
-    as_pg "$PGBIN/pg_ctl" -D "$(data_of "$n")" -l "$DIR/log/$n.log" -w -t 60 start >/dev/null ||
-        die "$n did not start: see $DIR/log/$n.log"
+    pid_of "$n" >/dev/null || spawn "$n" patroni "$DIR/$n/patroni.yml"
 }
 
-stop_node() { # stop_node NAME [fast|immediate]
-    local n=$1 mode=${2:-fast}
-    running "$n" || return 0
-    as_pg "$PGBIN/pg_ctl" -D "$(data_of "$n")" -m "$mode" -w -t 60 stop >/dev/null
+# stop_proc NAME [SECONDS]: SIGTERM (Patroni then stops PostgreSQL cleanly), wait for the exit.
+stop_proc() {
+    local n=$1 secs=${2:-120} p
+    p=$(pid_of "$n") || return 0
+    kill -TERM "$p" 2>/dev/null || true
+    wait_for "$n stops" "$secs" bash -c "! kill -0 $p 2>/dev/null"
+    rm -f "$DIR/pids/$n.pid"
 }
 
-# wait_streaming waits (up to 15 s) until every running standby streams from the primary.
-wait_streaming() {
-    local p want=0 got n
-    p=$(primary_node) || return 0
-    running "$p" || return 0
-    for n in "${NODES[@]}"; do
-        if [ "$n" != "$p" ] && running "$n"; then want=$((want + 1)); fi
-    done
-    for ((i = 0; i < 150; i++)); do
-        got=$(sql "$p" "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
-        [ "$got" -ge "$want" ] && return 0
-        sleep 0.1
-    done
-    echo "pg.sh: only $got of $want standbys streaming after 15 s" >&2
+# kill_node NAME: a host crash: Patroni, the postmaster and its children, in one kill. Patroni
+# runs in a session of its own (a group kill reaches it all); PostgreSQL's children each call
+# setsid, so they are named by their parent, the postmaster.
+kill_node() {
+    local n=$1 victims=() p pm
+    if p=$(pid_of "$n"); then victims+=("-$p"); fi
+    if pm=$(postmaster_of "$n"); then
+        victims+=("$pm")
+        mapfile -t -O ${#victims[@]} victims < <(pgrep -P "$pm")
+    fi
+    [ ${#victims[@]} -eq 0 ] || kill -KILL -- "${victims[@]}" 2>/dev/null || true
+    rm -f "$DIR/pids/$n.pid"
+}
+
+node_healthy() { pid_of "$1" >/dev/null && rest_ok "$1" /health; }
+has_sync() {
+    local n
+    for n in "${NODES[@]}"; do rest_ok "$n" /sync && return 0; done
     return 1
 }
+# writable: a leader exists and, with standbys, one of them is synchronous (else commits wait).
+writable() {
+    leader >/dev/null || return 1
+    [ "$N" -eq 1 ] || has_sync
+}
+all_healthy() {
+    local n
+    for n in "${NODES[@]}"; do node_healthy "$n" || return 1; done
+}
+
+super_url() { echo "postgresql://postgres@127.0.0.1:$(pg_port "$1")/${2:-postgres}?passfile=$PGPASS"; }
+
+# app_role makes the application role and its database (idempotent). The password goes to
+# psql on stdin, not on a command line.
+app_role() {
+    local l
+    l=$(leader) || die "no leader to create the application role on"
+    psql "$(super_url "$l")" -XAtq -v ON_ERROR_STOP=1 >/dev/null <<EOF
+SELECT 'CREATE ROLE $APP_USER LOGIN' WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$APP_USER')
+\gexec
+ALTER ROLE $APP_USER PASSWORD '$APP_PASSWORD';
+SELECT 'CREATE DATABASE $APP_DB OWNER $APP_USER' WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '$APP_DB')
+\gexec
+EOF
+}
+
+# ---- commands
 
 cmd_up() {
-    local n
-    prepare_dir
-    if ! primary_node >/dev/null; then
-        exists pg-primary && die "no node is a primary (every node has standby.signal)"
-        init_primary
+    local n fresh=1
+    prepare
+    start_etcd
+    for n in "${NODES[@]}"; do [ -f "$DIR/$n/data/PG_VERSION" ] && fresh=0; done
+    if [ "$fresh" = 1 ]; then
+        # A new cluster: pg-1 bootstraps alone, so the first leader is known (pg-1); the
+        # others then copy it (pg_basebackup) when they start.
+        start_node pg-1
+        wait_for "pg-1 bootstraps and leads" 90 rest_ok pg-1 /leader
     fi
-    start_node "$(primary_node)"
-    for n in "${NODES[@]}"; do
-        exists "$n" || init_replica "$n"
-        start_node "$n"
-    done
-    wait_streaming
+    for n in "${NODES[@]}"; do start_node "$n"; done
+    wait_for "every node runs" 120 all_healthy
+    wait_for "a leader takes writes (a standby in sync)" 60 writable
+    app_role
 }
 
 cmd_down() {
-    local n
-    for n in "${NODES[@]}"; do stop_node "$n"; done
+    local n l p pids=()
+    l=$(leader 2>/dev/null) || l=""
+    # Standbys first, then the leader: it keeps every commit, and no standby takes over.
+    for n in "${NODES[@]}"; do
+        [ "$n" = "$l" ] && continue
+        if p=$(pid_of "$n"); then kill -TERM "$p"; pids+=("$n"); fi
+    done
+    for n in "${pids[@]}"; do stop_proc "$n"; done
+    [ -n "$l" ] && stop_proc "$l"
+    for n in "${NODES[@]}"; do stop_proc "$n"; done # a leaderless leftover
+    stop_proc etcd
 }
 
-cmd_promote() {
-    local t=$1 old n tport
-    known "$t"
-    exists "$t" || die "$t does not exist"
-    is_standby "$t" || die "$t is already the primary"
-    old=$(primary_node) || old=""
-    # Stop the old primary first and cleanly: promoting while it runs would leave two
-    # writable nodes, and its last WAL must reach the standbys before they fork.
-    [ -n "$old" ] && stop_node "$old" fast
-    start_node "$t"
-    as_pg "$PGBIN/pg_ctl" -D "$(data_of "$t")" -w -t 60 promote >/dev/null
-    tport=$(port_of "$t")
+cmd_destroy() {
+    local n
+    cmd_down || true
+    # Whatever survived a clean stop goes the hard way: nothing may keep the ports.
+    for n in "${NODES[@]}"; do kill_node "$n"; done
+    if p=$(pid_of etcd); then kill -KILL "$p"; fi
+    rm -rf "$DIR"
+}
+
+cmd_start() {
+    local n
+    n=$(resolve "$1")
+    [ -d "$DIR/pids" ] || die "run \"pg.sh up\" first"
+    if [ "$n" = etcd ]; then
+        start_etcd
+        return
+    fi
+    start_node "$n"
+    # A node that failed rejoins as a standby (pg_rewind when it diverged): wait for it to run.
+    wait_for "$n runs" 120 node_healthy "$n"
+}
+
+cmd_stop() {
+    local n
+    n=$(resolve "$1")
+    stop_proc "$n"
+}
+
+cmd_kill() {
+    local n p
+    n=$(resolve "$1")
+    if [ "$n" = etcd ]; then
+        if p=$(pid_of etcd); then kill -KILL "$p"; fi
+        rm -f "$DIR/pids/etcd.pid"
+        return
+    fi
+    kill_node "$n"
+}
+
+cmd_kill_postgres() {
+    local n pm
+    n=$(resolve "$1")
+    [ "$n" != etcd ] || die "etcd has no postmaster"
+    pm=$(postmaster_of "$n") || die "$n: no postmaster running"
+    kill -KILL "$pm"
+}
+
+cmd_switchover() {
+    local old new args=(--force)
+    old=$(leader) || die "no leader to switch over from"
+    if [ $# -gt 0 ]; then
+        new=$(resolve "$1")
+        [ "$new" != "$old" ] || die "$new already leads"
+        args+=(--candidate "$new")
+    fi
+    ctl switchover "${args[@]}" "$SCOPE"
+    # Done when another node leads, the old leader runs again (as a standby) and, with
+    # standbys, one of them is in sync: writes commit again.
+    # shellcheck disable=SC2317
+    moved() { l=$(leader) && [ "$l" != "$old" ] && { [ -z "${new:-}" ] || [ "$l" = "$new" ]; }; }
+    wait_for "a new leader" 60 moved
+    wait_for "$old runs again as a standby" 60 node_healthy "$old"
+    wait_for "a standby in sync" 60 writable
+    leader
+}
+
+# members: Patroni's view of the cluster (GET /cluster) from the first agent that answers.
+members() {
+    local n
     for n in "${NODES[@]}"; do
-        [ "$n" = "$t" ] && continue
-        exists "$n" || continue
-        local slot
-        slot=$(slot_of "$n")
-        sql "$t" "SELECT pg_create_physical_replication_slot('$slot') WHERE NOT EXISTS
-                  (SELECT 1 FROM pg_replication_slots WHERE slot_name = '$slot')" >/dev/null
-        # The old primary comes back as a standby when started: never two primaries.
-        is_standby "$n" || as_pg touch "$(data_of "$n")/standby.signal"
-        set_conf "$n" \
-            "primary_conninfo = 'host=127.0.0.1 port=$tport user=postgres application_name=$n'" \
-            "primary_slot_name = '$slot'"
-        if running "$n"; then sql "$n" "SELECT pg_reload_conf()" >/dev/null; fi
+        if pid_of "$n" >/dev/null && rest "$n" /cluster 2>/dev/null; then return 0; fi
     done
-    wait_streaming || true
+    echo '{"members": []}'
 }
 
 cmd_status() {
-    local n role state
+    local js n line
+    js=$(members)
+    printf '%-6s %-6s %-13s %-10s %-3s %s\n' NAME PORT ROLE STATE TL LAG
     for n in "${NODES[@]}"; do
-        if ! exists "$n"; then
-            state="absent"
-            role="-"
-        else
-            role=$(is_standby "$n" && echo standby || echo primary)
-            running "$n" && state="running" || state="stopped"
+        line=$(jq -r --arg n "$n" '.members[] | select(.name == $n)
+            | [(.role | sub("_"; " ")), .state, (.timeline // "-" | tostring),
+               (if .lag == null then "0 B" elif (.lag | type) == "number" then "\(.lag) B" else .lag end)]
+            | @tsv' <<<"$js")
+        if [ -z "$line" ] && pid_of "$n" >/dev/null; then
+            # Not in the cluster view (etcd down, or the agent just started): the agent's own
+            # word (GET /patroni), without the synchronous flag or lag that only etcd knows.
+            line=$(rest "$n" /patroni 2>/dev/null | jq -r '[(if .role == "master" then "leader"
+                else .role end), .state, (.timeline // "-" | tostring), "?"] | @tsv') ||
+                line=$'-\tstarting\t-\t-'
         fi
-        printf '%-13s %-6s %-8s %s\n' "$n" "$(port_of "$n")" "$role" "$state"
+        [ -n "$line" ] || line=$'-\tstopped\t-\t-'
+        IFS=$'\t' read -r role state tl lag <<<"$line"
+        printf '%-6s %-6s %-13s %-10s %-3s %s\n' "$n" "$(pg_port "$n")" "$role" "$state" "$tl" "$lag"
     done
-    local p
-    if p=$(primary_node) && running "$p"; then
-        sql "$p" "SELECT application_name, state, coalesce(replay_lag::text, '0')
-                  FROM pg_stat_replication ORDER BY 1" | sed 's/^/  replication: /'
-    fi
+    if etcd_ok; then state=running; elif pid_of etcd >/dev/null; then state="not answering"; else state=stopped; fi
+    printf '%-6s %-6s %-13s %s\n' etcd "$ETCD_PORT" dcs "$state"
 }
 
 cmd_url() {
+    local n hosts="" user=$APP_USER db=$APP_DB
     if [ $# -gt 0 ]; then
-        known "$1"
-        echo "postgresql://postgres@127.0.0.1:$(port_of "$1")/postgres"
+        n=$(resolve "$1")
+        echo "postgresql://$user@127.0.0.1:$(pg_port "$n")/$db?passfile=$PGPASS"
         return
     fi
-    local hosts="" n
-    for n in "${NODES[@]}"; do hosts+="${hosts:+,}127.0.0.1:$(port_of "$n")"; done
-    echo "postgresql://postgres@$hosts/postgres?target_session_attrs=read-write"
+    for n in "${NODES[@]}"; do hosts+="${hosts:+,}127.0.0.1:$(pg_port "$n")"; done
+    echo "postgresql://$user@$hosts/$db?target_session_attrs=read-write&passfile=$PGPASS"
 }
+
+cmd_psql() {
+    local n
+    if [ $# -gt 0 ] && [[ $1 != -* ]]; then
+        n=$(resolve "$1")
+        shift
+    else
+        n=$(leader) || die "no leader"
+    fi
+    psql "$(super_url "$n")" -X "$@"
+}
+
+need_name() { [ $# -ge 1 ] || die "usage: pg.sh COMMAND NAME"; }
 
 case "${1:-}" in
 up) cmd_up ;;
-down) cmd_down ;;
-destroy)
-    cmd_down || true
-    rm -rf "$DIR"
-    ;;
-start)
-    known "${2:?NAME}"
-    start_node "$2"
-    ;;
-stop)
-    known "${2:?NAME}"
-    stop_node "$2" fast
-    ;;
-kill)
-    known "${2:?NAME}"
-    stop_node "$2" immediate
-    ;;
-promote) cmd_promote "${2:?NAME}" ;;
+down) [ -d "$DIR/pids" ] && cmd_down ;;
+destroy) cmd_destroy ;;
+start) need_name "${@:2}" && cmd_start "$2" ;;
+stop) need_name "${@:2}" && cmd_stop "$2" ;;
+kill) need_name "${@:2}" && cmd_kill "$2" ;;
+kill-postgres) need_name "${@:2}" && cmd_kill_postgres "$2" ;;
+switchover) cmd_switchover "${@:2}" ;;
 status) cmd_status ;;
+leader) leader || die "no node leads right now" ;;
 url) cmd_url "${@:2}" ;;
+psql) cmd_psql "${@:2}" ;;
+names) printf '%s\n' "${NODES[@]}" etcd ;;
 *)
-    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac
