@@ -17,6 +17,7 @@
 #   pg.sh leader              the current leader's name
 #   pg.sh url [NAME]          the libpq URL: without NAME the multi-host write URL, else one node's
 #   pg.sh psql [NAME] [ARG..] psql as the superuser on a node (default: the leader), db postgres
+#   pg.sh resolve NAME        the node a name or role alias means now; pg.sh check NAME: it runs
 #
 # NAME: pg-1..pg-N, or a role resolved when the command runs: pg-primary (the current leader),
 # pg-replica-1, pg-replica-2.. (the other nodes in name order); etcd for start/stop/kill.
@@ -519,8 +520,15 @@ leader) leader || die "no node leads right now" ;;
 url) cmd_url "${@:2}" ;;
 psql) cmd_psql "${@:2}" ;;
 names) printf '%s\n' "${NODES[@]}" etcd ;;
+# for deploy/local/cluster: the node a name or role means now; whether a node or etcd answers
+resolve) need_name "${@:2}" && resolve "$2" ;;
+check)
+    need_name "${@:2}"
+    n=$(resolve "$2")
+    if [ "$n" = etcd ]; then etcd_ok; else node_healthy "$n"; fi
+    ;;
 *)
-    sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac
