@@ -508,7 +508,7 @@ need_name() { [ $# -ge 1 ] || die "usage: pg.sh COMMAND NAME"; }
 
 case "${1:-}" in
 up) cmd_up ;;
-down) [ -d "$DIR/pids" ] && cmd_down ;;
+down) if [ -d "$DIR/pids" ]; then cmd_down; fi ;;
 destroy) cmd_destroy ;;
 start) need_name "${@:2}" && cmd_start "$2" ;;
 stop) need_name "${@:2}" && cmd_stop "$2" ;;
