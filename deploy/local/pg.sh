@@ -11,7 +11,8 @@
 #   pg.sh kill NAME           SIGKILL a node's Patroni and its PostgreSQL together (a host crash),
 #                             or etcd
 #   pg.sh kill-postgres NAME  SIGKILL the node's postmaster only (Patroni stays and reacts)
-#   pg.sh switchover [NAME]   planned change of leader (patronictl switchover), to NAME if given
+#   pg.sh switchover [NAME]   planned change of leader (patronictl switchover); NAME, if given,
+#                             must be the synchronous standby (Patroni's rule in sync mode)
 #   pg.sh status              each node: port, role (leader, sync standby, replica), state,
 #                             timeline, lag; and etcd
 #   pg.sh leader              the current leader's name
@@ -431,14 +432,21 @@ cmd_kill_postgres() {
 }
 
 cmd_switchover() {
-    local old new args=(--force)
+    local old new out args=(--force)
     old=$(leader) || die "no leader to switch over from"
     if [ $# -gt 0 ]; then
         new=$(resolve "$1")
         [ "$new" != "$old" ] || die "$new already leads"
+        # In synchronous mode Patroni hands over only to the synchronous standby (the one
+        # known to have every commit); it refuses any other candidate.
+        [ "$N" -eq 1 ] || rest_ok "$new" /sync ||
+            die "$new is not the synchronous standby; Patroni switches over only to that one (pg.sh status)"
         args+=(--candidate "$new")
     fi
-    ctl switchover "${args[@]}" "$SCOPE"
+    out=$(ctl switchover "${args[@]}" "$SCOPE" 2>&1) || true
+    printf '%s\n' "$out"
+    # patronictl exits 0 even when Patroni refused: its last line says which.
+    [[ $out == *"Successfully switched over"* ]] || die "switchover refused or failed (above)"
     # Done when another node leads, the old leader runs again (as a standby) and, with
     # standbys, one of them is in sync: writes commit again.
     # shellcheck disable=SC2317
