@@ -60,7 +60,9 @@ etcd_ok() { [[ $(curl -fs --max-time 2 "http://127.0.0.1:$ETCD_PORT/health" 2>/d
 # AS_PG prefixes a server's command to run it as the postgres user (PostgreSQL refuses root).
 # setpriv execs in place, unlike runuser, so the pid we record is the server's own.
 AS_PG=()
-[ "$ME" -eq 0 ] && AS_PG=(setpriv --reuid=postgres --regid=postgres --init-groups env HOME=/var/lib/postgresql)
+if [ "$ME" -eq 0 ]; then
+    AS_PG=(setpriv --reuid=postgres --regid=postgres --init-groups env HOME=/var/lib/postgresql)
+fi
 # pg_dir DIR [MODE]: a directory the postgres user owns.
 pg_dir() {
     if [ "$ME" -eq 0 ]; then install -d -o postgres -g postgres -m "${2:-700}" "$1"; else install -d -m "${2:-700}" "$1"; fi
@@ -434,6 +436,9 @@ cmd_kill_postgres() {
 cmd_switchover() {
     local old new out args=(--force)
     old=$(leader) || die "no leader to switch over from"
+    # Patroni needs a synchronous standby to hand over to; a node that just (re)joined may
+    # not be one yet.
+    wait_for "a standby in sync before the switchover" 60 writable
     if [ $# -gt 0 ]; then
         new=$(resolve "$1")
         [ "$new" != "$old" ] || die "$new already leads"
