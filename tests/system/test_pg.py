@@ -6,9 +6,9 @@ synchronous standby and a replica (strict synchronous mode). Checks: reads are s
 replicas (per-replica counters in /metrics), read-your-writes (upload then GET x100, never 404),
 a replica stopped during a read loop costs no read, both standbys down -> reads from the primary
 and uploads 503 (no standby can confirm a commit), a worker killed holding a job -> another runs
-it after the lease with no double effect, the leader stopped -> uploads 503 fast while reads stay
-200, then a Patroni failover and a `pg.sh switchover` -> uploads succeed again with no restart
-of tessera.
+it after the lease with no double effect, etcd stopped -> the leader keeps taking writes
+(failsafe_mode), the leader stopped -> a Patroni failover (uploads 201 again, or a fast 503
+meanwhile, reads 200 throughout), then a `pg.sh switchover`; never a restart of tessera.
 """
 import os
 import re
@@ -332,6 +332,36 @@ def upload_until_201(srv, small, timeout):
     return None, None
 
 
+def t_etcd_down(srv, topo, ids, small):
+    """etcd stopped: failsafe_mode keeps the leader leading (it reaches every member)."""
+    import json
+    import urllib.request
+    leader = topo.sh("leader")
+    rest = "http://127.0.0.1:%d/patroni" % (topo.base + 10 + int(leader.split("-")[1]) - 1)
+
+    def failsafe():
+        try:
+            with urllib.request.urlopen(rest, timeout=2) as r:
+                return json.load(r).get("failsafe_mode_is_active", False)
+        except OSError:
+            return False
+
+    topo.sh("stop", "etcd")
+    try:
+        # Patroni notices at its next call to etcd (loop_wait 2 s, retry_timeout 5 s)
+        C.check(wait_state("the leader runs in failsafe mode", failsafe, 30),
+                "etcd stopped: %s keeps leading in failsafe mode" % leader)
+        st, _, _ = up(srv, small)
+        C.eq(st, 201, "etcd stopped: uploads still 201 (failsafe mode)")
+        ok = sum(tf.request(srv, "GET", "/api/v1/images/%s" % i)[0] == 200 for i in ids)
+        C.eq(ok, len(ids), "etcd stopped: reads still 200")
+    finally:
+        topo.sh("start", "etcd")
+    C.check(wait_state("failsafe mode ends", lambda: not failsafe(), 30),
+            "etcd back: failsafe mode ends")
+    C.eq(topo.sh("leader"), leader, "etcd back: the same node leads")
+
+
 def t_leader_down_failover_switchover(srv, topo, ids, small):
     old = topo.sh("leader")
     # A clean stop of the leader: Patroni hands over to the synchronous standby at once.
@@ -406,6 +436,7 @@ def main():
         C.run(t_read_your_writes, srv, SMALL)
         C.run(t_replica_down, srv, topo, ids)
         C.run(t_worker_lease, topo, SMALL)
+        C.run(t_etcd_down, srv, topo, ids, SMALL)
         C.run(t_leader_down_failover_switchover, srv, topo, ids, SMALL)
         C.check(srv.alive(), "tessera alive at the end", srv.death_note())
     finally:
