@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/db_lookups.sh - metadata lookups by id through `tessera serve` on PostgreSQL:
-# two replicas vs the primary only, list page latency at 10k and 1M images, promote -> upload.
+# two replicas vs the primary only, list page latency at 10k and 1M images. pg.sh runs 3 nodes
+# under Patroni; pg-primary and pg-replica-K name whichever nodes have those roles at the time.
 # Prints numbers; never pass/fail. Needs wrk, PostgreSQL 15 (scripts/deps.sh), a built tessera.
 set -euo pipefail
 BIN=${TESSERA_BIN:-build/tessera}

@@ -11,12 +11,14 @@
 #   pg.sh kill NAME           SIGKILL a node's Patroni and its PostgreSQL together (a host crash),
 #                             or etcd
 #   pg.sh kill-postgres NAME  SIGKILL the node's postmaster only (Patroni stays and reacts)
-#   pg.sh switchover [NAME]   planned change of leader (patronictl switchover), to NAME if given
+#   pg.sh switchover [NAME]   planned change of leader (patronictl switchover); NAME, if given,
+#                             must be the synchronous standby (Patroni's rule in sync mode)
 #   pg.sh status              each node: port, role (leader, sync standby, replica), state,
 #                             timeline, lag; and etcd
 #   pg.sh leader              the current leader's name
 #   pg.sh url [NAME]          the libpq URL: without NAME the multi-host write URL, else one node's
 #   pg.sh psql [NAME] [ARG..] psql as the superuser on a node (default: the leader), db postgres
+#   pg.sh resolve NAME        the node a name or role alias means now; pg.sh check NAME: it runs
 #
 # NAME: pg-1..pg-N, or a role resolved when the command runs: pg-primary (the current leader),
 # pg-replica-1, pg-replica-2.. (the other nodes in name order); etcd for start/stop/kill.
@@ -58,7 +60,9 @@ etcd_ok() { [[ $(curl -fs --max-time 2 "http://127.0.0.1:$ETCD_PORT/health" 2>/d
 # AS_PG prefixes a server's command to run it as the postgres user (PostgreSQL refuses root).
 # setpriv execs in place, unlike runuser, so the pid we record is the server's own.
 AS_PG=()
-[ "$ME" -eq 0 ] && AS_PG=(setpriv --reuid=postgres --regid=postgres --init-groups env HOME=/var/lib/postgresql)
+if [ "$ME" -eq 0 ]; then
+    AS_PG=(setpriv --reuid=postgres --regid=postgres --init-groups env HOME=/var/lib/postgresql)
+fi
 # pg_dir DIR [MODE]: a directory the postgres user owns.
 pg_dir() {
     if [ "$ME" -eq 0 ]; then install -d -o postgres -g postgres -m "${2:-700}" "$1"; else install -d -m "${2:-700}" "$1"; fi
@@ -430,14 +434,24 @@ cmd_kill_postgres() {
 }
 
 cmd_switchover() {
-    local old new args=(--force)
+    local old new out args=(--force)
     old=$(leader) || die "no leader to switch over from"
+    # Patroni needs a synchronous standby to hand over to; a node that just (re)joined may
+    # not be one yet.
+    wait_for "a standby in sync before the switchover" 60 writable
     if [ $# -gt 0 ]; then
         new=$(resolve "$1")
         [ "$new" != "$old" ] || die "$new already leads"
+        # In synchronous mode Patroni hands over only to the synchronous standby (the one
+        # known to have every commit); it refuses any other candidate.
+        [ "$N" -eq 1 ] || rest_ok "$new" /sync ||
+            die "$new is not the synchronous standby; Patroni switches over only to that one (pg.sh status)"
         args+=(--candidate "$new")
     fi
-    ctl switchover "${args[@]}" "$SCOPE"
+    out=$(ctl switchover "${args[@]}" "$SCOPE" 2>&1) || true
+    printf '%s\n' "$out"
+    # patronictl exits 0 even when Patroni refused: its last line says which.
+    [[ $out == *"Successfully switched over"* ]] || die "switchover refused or failed (above)"
     # Done when another node leads, the old leader runs again (as a standby) and, with
     # standbys, one of them is in sync: writes commit again.
     # shellcheck disable=SC2317
@@ -507,7 +521,7 @@ need_name() { [ $# -ge 1 ] || die "usage: pg.sh COMMAND NAME"; }
 
 case "${1:-}" in
 up) cmd_up ;;
-down) [ -d "$DIR/pids" ] && cmd_down ;;
+down) if [ -d "$DIR/pids" ]; then cmd_down; fi ;;
 destroy) cmd_destroy ;;
 start) need_name "${@:2}" && cmd_start "$2" ;;
 stop) need_name "${@:2}" && cmd_stop "$2" ;;
@@ -519,8 +533,15 @@ leader) leader || die "no node leads right now" ;;
 url) cmd_url "${@:2}" ;;
 psql) cmd_psql "${@:2}" ;;
 names) printf '%s\n' "${NODES[@]}" etcd ;;
+# for deploy/local/cluster: the node a name or role means now; whether a node or etcd answers
+resolve) need_name "${@:2}" && resolve "$2" ;;
+check)
+    need_name "${@:2}"
+    n=$(resolve "$2")
+    if [ "$n" = etcd ]; then etcd_ok; else node_healthy "$n"; fi
+    ;;
 *)
-    sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

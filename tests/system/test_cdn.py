@@ -102,8 +102,12 @@ def wait_404(path, limit=30):
 
 
 def psql(sql):
-    return subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(PG), "-U", "postgres", "-At",
-                           "-c", sql], capture_output=True, text=True, timeout=20).stdout.strip()
+    """One answer from the current leader, as the application role (deploy/local/pg.sh url)."""
+    env = dict(os.environ, TESSERA_PG_DIR=os.path.join(RUN, "pg"), TESSERA_PG_PORT=str(PG))
+    url = subprocess.run([os.path.join(ROOT, "deploy", "local", "pg.sh"), "url"], env=env,
+                         capture_output=True, text=True, timeout=20).stdout.strip()
+    return subprocess.run(["psql", url, "-XAt", "-c", sql], capture_output=True, text=True,
+                          timeout=20).stdout.strip()
 
 
 def corpus(n):

@@ -1,12 +1,14 @@
 #!/usr/bin/python3
-"""System test: tessera serve on the real PostgreSQL topology (1 primary + 2 streaming replicas).
+"""System test: tessera serve on the real PostgreSQL cluster (3 nodes under Patroni, etcd).
 
-deploy/local/pg.sh starts the topology in a temporary directory on free ports. Checks: reads
-are served by the replicas (per-replica counters in /metrics), read-your-writes (upload then
-GET x100, never 404), a replica stopped during a read loop costs no read, both replicas down
--> reads from the primary, a worker killed holding a job -> another runs it after the lease
-with no double effect, the primary stopped -> uploads 503 fast while reads stay 200, a replica
-promoted -> uploads succeed again with no restart of tessera.
+deploy/local/pg.sh starts the cluster in a temporary directory on free ports: a leader, a
+synchronous standby and a replica (strict synchronous mode). Checks: reads are served by the
+replicas (per-replica counters in /metrics), read-your-writes (upload then GET x100, never 404),
+a replica stopped during a read loop costs no read, both standbys down -> reads from the primary
+and uploads 503 (no standby can confirm a commit), a worker killed holding a job -> another runs
+it after the lease with no double effect, etcd stopped -> the leader keeps taking writes
+(failsafe_mode), the leader stopped -> a Patroni failover (uploads 201 again, or a fast 503
+meanwhile, reads 200 throughout), then a `pg.sh switchover`; never a restart of tessera.
 """
 import os
 import re
@@ -25,6 +27,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PG_SH = os.path.join(ROOT, "deploy", "local", "pg.sh")
 C = tf.Checks("test_pg")
 SMALL = None  # a small JPEG of the corpus, chosen at start
+STATEMENT_TIMEOUT_S = 3  # db.statement_timeout: bounds a commit that waits for a standby
 
 
 def free_base():
@@ -34,7 +37,7 @@ def free_base():
     for _ in range(100):
         base = random.randint(20000, 32000)
         ok = True
-        for p in (base, base + 1, base + 2):
+        for p in range(base, base + 18):  # PostgreSQL, etcd, Patroni (see pg.sh)
             s = socket.socket()
             try:
                 s.bind(("127.0.0.1", p))
@@ -44,7 +47,7 @@ def free_base():
                 s.close()
         if ok:
             return base
-    raise RuntimeError("no three free consecutive ports")
+    raise RuntimeError("no 18 free consecutive ports")
 
 
 class Topology:
@@ -176,6 +179,30 @@ def t_replica_down(srv, topo, ids):
     C.check(d["replica-2"] - before["replica-2"] >= len(ids), "replica-2 took the reads")
 
     topo.sh("stop", "pg-replica-2")
+    try:
+        t_no_standby(srv, ids)
+    finally:  # the later tests need a standby in sync: every commit waits for one
+        topo.sh("start", "pg-replica-1")
+        topo.sh("start", "pg-replica-2")
+    ok = wait_state("an upload succeeds once a standby is back in sync",
+                    lambda: up(srv, SMALL)[0] == 201, 60)
+    C.check(ok, "standbys back: uploads 201 again")
+
+
+def t_no_standby(srv, ids):
+    # Strict synchronous mode: with no standby to confirm it, no commit is acknowledged. The
+    # upload's commit waits until tessera cuts the wait (db.statement_timeout): 503.
+    t0 = time.time()
+    try:
+        st, h, _, _ = tf.upload(srv, SMALL, timeout=STATEMENT_TIMEOUT_S + 10)
+    except OSError as e:  # no answer at all: the commit wait was not cut
+        st, h = "no answer (%s)" % e, {}
+    dt = time.time() - t0
+    print("  upload with both standbys stopped: %s in %.2f s" % (st, dt))
+    C.eq(st, 503, "both standbys stopped: upload 503 (strict synchronous mode)")
+    C.check(h.get("Retry-After") is not None, "both standbys stopped: 503 has Retry-After")
+    C.check(dt < STATEMENT_TIMEOUT_S + 5, "both standbys stopped: the 503 comes after at most "
+            "about db.statement_timeout", "%.2f s" % dt)
     before = metrics(srv)
     ok = 0
     for i in ids:
@@ -188,8 +215,6 @@ def t_replica_down(srv, topo, ids):
     st, _, body = tf.request(srv, "GET", "/readyz")
     C.eq(st, 200, "/readyz with both replicas down: ready (the primary answers)")
     C.check(b'"reachable":false' in body, "/readyz names the unreachable replicas", body[:300])
-    topo.sh("start", "pg-replica-1")
-    topo.sh("start", "pg-replica-2")
 
 
 def blob_path(root, key):
@@ -209,9 +234,10 @@ def t_worker_lease(topo, small):
     its queue), worker A blocks inside the job on a blob that is a FIFO (a hung disk) until
     it is killed, and the check waits on states with generous bounds. Time is controlled
     where it matters: a short lease (3 s) and a fast poll."""
-    topo.sql("DROP DATABASE IF EXISTS lease_test")
-    topo.sql("CREATE DATABASE lease_test")
-    url = topo.url().replace("/postgres?", "/lease_test?")
+    # a database of its own, owned by the application role (which may not create one)
+    topo.sh("psql", "-c", "DROP DATABASE IF EXISTS lease_test")
+    topo.sh("psql", "-c", "CREATE DATABASE lease_test OWNER tessera")
+    url = topo.url().replace("/tessera?", "/lease_test?")
     variants = "thumb:256x256:webp:80,small:64x64:png:90"
     common = ["--db.url", url, "--image.variants", variants, "--log.access=false",
               "--jobs.lease", "%ds" % LEASE_S, "--jobs.poll", "100ms"]
@@ -219,8 +245,8 @@ def t_worker_lease(topo, small):
     a = b = None
 
     def sql(q):
-        r = subprocess.run(["psql", url.replace("?target_session_attrs=read-write", ""),
-                            "-XAtq", "-c", q], capture_output=True, text=True, timeout=30)
+        r = subprocess.run(["psql", url, "-XAtq", "-c", q], capture_output=True, text=True,
+                           timeout=30)
         if r.returncode != 0:
             raise RuntimeError("psql: %s" % r.stderr)
         return r.stdout.strip()
@@ -295,34 +321,90 @@ def t_worker_lease(topo, small):
         srv.stop()
 
 
-def t_primary_down_and_promote(srv, topo, ids, small):
+def upload_until_201(srv, small, timeout):
+    """Uploads until one answers 201; returns (seconds it took, its JSON) or (None, None)."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        st, _, j = up(srv, small)
+        if st == 201:
+            return time.time() - t0, j
+        time.sleep(0.1)
+    return None, None
+
+
+def t_etcd_down(srv, topo, ids, small):
+    """etcd stopped: failsafe_mode keeps the leader leading (it reaches every member)."""
+    import json
+    import urllib.request
+    leader = topo.sh("leader")
+    rest = "http://127.0.0.1:%d/patroni" % (topo.base + 10 + int(leader.split("-")[1]) - 1)
+
+    def failsafe():
+        try:
+            with urllib.request.urlopen(rest, timeout=2) as r:
+                return json.load(r).get("failsafe_mode_is_active", False)
+        except OSError:
+            return False
+
+    topo.sh("stop", "etcd")
+    try:
+        # Patroni notices at its next call to etcd (loop_wait 2 s, retry_timeout 5 s)
+        C.check(wait_state("the leader runs in failsafe mode", failsafe, 30),
+                "etcd stopped: %s keeps leading in failsafe mode" % leader)
+        st, _, _ = up(srv, small)
+        C.eq(st, 201, "etcd stopped: uploads still 201 (failsafe mode)")
+        ok = sum(tf.request(srv, "GET", "/api/v1/images/%s" % i)[0] == 200 for i in ids)
+        C.eq(ok, len(ids), "etcd stopped: reads still 200")
+    finally:
+        topo.sh("start", "etcd")
+    C.check(wait_state("failsafe mode ends", lambda: not failsafe(), 30),
+            "etcd back: failsafe mode ends")
+    C.eq(topo.sh("leader"), leader, "etcd back: the same node leads")
+
+
+def t_leader_down_failover_switchover(srv, topo, ids, small):
+    old = topo.sh("leader")
+    # A clean stop of the leader: Patroni hands over to the synchronous standby at once.
     topo.sh("stop", "pg-primary")
     t0 = time.time()
     st, h, _ = up(srv, small)
     dt = time.time() - t0
-    print("  upload with the primary down: %s in %.3f s" % (st, dt))
-    C.eq(st, 503, "primary down: upload 503")
-    C.check(h.get("Retry-After") is not None, "primary down: 503 has Retry-After")
-    C.check(dt < 3, "primary down: the 503 comes fast", "%.2f s" % dt)
+    print("  upload right after the leader (%s) stopped: %s in %.3f s" % (old, st, dt))
+    C.check(st in (201, 503), "leader stopped: upload 201 (new leader already) or 503",
+            "status %s" % st)
+    if st == 503:
+        C.check(h.get("Retry-After") is not None, "leader stopped: 503 has Retry-After")
+        C.check(dt < 3, "leader stopped: the 503 comes fast", "%.2f s" % dt)
     ok = sum(tf.request(srv, "GET", "/api/v1/images/%s" % i)[0] == 200 for i in ids)
-    C.eq(ok, len(ids), "primary down: reads still 200")
-
-    t0 = time.time()
-    topo.sh("promote", "pg-replica-1")
-    t1 = time.time()
-    first = None
-    while time.time() - t1 < 60:
-        st, _, j = up(srv, small)
-        if st == 201:
-            first = time.time()
-            break
-        time.sleep(0.1)
-    C.check(first is not None, "promoted replica-1: uploads succeed again, no tessera restart")
-    if first is not None:
-        print("  promote took %.2f s; first successful upload %.2f s after it returned"
-              % (t1 - t0, first - t1))
+    C.eq(ok, len(ids), "leader stopped: reads still 200")
+    took, j = upload_until_201(srv, small, 60)
+    C.check(took is not None, "leader stopped: Patroni fails over, uploads succeed again with "
+            "no tessera restart")
+    if took is not None:
+        new = topo.sh("leader")
+        print("  new leader %s; first 201 %.2f s after the stop" % (new, took))
+        C.check(new != old, "a new node leads (%s -> %s)" % (old, new))
         st, _, _ = tf.request(srv, "GET", "/api/v1/images/%s" % j["id"])
-        C.eq(st, 200, "the upload after the promotion reads back")
+        C.eq(st, 200, "the upload after the failover reads back")
+    topo.sh("start", old)  # it rejoins as a standby by itself
+    C.check(topo.sh("leader") != old, "the old leader came back as a standby, not a leader")
+
+    # A planned switchover (patronictl switchover): to the synchronous standby, the only
+    # candidate Patroni accepts in synchronous mode.
+    before = topo.sh("leader")
+    t0 = time.time()
+    topo.sh("switchover")
+    t1 = time.time()
+    after = topo.sh("leader")
+    C.check(after != before, "pg.sh switchover: another node leads (%s -> %s)" % (before, after))
+    took, j = upload_until_201(srv, small, 60)
+    C.check(took is not None, "after the switchover uploads succeed again, no tessera restart")
+    if took is not None:
+        print("  switchover took %.2f s; first 201 %.2f s after it returned" % (t1 - t0, took))
+        st, _, _ = tf.request(srv, "GET", "/api/v1/images/%s" % j["id"])
+        C.eq(st, 200, "the upload after the switchover reads back")
+    ok = sum(tf.request(srv, "GET", "/api/v1/images/%s" % i)[0] == 200 for i in ids)
+    C.eq(ok, len(ids), "after the switchover every earlier image reads back")
 
 
 def main():
@@ -339,10 +421,11 @@ def main():
     try:
         t0 = time.time()
         topo.sh("up")
-        print("  topology up in %.1f s (ports %d-%d)" % (time.time() - t0, topo.base,
-                                                          topo.base + 2))
+        print("  cluster up in %.1f s (ports %d-%d)" % (time.time() - t0, topo.base,
+                                                         topo.base + 17))
         repl = "%s,%s" % (topo.url("pg-replica-1"), topo.url("pg-replica-2"))
         srv = tf.Server(args=["--db.url", topo.url(), "--db.replicas", repl,
+                              "--db.statement_timeout", "%ds" % STATEMENT_TIMEOUT_S,
                               "--log.access=false"]).start()
         ids = []
         for _ in range(5):
@@ -353,7 +436,8 @@ def main():
         C.run(t_read_your_writes, srv, SMALL)
         C.run(t_replica_down, srv, topo, ids)
         C.run(t_worker_lease, topo, SMALL)
-        C.run(t_primary_down_and_promote, srv, topo, ids, SMALL)
+        C.run(t_etcd_down, srv, topo, ids, SMALL)
+        C.run(t_leader_down_failover_switchover, srv, topo, ids, SMALL)
         C.check(srv.alive(), "tessera alive at the end", srv.death_note())
     finally:
         if srv is not None:

@@ -2,8 +2,8 @@
  * test_meta.c - the metadata store contract, against SQLite and PostgreSQL.
  *
  * The same contract tests run on both backends. SQLite: each test gets a fresh
- * database in a mkdtemp directory. PostgreSQL: a throwaway primary and one
- * streaming replica are started with deploy/local/pg.sh in a temporary
+ * database in a mkdtemp directory. PostgreSQL: a throwaway leader and one
+ * synchronous standby (Patroni) are started with deploy/local/pg.sh in a temporary
  * directory on free ports (or TESSERA_TEST_PG_URL names a server to use), and
  * each test starts from an empty schema. A few tests look under the interface:
  * the schema version, WAL mode, query plans, reads under a lock, replica routing.
@@ -45,6 +45,7 @@ static char pg_url[256];
 static char pg_replica_url[256];
 static char pg_dir[64];
 static char pg_script[512];
+static int pg_base;  /* pg.sh's TESSERA_PG_PORT */
 static bool pg_ours; /* started by this test: stopped and removed at the end */
 
 static int open_store(struct fixture *f, const char *replicas)
@@ -1154,17 +1155,42 @@ static void test_pg_list_query_plan(void **state)
 
 /* ---- the PostgreSQL server for the "postgres" group ---- */
 
-static bool port_free(int port)
+/* ports_free: nothing listens on port .. port + n - 1. */
+static bool ports_free(int port, int n)
 {
-    char cmd[96];
+    char cmd[128];
 
-    snprintf(cmd, sizeof(cmd), "ss -Htln 'sport = :%d' 2>/dev/null | grep -q .", port);
+    snprintf(cmd, sizeof(cmd),
+             "ss -Htln '( sport >= :%d and sport <= :%d )' 2>/dev/null | grep -q .", port,
+             port + n - 1);
     return system(cmd) != 0;
 }
 
+/* pg_script_url runs "pg.sh url [NODE]" and keeps its one line in out. */
+static bool pg_script_url(const char *node, char *out, size_t cap)
+{
+    char cmd[1024];
+    FILE *f;
+    bool ok;
+
+    snprintf(cmd, sizeof(cmd), "TESSERA_PG_DIR=%s TESSERA_PG_PORT=%d TESSERA_PG_NODES=2 %s url %s",
+             pg_dir, pg_base, pg_script, node);
+    f = popen(cmd, "r");
+    if (f == NULL)
+        return false;
+    ok = fgets(out, (int)cap, f) != NULL;
+    if (pclose(f) != 0)
+        ok = false;
+    if (ok)
+        out[strcspn(out, "\n")] = '\0';
+    return ok;
+}
+
 /*
- * pg_start starts a primary and one replica with deploy/local/pg.sh in a
- * temporary directory on free ports. Returns false (with why) when it cannot.
+ * pg_start starts two PostgreSQL nodes (Patroni, etcd, a synchronous standby)
+ * with deploy/local/pg.sh in a temporary directory on free ports; pg_url is the
+ * multi-host write URL, pg_replica_url the standby's. Returns false (with why)
+ * when it cannot.
  */
 static bool pg_start(char *why, size_t cap)
 {
@@ -1194,7 +1220,7 @@ static bool pg_start(char *why, size_t cap)
     srand((unsigned)(getpid() ^ time(NULL)));
     for (int tries = 0; tries < 50 && base == 0; tries++) {
         int b = 20000 + rand() % 12000; /* below the ephemeral port range */
-        if (port_free(b) && port_free(b + 1))
+        if (ports_free(b, 18))          /* PostgreSQL, etcd, Patroni: see pg.sh */
             base = b;
     }
     snprintf(pg_dir, sizeof(pg_dir), "/tmp/tessera-test-pg-XXXXXX");
@@ -1202,17 +1228,20 @@ static bool pg_start(char *why, size_t cap)
         snprintf(why, cap, "no free ports or no temporary directory");
         return false;
     }
+    pg_base = base;
     snprintf(cmd, sizeof(cmd),
-             "TESSERA_PG_DIR=%s TESSERA_PG_PORT=%d TESSERA_PG_REPLICAS=1 %s up >%s/up.log 2>&1",
+             "TESSERA_PG_DIR=%s TESSERA_PG_PORT=%d TESSERA_PG_NODES=2 %s up >%s/up.log 2>&1",
              pg_dir, base, pg_script, pg_dir);
     pg_ours = true;
     if (system(cmd) != 0) {
         snprintf(why, cap, "deploy/local/pg.sh up failed (see %.64s/up.log)", pg_dir);
         return false;
     }
-    snprintf(pg_url, sizeof(pg_url), "postgresql://postgres@127.0.0.1:%d/postgres", base);
-    snprintf(pg_replica_url, sizeof(pg_replica_url), "postgresql://postgres@127.0.0.1:%d/postgres",
-             base + 1);
+    if (!pg_script_url("", pg_url, sizeof(pg_url)) ||
+        !pg_script_url("pg-replica-1", pg_replica_url, sizeof(pg_replica_url))) {
+        snprintf(why, cap, "deploy/local/pg.sh url failed");
+        return false;
+    }
     return true;
 }
 
@@ -1222,8 +1251,9 @@ static void pg_stop(void)
 
     if (!pg_ours)
         return;
-    snprintf(cmd, sizeof(cmd), "TESSERA_PG_DIR=%s TESSERA_PG_REPLICAS=1 %s destroy >/dev/null 2>&1",
-             pg_dir, pg_script);
+    snprintf(cmd, sizeof(cmd),
+             "TESSERA_PG_DIR=%s TESSERA_PG_PORT=%d TESSERA_PG_NODES=2 %s destroy >/dev/null 2>&1",
+             pg_dir, pg_base, pg_script);
     if (system(cmd) != 0)
         fprintf(stderr, "test_meta: could not remove the PostgreSQL in %s\n", pg_dir);
 }
