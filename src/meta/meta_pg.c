@@ -29,6 +29,7 @@
 
 #include <errno.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -696,6 +697,81 @@ static int pg_read(struct pg *p, pg_fn *fn, void *arg, bool *on_primary)
 }
 
 /*
+ * pg_cancel_backend cancels what session c runs, from a new session to the
+ * same server (PQcancel has no connect timeout: a dead host would hang it).
+ */
+static void pg_cancel_session(const struct pg *p, struct pg_node *n, struct pg_conn *c)
+{
+    char ct[24], pid[24];
+    const char *keys[] = {"dbname", "host", "port", "connect_timeout", "application_name", NULL};
+    const char *vals[] = {n->conninfo, PQhost(c->c), PQport(c->c), ct, "tessera-cancel", NULL};
+    const char *v[] = {pid};
+    PGconn *k;
+
+    snprintf(ct, sizeof(ct), "%lld", (long long)((p->connect_timeout_ms + 999) / 1000));
+    snprintf(pid, sizeof(pid), "%d", PQbackendPID(c->c));
+    k = PQconnectdbParams(keys, vals, 1);
+    if (k != NULL && PQstatus(k) == CONNECTION_OK)
+        PQclear(
+            PQexecParams(k, "SELECT pg_cancel_backend($1::integer)", 1, NULL, v, NULL, NULL, 0));
+    PQfinish(k);
+}
+
+/*
+ * pg_commit commits c's transaction within statement_timeout, which the
+ * server does not apply to a commit waiting for a synchronous standby: past
+ * the deadline the wait is cancelled. The server then has committed locally
+ * and says so in a WARNING; no standby confirmed it, so a failover may lose
+ * it: E_UNAVAILABLE, never reported as done (the client retries). PG_LOST
+ * when the server does not answer even the cancel.
+ */
+static int pg_commit(const struct pg *p, struct pg_node *n, struct pg_conn *c)
+{
+    int64_t deadline = mono_ms() + p->statement_timeout_ms;
+    bool cancelled = false;
+    PGresult *r;
+    int rc = OK;
+
+    c->warned = false;
+    if (!PQsendQuery(c->c, "COMMIT"))
+        return PG_LOST;
+    while (PQconsumeInput(c->c) && PQisBusy(c->c)) {
+        int64_t left = deadline - mono_ms();
+        if (left <= 0 && cancelled)
+            break;
+        if (left <= 0) {
+            log_error("meta",
+                      "postgres %s: commit waits for a synchronous standby for over %lld"
+                      " ms: cancelling the wait",
+                      n->name, (long long)p->statement_timeout_ms);
+            pg_cancel_session(p, n, c);
+            cancelled = true;
+            deadline = mono_ms() + p->statement_timeout_ms;
+            continue;
+        }
+        struct pollfd pfd = {.fd = PQsocket(c->c), .events = POLLIN};
+        if (poll(&pfd, 1, (int)(left < 1000 ? left : 1000)) < 0 && errno != EINTR)
+            break;
+    }
+    if (PQisBusy(c->c))
+        return PG_LOST; /* the caller drops the session */
+    while ((r = PQgetResult(c->c)) != NULL) {
+        int one = pg_check(n, c, r, "COMMIT");
+        if (rc == OK)
+            rc = one;
+        PQclear(r);
+    }
+    if (rc == OK && (c->warned || cancelled)) {
+        log_error("meta",
+                  "postgres %s: commit not confirmed by a synchronous standby: answered"
+                  " as failed",
+                  n->name);
+        rc = E_UNAVAILABLE;
+    }
+    return rc;
+}
+
+/*
  * pg_write runs fn in one transaction on the primary. A stale pooled session
  * (the failure is at BEGIN: nothing was sent) is replaced, and serialization
  * failures and deadlocks run the transaction again; a session lost later is
@@ -721,22 +797,9 @@ static int pg_write(struct pg *p, pg_fn *fn, void *arg)
         }
         if (rc == OK)
             rc = fn(n, c, arg);
-        if (rc == OK) {
-            c->warned = false;
-            rc = pg_simple(n, c, "COMMIT");
-            /*
-             * "canceling wait for synchronous replication": committed here but
-             * no standby confirmed it, so a failover may lose it. Never
-             * reported as done; the caller answers 503 and the client retries.
-             */
-            if (rc == OK && c->warned) {
-                log_error("meta",
-                          "postgres %s: commit not confirmed by a synchronous standby:"
-                          " answered as failed",
-                          n->name);
-                rc = E_UNAVAILABLE;
-            }
-        } else if (rc != PG_LOST)
+        if (rc == OK)
+            rc = pg_commit(p, n, c);
+        else if (rc != PG_LOST)
             pg_simple(n, c, "ROLLBACK");
         pg_put(p, n, c, rc == PG_LOST);
         if (rc != PG_RETRY)
