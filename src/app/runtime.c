@@ -291,6 +291,9 @@ int runtime_open(const struct config *cfg, unsigned parts, struct runtime *rt)
             .down_backoff_ms = cfg->cache.down_backoff_ms,
             .pool = cfg->cache.pool,
             .local_deletes_only = (parts & RT_LOCAL_DELETES) != 0,
+            .redis_user = cfg->cache.redis_user,
+            .redis_password = &cfg->redis_password,
+            .secret = &cfg->cache_secret,
         };
         rc = cache_new(&co, &rt->cache);
         if (rc != OK)
