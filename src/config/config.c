@@ -164,6 +164,9 @@ static const struct cfg_entry config_table[] = {
      "32`); empty: anyone may upload."},
     {"auth", "admin_keys", CFG_STR, "", 0, 0, F(auth.admin_keys),
      "Comma-separated API keys that may delete any image (and upload); 24 characters or more."},
+    {"auth", "list_requires_key", CFG_BOOL, "false", 0, 1, F(auth.list_requires_key),
+     "GET /api/v1/images (the listing) needs an upload or admin key (Authorization: Bearer), "
+     "else 401; images stay readable by their URLs. Needs auth.upload_keys or auth.admin_keys."},
 
     {"cdn", "base_url", CFG_STR, "", 0, 0, F(cdn.base_url),
      "Base URL of the CDN in front; when set, image URLs in answers use it."},
@@ -668,8 +671,13 @@ static int cfg_validate(struct config *cfg, struct cfg_err *e)
                         "auth.upload_keys", e);
     if (rc != OK)
         return rc;
-    return cfg_split_keys(cfg->auth.admin_keys, cfg->admin_key, &cfg->n_admin_keys,
-                          "auth.admin_keys", e);
+    rc = cfg_split_keys(cfg->auth.admin_keys, cfg->admin_key, &cfg->n_admin_keys, "auth.admin_keys",
+                        e);
+    if (rc != OK)
+        return rc;
+    if (cfg->auth.list_requires_key && cfg->n_upload_keys == 0 && cfg->n_admin_keys == 0)
+        return cfg_fail(e, "auth.list_requires_key: needs auth.upload_keys or auth.admin_keys");
+    return OK;
 }
 
 int config_set(struct config *cfg, const char *name, const char *value, char *errbuf, size_t errcap)

@@ -86,6 +86,7 @@ struct config {
     struct {
         char *upload_keys;
         char *admin_keys;
+        bool list_requires_key; /* listings need an upload or admin key */
     } auth;
     struct {
         char *base_url;

@@ -14,7 +14,8 @@ every lookup reaches Redis. Checks (docs/security.md names them):
   forged invalidation messages -> not served, not trusted, counted;
 - a forged or altered listing cursor -> 400;
 - /metrics without the token, or with a wrong one -> 401, on the service and the node;
-- a path with %0a -> one log line, on the service and on the node.
+- a path with %0a -> one log line, on the service and on the node;
+- auth.list_requires_key: the listing needs a key, the images stay readable.
 """
 import hashlib
 import hmac
@@ -345,6 +346,27 @@ def t_log_line(w):
     C.eq(len([l for l in lines if "FORGED-LINE" in l]), 1, "the request is one log line")
 
 
+def t_list_key():
+    """auth.list_requires_key: the listing needs a key; the images stay readable by URL."""
+    key = os.urandom(18).hex()
+    with tf.Server(args=["--auth.list_requires_key=true", "--auth.upload_keys=" + key]) as s:
+        st, _, body = tf.request(s, "POST", "/api/v1/images", body=tf.tiny_png(5),
+                                 headers={"Authorization": "Bearer " + key})
+        C.eq(st, 201, "list_requires_key: an upload with the key")
+        img = json.loads(body)
+        for hdrs, what in (({}, "no key"), ({"Authorization": "Bearer " + key[:-1] + "x"},
+                                            "a wrong key")):
+            st, _, body = tf.request(s, "GET", "/api/v1/images", headers=hdrs)
+            C.check(st == 401 and tf.is_error_body(body, "unauthorized"),
+                    "list_requires_key: listing with %s: 401" % what, str(st))
+        st, _, body = tf.request(s, "GET", "/api/v1/images",
+                                 headers={"Authorization": "Bearer " + key})
+        C.check(st == 200 and len(json.loads(body)["items"]) == 1,
+                "list_requires_key: listing with the key: 200")
+        C.eq(tf.request(s, "GET", tf.path_of(img["url"]))[0], 200,
+             "list_requires_key: the image is still readable by its URL without a key")
+
+
 def main():
     root = tempfile.mkdtemp(prefix="tessera-trust-")
     rd = Redis()
@@ -372,6 +394,7 @@ def main():
         C.run(t_cursor, w)
         C.run(t_log_line, w)
         C.run(t_rotation, w, node, node_args[:1], dirs, keys, token, imgs[0])
+        C.run(t_list_key)
         # without a secret a node will not listen beyond loopback
         r = subprocess.run([tf.tessera_bin(), "storage", "--listen", "0.0.0.0:%d" % tf.free_port(),
                             "--data-dir", os.path.join(root, "open")], capture_output=True,

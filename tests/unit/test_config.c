@@ -846,6 +846,20 @@ static void test_auth_short_key(void **state)
     config_release(&c);
 }
 
+static void test_list_requires_key(void **state)
+{
+    char *flags[2] = {"auth.list_requires_key=true", "auth.admin_keys=0123456789abcdef01234567"};
+    struct config c;
+
+    (void)state;
+    assert_int_equal(set1(&c, "auth.list_requires_key", "true"), E_INVALID);
+    assert_err_contains("auth.list_requires_key");
+    config_release(&c);
+    assert_int_equal(load_flags(&c, flags, 2), OK);
+    assert_true(c.auth.list_requires_key);
+    config_release(&c);
+}
+
 static void test_auth_too_many_keys(void **state)
 {
     char list[4096] = "";
@@ -1048,6 +1062,7 @@ int main(void)
         cmocka_unit_test(test_auth_short_key),
         cmocka_unit_test(test_auth_too_many_keys),
         cmocka_unit_test(test_secret_files),
+        cmocka_unit_test(test_list_requires_key),
         cmocka_unit_test(test_print_defaults_round_trip),
         cmocka_unit_test(test_print_effective_round_trip),
         cmocka_unit_test(test_print_markdown),
