@@ -17,6 +17,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 enum cfg_type {
     CFG_STR,
@@ -579,12 +580,15 @@ static int cfg_secret(const char *name, const char *path, size_t min, struct sec
                       struct cfg_err *e)
 {
     char why[512];
+    struct stat st;
 
     memset(out, 0, sizeof(*out));
     if (path[0] == '\0')
         return OK;
     if (secret_file_read(path, min, out, why, sizeof(why)) != OK)
         return cfg_fail(e, "%s: %s", name, why);
+    if (stat(path, &st) == 0 && (st.st_mode & S_IROTH))
+        log_warn("config", "%s: \"%s\" is readable by every user (chmod 640 or 600)", name, path);
     return OK;
 }
 

@@ -261,6 +261,29 @@ def t_redis_password(rd):
             (r.stdout + r.stderr)[:80])
 
 
+def t_wrong_redis_password(rd, root):
+    """A service with a wrong Redis password: refused by Redis, logged without the password,
+    and the reads are the database's."""
+    bad = os.path.join(root, "wrong.pass")
+    wrong = write_secret(bad).decode()
+    args = rd.client_args(os.path.join(root, "cache"))
+    args = [a if not a.startswith("--cache.redis_password_file=")
+            else "--cache.redis_password_file=" + bad for a in args]
+    with tf.Server(args=args + ["--cache.lru_entries=0"]) as s:
+        img = upload(s, tf.tiny_png(77))
+        for _ in range(3):
+            C.eq(tf.request(s, "GET", "/api/v1/images/" + img["id"])[0], 200,
+                 "wrong Redis password: metadata read from the database")
+        C.check(read_ok(s, img), "wrong Redis password: the bytes are served")
+        st, _, body = tf.request(s, "GET", "/metrics")
+        errs = sum(float(l.split()[-1]) for l in body.decode().splitlines()
+                   if l.startswith("tessera_cache_redis_errors_total{"))
+        C.check(errs > 0, "wrong Redis password: counted as Redis errors", str(errs))
+        log = open(s.log_path, "rb").read()
+        C.check(b"WRONGPASS" in log, "wrong Redis password: the refusal is logged")
+        C.check(wrong.encode() not in log, "wrong Redis password: the password is not logged")
+
+
 def t_cache_forgery(w, rd, token, imgs):
     a, b = imgs
     ka, kb = "tessera:img:" + a["id"], "tessera:img:" + b["id"]
@@ -390,6 +413,7 @@ def main():
         C.run(t_ops_open, w, node, token)
         C.run(t_node_refuses, w, node, keys[0], token, imgs[0])
         C.run(t_redis_password, rd)
+        C.run(t_wrong_redis_password, rd, root)
         C.run(t_cache_forgery, w, rd, token, imgs)
         C.run(t_cursor, w)
         C.run(t_log_line, w)
