@@ -12,6 +12,7 @@ every lookup reaches Redis. Checks (docs/security.md names them):
 - Redis without the password: refused;
 - a tampered cached record (another image's record, an edited blob key, an unsealed one) and
   forged invalidation messages -> not served, not trusted, counted;
+- a polyglot of each accepted format -> 422, or 201 with the payload gone (re-encoded);
 - a forged or altered listing cursor -> 400;
 - /metrics without the token, or with a wrong one -> 401, on the service and the node;
 - a path with %0a -> one log line, on the service and on the node;
@@ -343,6 +344,39 @@ def t_cache_forgery(w, rd, token, imgs):
     C.check(metric(w, token, recv) - r0 >= 1, "the real invalidation was received")
 
 
+PAYLOAD = b"<html><body><script>alert(document.domain)</script></body></html>"
+
+
+def t_polyglots(w):
+    """Each accepted format followed by an HTML document (and HEIF/AVIF with the document in a
+    box of its own): 422, or 201 with the document gone from the bytes served."""
+    seen = {}
+    for row in tf.load_manifest():
+        if row["expected"] == "accept" and row["format"] not in seen:
+            seen[row["format"]] = row["file"]
+    C.eq(sorted(seen), ["avif", "bmp", "gif", "heif", "jpeg", "png", "tiff", "webp"],
+         "one corpus file per accepted format")
+    cases = []
+    for fmt, name in sorted(seen.items()):
+        data = tf.corpus_bytes(name)
+        cases.append(("%s + trailing HTML" % fmt, data + PAYLOAD))
+        if fmt in ("avif", "heif"):
+            for box in (b"free", b"skip", b"uuid", b"xxxx"):
+                cases.append(("%s + a '%s' box holding HTML" % (fmt, box.decode()),
+                              data + (8 + len(PAYLOAD)).to_bytes(4, "big") + box + PAYLOAD))
+    for what, body in cases:
+        st, _, resp = tf.request(w, "POST", "/api/v1/images", body=body,
+                                 headers={"Content-Type": "application/octet-stream"})
+        if st == 201:
+            img = json.loads(resp)
+            _, _, served = tf.request(w, "GET", tf.path_of(img["url"]))
+            C.check(b"<script>" not in served, "polyglot %s: 201, re-encoded (payload gone)"
+                    % what)
+        else:
+            C.check(st == 422 and tf.is_error_body(resp, "unprocessable_image"),
+                    "polyglot %s: 422" % what, str(st))
+
+
 def t_cursor(w):
     for i in range(3):
         upload(w, tf.tiny_png(200 + i))
@@ -415,6 +449,7 @@ def main():
         C.run(t_redis_password, rd)
         C.run(t_wrong_redis_password, rd, root)
         C.run(t_cache_forgery, w, rd, token, imgs)
+        C.run(t_polyglots, w)
         C.run(t_cursor, w)
         C.run(t_log_line, w)
         C.run(t_rotation, w, node, node_args[:1], dirs, keys, token, imgs[0])
