@@ -7,6 +7,8 @@
 #   redis.sh start|stop NAME   one node: redis-1, redis-2, redis-3
 #   redis.sh status         port, pid and cluster state of each node
 #   redis.sh nodes          the seed list for cache.redis (127.0.0.1:P1,127.0.0.1:P2,...)
+#   redis.sh password-file  the file holding the password of the ACL user "tessera"
+#   redis.sh cli NAME ARGS  redis-cli on one node, authenticated as "tessera"
 #
 # Environment: TESSERA_REDIS_DIR (run directory, default ./run/redis), TESSERA_REDIS_PORT
 # (redis-1's port, the others on the next two; default 7001).
@@ -14,6 +16,10 @@
 # comes back empty, which is always correct. cluster-require-full-coverage is off so the
 # nodes that are up keep serving their slots while one is down. Each node's cluster
 # membership lives in its nodes.conf, so a stopped node rejoins with its slots.
+# Access: a password is generated at the first `up` into $DIR/redis.pass (mode 600) and
+# the ACL lives in $DIR/redis.conf (mode 600, never on a command line): the user
+# "tessera" may do everything; unauthenticated connections (the user "default") may only
+# PING (liveness checks). redis-cli gets the password through REDISCLI_AUTH, not argv.
 set -euo pipefail
 
 DIR=$(realpath -m "${TESSERA_REDIS_DIR:-./run/redis}")
@@ -36,7 +42,31 @@ port_of() {
 
 dir_of() { echo "$DIR/$1"; }
 pid_of() { cat "$(dir_of "$1")/redis.pid" 2>/dev/null || true; }
-cli() { redis-cli -h 127.0.0.1 -p "$(port_of "$1")" "${@:2}"; }
+PASS_FILE=$DIR/redis.pass
+ACL_CONF=$DIR/redis.conf
+# rcli ARGS: redis-cli authenticated as "tessera"; the password travels in the environment
+rcli() { REDISCLI_AUTH=$(cat "$PASS_FILE") redis-cli --no-auth-warning --user tessera "$@"; }
+cli() { rcli -h 127.0.0.1 -p "$(port_of "$1")" "${@:2}"; }
+
+# make_auth writes the password (once) and the ACL configuration every node includes.
+make_auth() {
+    local pass
+    mkdir -p "$DIR"
+    (
+        umask 077
+        [ -s "$PASS_FILE" ] || openssl rand -hex 32 >"$PASS_FILE"
+        pass=$(cat "$PASS_FILE")
+        cat >"$ACL_CONF.new" <<EOF
+# written by deploy/local/redis.sh; holds the password: mode 600, never in the repository
+protected-mode yes
+user default on nopass resetchannels -@all +ping
+user tessera on >$pass ~* &* +@all
+masteruser tessera
+masterauth $pass
+EOF
+        mv "$ACL_CONF.new" "$ACL_CONF"
+    )
+}
 
 running() {
     local pid
@@ -50,11 +80,12 @@ start_node() {
     d=$(dir_of "$n")
     running "$n" && return 0
     mkdir -p "$d"
-    redis-server --bind 127.0.0.1 --port "$p" --cluster-enabled yes \
+    [ -s "$ACL_CONF" ] || make_auth
+    redis-server "$ACL_CONF" --bind 127.0.0.1 --port "$p" --cluster-enabled yes \
         --cluster-config-file "$d/nodes.conf" --cluster-node-timeout 5000 \
         --cluster-require-full-coverage no --cluster-allow-reads-when-down yes \
         --dir "$d" --save '' --appendonly no --daemonize yes --pidfile "$d/redis.pid" \
-        --logfile "$d/redis.log" --protected-mode no >/dev/null
+        --logfile "$d/redis.log" >/dev/null
     for ((i = 0; i < 300; i++)); do
         cli "$n" ping 2>/dev/null | grep -q PONG && return 0
         sleep 0.05
@@ -100,11 +131,12 @@ cmd=${1:-}
 case "$cmd" in
 up)
     command -v redis-server >/dev/null || die "redis-server is not installed (scripts/deps.sh)"
+    make_auth
     for n in "${NODES[@]}"; do start_node "$n"; done
     if ! created; then
         args=()
         for n in "${NODES[@]}"; do args+=("127.0.0.1:$(port_of "$n")"); done
-        redis-cli --cluster create "${args[@]}" --cluster-replicas 0 --cluster-yes >"$DIR/create.log" 2>&1 ||
+        rcli --cluster create "${args[@]}" --cluster-replicas 0 --cluster-yes >"$DIR/create.log" 2>&1 ||
             die "cluster create failed (see $DIR/create.log)"
     fi
     wait_ok
@@ -140,8 +172,15 @@ status)
 nodes)
     nodes_list
     ;;
+password-file)
+    echo "$PASS_FILE"
+    ;;
+cli)
+    [ $# -ge 2 ] || die "usage: redis.sh cli NAME ARGS..."
+    cli "${@:2}"
+    ;;
 *)
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac

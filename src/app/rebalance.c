@@ -57,7 +57,7 @@ int rebalance_open(const struct runtime *rt, const struct ring *nw, struct rebal
         goto out;
     struct blob_ring_opts o = {rt->tmp_dir, (long)cfg->storage.connect_timeout_ms,
                                (long)cfg->storage.read_timeout_ms,
-                               (long)cfg->storage.down_backoff_ms};
+                               (long)cfg->storage.down_backoff_ms, &cfg->storage_secret};
     rc = blob_ring_open(uni, &o, &rb->store);
     if (rc != OK) {
         snprintf(err, cap, "cannot open the shards of both rings: %s", err_str(rc));

@@ -183,7 +183,7 @@ static int rt_blobs(const struct config *cfg, unsigned parts, struct runtime *rt
              ring->n, ring->replicas, ring->write_quorum);
     struct blob_ring_opts o = {rt->tmp_dir, (long)cfg->storage.connect_timeout_ms,
                                (long)cfg->storage.read_timeout_ms,
-                               (long)cfg->storage.down_backoff_ms};
+                               (long)cfg->storage.down_backoff_ms, &cfg->storage_secret};
     char epoch[sizeof(ring->epoch)];
     snprintf(epoch, sizeof(epoch), "%s", ring->epoch);
     rc = blob_ring_open(ring, &o, &rt->blobs);
@@ -291,6 +291,9 @@ int runtime_open(const struct config *cfg, unsigned parts, struct runtime *rt)
             .down_backoff_ms = cfg->cache.down_backoff_ms,
             .pool = cfg->cache.pool,
             .local_deletes_only = (parts & RT_LOCAL_DELETES) != 0,
+            .redis_user = cfg->cache.redis_user,
+            .redis_password = &cfg->redis_password,
+            .secret = &cfg->cache_secret,
         };
         rc = cache_new(&co, &rt->cache);
         if (rc != OK)

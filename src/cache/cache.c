@@ -59,8 +59,11 @@ struct cache {
     _Atomic int64_t invalidations_received;
     _Atomic int64_t invalidations_published;
     _Atomic int64_t invalidation_errors;
-    _Atomic int64_t fills_refused; /* fills that met a tombstone */
-    _Atomic int64_t ack_timeouts;  /* deletes answered before every subscriber acknowledged */
+    _Atomic int64_t fills_refused;   /* fills that met a tombstone */
+    _Atomic int64_t ack_timeouts;    /* deletes answered before every subscriber acknowledged */
+    _Atomic int64_t forged_records;  /* Redis values that failed their HMAC check */
+    _Atomic int64_t forged_messages; /* pub/sub messages that failed their HMAC check */
+    struct secret key;               /* len 0: values and messages are not sealed */
     pthread_mutex_t wait_lock;
     pthread_cond_t wait_cond;
     struct cache_wait waits[CACHE_WAITS_MAX];
@@ -153,7 +156,56 @@ int cache_rec_decode(const char *val, size_t len, const char *id, struct image_r
     return OK;
 }
 
+size_t cache_seal(const struct secret *key, const char *domain, const char *id, char *buf,
+                  size_t len, size_t cap)
+{
+    uint8_t mac[SHA256_LEN];
+    char hex[2 * SHA256_LEN + 1];
+    struct strbuf sb;
+
+    if (len + 1 + CACHE_MAC_HEX + 1 > cap)
+        return 0;
+    strbuf_init(&sb, CACHE_VALUE_MAX + 128);
+    strbuf_addf(&sb, "%s\n%s\n", domain, id);
+    strbuf_add(&sb, buf, len);
+    hmac_sha256(key->b, key->len, sb.buf, sb.len, mac);
+    strbuf_release(&sb);
+    hex_encode(mac, CACHE_MAC_HEX / 2, hex);
+    buf[len] = '|';
+    memcpy(buf + len + 1, hex, CACHE_MAC_HEX);
+    buf[len + 1 + CACHE_MAC_HEX] = '\0';
+    return len + 1 + CACHE_MAC_HEX;
+}
+
+int cache_unseal(const struct secret *key, const char *domain, const char *id, const char *buf,
+                 size_t *len)
+{
+    char tmp[CACHE_VALUE_MAX + CACHE_MAC_HEX + 2];
+    size_t n = *len, body;
+
+    if (n < CACHE_MAC_HEX + 1 || n >= sizeof(tmp) || buf[n - CACHE_MAC_HEX - 1] != '|')
+        return E_INVALID;
+    body = n - CACHE_MAC_HEX - 1;
+    memcpy(tmp, buf, body);
+    if (cache_seal(key, domain, id, tmp, body, sizeof(tmp)) != n ||
+        !ct_equal(tmp + body, buf + body, CACHE_MAC_HEX + 1))
+        return E_INVALID;
+    *len = body;
+    return OK;
+}
+
 /* --- subscriber --- */
+
+/* msg_publish seals and publishes one message ("i ID NONCE" or "a ID NONCE"). */
+static int msg_publish(struct cache *c, const char *id, char *text, size_t cap,
+                       long long *receivers)
+{
+    size_t len = strlen(text);
+
+    if (c->key.len > 0 && cache_seal(&c->key, "msg", id, text, len, cap) == 0)
+        return E_INTERNAL;
+    return rcluster_publish(c->rc, c->o.channel, text, receivers);
+}
 
 /*
  * Messages: "i ID NONCE" (an invalidation: apply, then publish "a ID NONCE"),
@@ -162,7 +214,7 @@ int cache_rec_decode(const char *val, size_t len, const char *id, struct image_r
 static void cache_on_msg(void *arg, const char *msg, size_t len)
 {
     struct cache *c = arg;
-    char text[IMAGE_ID_MAX + 32], id[IMAGE_ID_MAX + 1], kind = 0;
+    char text[IMAGE_ID_MAX + 32 + CACHE_MAC_HEX + 2], id[IMAGE_ID_MAX + 1], kind = 0;
     unsigned long long nonce = 0;
     int64_t now = time_mono_us();
 
@@ -172,6 +224,15 @@ static void cache_on_msg(void *arg, const char *msg, size_t len)
     text[len] = '\0';
     if (sscanf(text, "%c %32s %llu", &kind, id, &nonce) != 3 || nonce == 0)
         return;
+    if (c->key.len > 0) {
+        size_t n = len;
+        if (memchr(msg, '\0', len) != NULL || cache_unseal(&c->key, "msg", id, text, &n) != OK) {
+            count(&c->forged_messages, 1);
+            log_warn("cache", "invalidation message for %s fails its HMAC check: dropped", id);
+            return;
+        }
+        text[n] = '\0';
+    }
     if (kind == 'a') {
         pthread_mutex_lock(&c->wait_lock);
         for (size_t i = 0; i < CACHE_WAITS_MAX; i++) {
@@ -190,7 +251,7 @@ static void cache_on_msg(void *arg, const char *msg, size_t len)
     if (c->lru != NULL)
         lru_put(c->lru, id, NULL, now + c->o.tombstone_ttl_ms * 1000, now, true);
     text[0] = 'a';
-    if (rcluster_publish(c->rc, c->o.channel, text, NULL) != OK)
+    if (msg_publish(c, id, text, sizeof(text), NULL) != OK)
         count(&c->invalidation_errors, 1);
 }
 
@@ -216,6 +277,10 @@ int cache_new(const struct cache_opts *o, struct cache **out)
 
     *out = NULL;
     c->o = *o;
+    c->o.secret = NULL; /* copied: the caller's may not outlive the cache */
+    c->o.redis_password = NULL;
+    if (o->secret != NULL)
+        c->key = *o->secret;
     c->local_only = o->local_deletes_only;
     pthread_mutex_init(&c->wait_lock, NULL);
     pthread_cond_init(&c->wait_cond, NULL);
@@ -226,6 +291,8 @@ int cache_new(const struct cache_opts *o, struct cache **out)
             .timeout_ms = o->timeout_ms,
             .down_backoff_ms = o->down_backoff_ms,
             .pool = (size_t)o->pool,
+            .user = o->redis_user,
+            .password = o->redis_password,
         };
         rc = rcluster_new(&ro, &c->rc);
         if (rc != OK) {
@@ -243,6 +310,9 @@ int cache_new(const struct cache_opts *o, struct cache **out)
         if (rc != OK)
             goto out;
     }
+    if (c->rc != NULL && c->key.len == 0)
+        log_warn("cache", "cache.redis without cache.secret_file: whoever can write to Redis "
+                          "decides what a cached id serves");
     metrics_add_renderer(cache_metrics, c);
     log_info("cache", "metadata cache: lru %s, redis %s", c->lru ? "on" : "off",
              c->rc ? o->redis : "off");
@@ -265,6 +335,7 @@ void cache_free(struct cache *c)
     lru_free(c->lru);
     pthread_mutex_destroy(&c->wait_lock);
     pthread_cond_destroy(&c->wait_cond);
+    memset(&c->key, 0, sizeof(c->key));
     free(c);
 }
 
@@ -298,7 +369,7 @@ static void lru_fill(struct cache *c, const char *id, const struct image_rec *re
 int cache_image_get(struct cache *c, struct meta_store *ms, const char *id, struct image_rec *out)
 {
     const struct cache_opts *o;
-    char key[IMAGE_ID_MAX + sizeof(CACHE_KEY_PREFIX) + 1], val[CACHE_VALUE_MAX];
+    char key[IMAGE_ID_MAX + sizeof(CACHE_KEY_PREFIX) + 1], val[CACHE_VALUE_MAX + CACHE_MAC_HEX + 2];
     size_t len = 0;
     int64_t t0;
     int rc;
@@ -320,6 +391,14 @@ int cache_image_get(struct cache *c, struct meta_store *ms, const char *id, stru
     if (c->rc != NULL) {
         t0 = time_mono_us();
         rc = rcluster_get(c->rc, key, val, sizeof(val), &len);
+        if (rc == OK && c->key.len > 0 && cache_unseal(&c->key, "rec", id, val, &len) != OK) {
+            /* not written by a tessera process: dropped, and the store answers */
+            count(&c->forged_records, 1);
+            log_warn("cache", "cached record of %s fails its HMAC check: dropped", id);
+            rcluster_del(c->rc, key);
+            len = 0;
+            rc = E_INVALID;
+        }
         if (rc == OK)
             rc = cache_rec_decode(val, len, id, out);
         if (rc == OK || rc == E_NOTFOUND) {
@@ -348,6 +427,8 @@ int cache_image_get(struct cache *c, struct meta_store *ms, const char *id, stru
             len = cache_rec_encode(out, val);
         else
             len = (size_t)snprintf(val, sizeof(val), "0");
+        if (c->key.len > 0)
+            len = cache_seal(&c->key, "rec", id, val, len, sizeof(val));
         int src =
             rcluster_set(c->rc, key, val, len, rc == OK ? o->ttl_ms : o->negative_ttl_ms, true);
         if (src == E_EXISTS)
@@ -377,7 +458,8 @@ static struct cache_wait *wait_slot(struct cache *c, uint64_t nonce)
 
 void cache_image_deleted(struct cache *c, const char *id)
 {
-    char key[IMAGE_ID_MAX + sizeof(CACHE_KEY_PREFIX) + 1], msg[IMAGE_ID_MAX + 32];
+    char key[IMAGE_ID_MAX + sizeof(CACHE_KEY_PREFIX) + 1],
+        msg[IMAGE_ID_MAX + 32 + CACHE_MAC_HEX + 2];
     struct cache_wait *w = NULL;
     long long receivers = 0;
     uint64_t nonce = 0;
@@ -392,7 +474,11 @@ void cache_image_deleted(struct cache *c, const char *id)
     if (c->rc == NULL)
         return;
     redis_key(id, key, sizeof(key));
-    rc = rcluster_set(c->rc, key, "0", 1, c->o.tombstone_ttl_ms, false);
+    char tomb[CACHE_MAC_HEX + 8] = "0";
+    size_t tlen = 1;
+    if (c->key.len > 0)
+        tlen = cache_seal(&c->key, "rec", id, tomb, tlen, sizeof(tomb));
+    rc = rcluster_set(c->rc, key, tomb, tlen, c->o.tombstone_ttl_ms, false);
     if (rc != OK) {
         count(&c->invalidation_errors, 1);
         log_warn("cache", "image %s: tombstone not written: %s", id, err_str(rc));
@@ -403,7 +489,7 @@ void cache_image_deleted(struct cache *c, const char *id)
     nonce |= 1;
     snprintf(msg, sizeof(msg), "i %s %llu", id, (unsigned long long)nonce);
     w = wait_slot(c, nonce); /* before publishing: acknowledgements may be quick */
-    rc = rcluster_publish(c->rc, c->o.channel, msg, &receivers);
+    rc = msg_publish(c, id, msg, sizeof(msg), &receivers);
     if (rc != OK) {
         count(&c->invalidation_errors, 1);
         log_warn("cache", "image %s: invalidation not published: %s", id, err_str(rc));
@@ -475,6 +561,11 @@ static void cache_metrics(struct strbuf *sb, void *arg)
                 "subscriber acknowledged the invalidation.\n"
                 "# TYPE tessera_cache_ack_timeouts_total counter\n"
                 "tessera_cache_ack_timeouts_total %lld\n"
+                "# HELP tessera_cache_forged_total Redis values and invalidation messages "
+                "dropped because their HMAC (cache.secret_file) did not check.\n"
+                "# TYPE tessera_cache_forged_total counter\n"
+                "tessera_cache_forged_total{what=\"record\"} %lld\n"
+                "tessera_cache_forged_total{what=\"message\"} %lld\n"
                 "# HELP tessera_cache_lru_entries Entries in the in-process LRU.\n"
                 "# TYPE tessera_cache_lru_entries gauge\ntessera_cache_lru_entries %zu\n"
                 "# HELP tessera_cache_subscribed 1 while the invalidation subscription is live.\n"
@@ -483,7 +574,9 @@ static void cache_metrics(struct strbuf *sb, void *arg)
                 (long long)atomic_load(&c->invalidations_received),
                 (long long)atomic_load(&c->invalidation_errors),
                 (long long)atomic_load(&c->fills_refused), (long long)atomic_load(&c->ack_timeouts),
-                c->lru ? lru_count(c->lru) : 0, atomic_load(&c->sub_live) ? 1 : 0);
+                (long long)atomic_load(&c->forged_records),
+                (long long)atomic_load(&c->forged_messages), c->lru ? lru_count(c->lru) : 0,
+                atomic_load(&c->sub_live) ? 1 : 0);
     if (n == 0)
         return;
     strbuf_addf(sb, "# HELP tessera_cache_redis_up 1 when the node is not marked down.\n"

@@ -7,10 +7,15 @@
  * cache_image_deleted returned, no process serves the image from its LRU or
  * from Redis (a tombstone replaces the entry; readers never overwrite one;
  * each LRU is used only while its invalidation subscription is live).
- * Only metadata is cached, never bytes. See docs/internals/cache.md.
+ * Only metadata is cached, never bytes. With a secret (cache.secret_file)
+ * every Redis value and pub/sub message carries an HMAC; one that fails the
+ * check is dropped, counted and logged, and the read goes to the store, so a
+ * writer of Redis cannot choose what an id serves. See docs/internals/cache.md.
  */
 #ifndef CACHE_CACHE_H
 #define CACHE_CACHE_H
+
+#include "core/crypto.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -34,7 +39,11 @@ struct cache_opts {
     int64_t timeout_ms;
     int64_t down_backoff_ms;
     int64_t pool;
-    bool local_deletes_only; /* every delete happens in this process */
+    bool local_deletes_only;             /* every delete happens in this process */
+    const char *redis_user;              /* Redis ACL user (NULL or "": default) */
+    const struct secret *redis_password; /* NULL or len 0: no AUTH */
+    /* HMAC key of Redis values and invalidation messages (copied); NULL or len 0: none */
+    const struct secret *secret;
 };
 
 /*
@@ -82,5 +91,24 @@ size_t cache_rec_encode(const struct image_rec *rec, char *buf);
 
 /* cache_rec_decode parses a value: OK (rec filled), E_NOTFOUND (a tombstone), E_INVALID. */
 int cache_rec_decode(const char *val, size_t len, const char *id, struct image_rec *rec);
+
+#define CACHE_MAC_HEX 32 /* hex digits of the HMAC a sealed value or message ends with */
+
+/*
+ * cache_seal appends "|" and the HMAC (CACHE_MAC_HEX hex digits of
+ * HMAC-SHA256(key, domain "\n" id "\n" text)) to the len bytes of text in buf
+ * (capacity cap); returns the new length, or 0 when it does not fit. The id
+ * is bound in, so a record cannot be moved to another image. Pure.
+ */
+size_t cache_seal(const struct secret *key, const char *domain, const char *id, char *buf,
+                  size_t len, size_t cap);
+
+/*
+ * cache_unseal checks the HMAC cache_seal appended and returns the length of
+ * the text before it (through *len), or E_INVALID when it is missing or
+ * wrong (compared in constant time). Pure.
+ */
+int cache_unseal(const struct secret *key, const char *domain, const char *id, const char *buf,
+                 size_t *len);
 
 #endif

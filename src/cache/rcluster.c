@@ -42,6 +42,8 @@ struct rcl_node {
 
 struct rcluster {
     struct rcluster_opts o;
+    char user[64];
+    struct secret password;
     pthread_rwlock_t map_lock; /* nodes[], n_nodes, slot_node[] */
     struct rcl_node *nodes[RCLUSTER_NODES_MAX];
     size_t n_nodes;
@@ -209,6 +211,42 @@ static void rcl_node_ok(struct rcl_node *n)
 static _Thread_local bool rcl_urgent;
 
 /*
+ * rcl_connect opens a connection to n with the command timeout set and, with
+ * a password, authenticated (AUTH user password). NULL on failure, the
+ * reason (never the password) in why.
+ */
+static redisContext *rcl_connect(struct rcluster *rc, const struct rcl_node *n, int64_t timeout_ms,
+                                 char *why, size_t cap)
+{
+    redisContext *c = redisConnectWithTimeout(n->host, n->port, rcl_tv(rc->o.connect_timeout_ms));
+    redisReply *r;
+
+    if (c == NULL || c->err) {
+        snprintf(why, cap, "%s", c != NULL ? c->errstr : "out of memory");
+        if (c != NULL)
+            redisFree(c);
+        return NULL;
+    }
+    redisSetTimeout(c, rcl_tv(timeout_ms));
+    redisEnableKeepAlive(c);
+    if (rc->password.len == 0)
+        return c;
+    const char *argv[3] = {"AUTH", rc->user, (const char *)rc->password.b};
+    size_t argvlen[3] = {4, strlen(rc->user), rc->password.len};
+    r = redisCommandArgv(c, 3, argv, argvlen);
+    if (r == NULL || r->type != REDIS_REPLY_STATUS) {
+        snprintf(why, cap, "AUTH as \"%s\" refused: %s", rc->user,
+                 r == NULL ? (c->errstr[0] ? c->errstr : "i/o error")
+                           : (r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply"));
+        freeReplyObject(r);
+        redisFree(c);
+        return NULL;
+    }
+    freeReplyObject(r);
+    return c;
+}
+
+/*
  * rcl_conn_get hands out a connection to n: pooled (*reused true) or new.
  * E_UNAVAILABLE at once while n is down or another caller is probing it
  * (unless rcl_urgent).
@@ -235,15 +273,12 @@ static int rcl_conn_get(struct rcluster *rc, struct rcl_node *n, redisContext **
         n->probing = true;
     pthread_mutex_unlock(&n->lock);
 
-    c = redisConnectWithTimeout(n->host, n->port, rcl_tv(rc->o.connect_timeout_ms));
-    if (c == NULL || c->err) {
-        rcl_node_fail(rc, n, c != NULL ? c->errstr : "out of memory");
-        if (c != NULL)
-            redisFree(c);
+    char why[256];
+    c = rcl_connect(rc, n, rc->o.timeout_ms, why, sizeof(why));
+    if (c == NULL) {
+        rcl_node_fail(rc, n, why);
         return E_UNAVAILABLE;
     }
-    redisSetTimeout(c, rcl_tv(rc->o.timeout_ms));
-    redisEnableKeepAlive(c);
     *out = c;
     return OK;
 }
@@ -591,6 +626,11 @@ int rcluster_new(const struct rcluster_opts *o, struct rcluster **out)
 
     *out = NULL;
     rc->o = *o;
+    rc->o.password = NULL; /* copied below: the caller's may not outlive the client */
+    snprintf(rc->user, sizeof(rc->user), "%s",
+             o->user != NULL && o->user[0] != '\0' ? o->user : "default");
+    if (o->password != NULL)
+        rc->password = *o->password;
     if (rc->o.pool > RCL_POOL_MAX)
         rc->o.pool = RCL_POOL_MAX;
     pthread_rwlock_init(&rc->map_lock, NULL);
@@ -637,6 +677,7 @@ void rcluster_free(struct rcluster *rc)
     }
     pthread_rwlock_destroy(&rc->map_lock);
     pthread_mutex_destroy(&rc->refresh_lock);
+    memset(&rc->password, 0, sizeof(rc->password));
     free(rc);
 }
 
@@ -656,14 +697,16 @@ static void rcl_sleep_ms(struct rcluster_sub *s, int64_t ms)
 static void rcl_sub_session(struct rcluster_sub *s, struct rcl_node *n)
 {
     struct rcluster *rc = s->rc;
-    redisContext *c = redisConnectWithTimeout(n->host, n->port, rcl_tv(rc->o.connect_timeout_ms));
+    char why[256];
+    redisContext *c =
+        rcl_connect(rc, n, rc->o.timeout_ms > 1000 ? rc->o.timeout_ms : 1000, why, sizeof(why));
     redisReply *r = NULL;
     bool subscribed = false;
 
-    if (c == NULL || c->err)
+    if (c == NULL) {
+        log_debug("cache", "subscriber: %s:%d: %s", n->host, n->port, why);
         goto out;
-    redisSetTimeout(c, rcl_tv(rc->o.timeout_ms > 1000 ? rc->o.timeout_ms : 1000));
-    redisEnableKeepAlive(c);
+    }
     r = redisCommand(c, "SSUBSCRIBE %s", s->channel);
     if (r == NULL || r->type != REDIS_REPLY_ARRAY)
         goto out;

@@ -7,10 +7,14 @@
  * Each node has a small pool of keep-alive connections with short connect and
  * command timeouts; a node that fails is marked down and skipped (fails fast)
  * for a back-off that doubles while it stays down, then one caller probes it.
+ * With a password, every new connection (pooled, after a redirect, after a
+ * reconnect, the subscriber's) sends AUTH user password before anything else.
  * hiredis types never leave this module. See docs/internals/cache.md.
  */
 #ifndef CACHE_RCLUSTER_H
 #define CACHE_RCLUSTER_H
+
+#include "core/crypto.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -24,11 +28,13 @@ struct rcluster;
 struct rcluster_sub;
 
 struct rcluster_opts {
-    const char *nodes;          /* seed nodes "host:port,host:port,..." */
-    int64_t connect_timeout_ms; /* per connection attempt */
-    int64_t timeout_ms;         /* per command (send + reply) */
-    int64_t down_backoff_ms;    /* first back-off of a failed node; doubles up to 16x */
-    size_t pool;                /* idle connections kept per node */
+    const char *nodes;             /* seed nodes "host:port,host:port,..." */
+    int64_t connect_timeout_ms;    /* per connection attempt */
+    int64_t timeout_ms;            /* per command (send + reply) */
+    int64_t down_backoff_ms;       /* first back-off of a failed node; doubles up to 16x */
+    size_t pool;                   /* idle connections kept per node */
+    const char *user;              /* ACL user of AUTH; NULL or "": "default" */
+    const struct secret *password; /* NULL or len 0: no AUTH; copied by rcluster_new */
 };
 
 /* What the client knows of one node (metrics). */

@@ -6,6 +6,7 @@
  */
 #include "config/config.h"
 
+#include "core/crypto.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/xalloc.h"
@@ -16,6 +17,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 enum cfg_type {
     CFG_STR,
@@ -119,6 +121,14 @@ static const struct cfg_entry config_table[] = {
      F(storage.pin_grace_ms),
      "tessera gc clears a blob's pin older than this (an upload that crashed between writing the "
      "blob and recording the image); keep it above the longest upload."},
+    {"storage", "secret_file", CFG_STR, "", 0, 0, F(storage.secret_file),
+     "File holding the secret (32 bytes or more: `openssl rand -hex 32`) that signs every "
+     "request between the services and the storage nodes (HMAC-SHA256); the nodes refuse "
+     "unsigned, wrongly signed and stale ones with 401. Empty: requests are unsigned, and a "
+     "storage node refuses to listen beyond loopback."},
+    {"storage", "secret_file_previous", CFG_STR, "", 0, 0, F(storage.secret_file_previous),
+     "A second secret file a storage node also accepts (services sign with storage.secret_file "
+     "only), so the secret can be rotated without downtime (docs/operations.md)."},
 
     {"db", "url", CFG_STR, "", 0, 0, F(db.url),
      "PostgreSQL primary: a postgresql:// URL or conninfo (multi-host for failover, e.g. "
@@ -158,6 +168,9 @@ static const struct cfg_entry config_table[] = {
      "32`); empty: anyone may upload."},
     {"auth", "admin_keys", CFG_STR, "", 0, 0, F(auth.admin_keys),
      "Comma-separated API keys that may delete any image (and upload); 24 characters or more."},
+    {"auth", "list_requires_key", CFG_BOOL, "false", 0, 1, F(auth.list_requires_key),
+     "GET /api/v1/images (the listing) needs an upload or admin key (Authorization: Bearer), "
+     "else 401; images stay readable by their URLs. Needs auth.upload_keys or auth.admin_keys."},
 
     {"cdn", "base_url", CFG_STR, "", 0, 0, F(cdn.base_url),
      "Base URL of the CDN in front; when set, image URLs in answers use it."},
@@ -211,6 +224,15 @@ static const struct cfg_entry config_table[] = {
      "times this), then one request probes it."},
     {"cache", "pool", CFG_INT, "8", 1, 16, F(cache.pool),
      "Idle keep-alive connections kept per Redis node."},
+    {"cache", "redis_user", CFG_STR, "", 0, 0, F(cache.redis_user),
+     "Redis ACL user every new connection authenticates as (AUTH user password); empty: "
+     "\"default\" when cache.redis_password_file is set."},
+    {"cache", "redis_password_file", CFG_STR, "", 0, 0, F(cache.redis_password_file),
+     "File holding the Redis password (24 bytes or more); empty: no AUTH."},
+    {"cache", "secret_file", CFG_STR, "", 0, 0, F(cache.secret_file),
+     "File holding the secret (32 bytes or more) whose HMAC every cached record and "
+     "invalidation message carries; one that fails the check is dropped, counted and logged, "
+     "and the read goes to the database. Empty: Redis is trusted (a warning at start)."},
 
     {"image", "concurrency", CFG_INT, "1", 1, 64, F(image.concurrency),
      "libvips worker threads per image operation."},
@@ -220,6 +242,10 @@ static const struct cfg_entry config_table[] = {
      "Most memory libvips' operation cache may hold."},
     {"image", "variants", CFG_STR, "thumb:256x256:webp:80", 0, 0, F(image.variants),
      "Variant presets, comma-separated name:WxH:format:quality; 'thumb' must exist."},
+
+    {"metrics", "token_file", CFG_STR, "", 0, 0, F(metrics.token_file),
+     "File holding a bearer token (24 bytes or more); when set, GET /metrics needs "
+     "`Authorization: Bearer <token>` (else 401). Empty: /metrics is open."},
 
     {"log", "level", CFG_STR, "info", 0, 0, F(log.level), "debug, info, warn, error or off."},
     {"log", "access", CFG_BOOL, "true", 0, 1, F(log.access),
@@ -552,6 +578,48 @@ static int cfg_parse_variants(struct config *cfg, struct cfg_err *e)
     return OK;
 }
 
+/* cfg_secret reads the file a setting names (when it names one) into out. */
+static int cfg_secret(const char *name, const char *path, size_t min, struct secret *out,
+                      struct cfg_err *e)
+{
+    char why[512];
+    struct stat st;
+
+    memset(out, 0, sizeof(*out));
+    if (path[0] == '\0')
+        return OK;
+    if (secret_file_read(path, min, out, why, sizeof(why)) != OK)
+        return cfg_fail(e, "%s: %s", name, why);
+    if (stat(path, &st) == 0 && (st.st_mode & S_IROTH))
+        log_warn("config", "%s: \"%s\" is readable by every user (chmod 640 or 600)", name, path);
+    return OK;
+}
+
+static int cfg_load_secrets(struct config *cfg, struct cfg_err *e)
+{
+    int rc;
+
+    if (cfg->storage.secret_file_previous[0] != '\0' && cfg->storage.secret_file[0] == '\0')
+        return cfg_fail(e, "storage.secret_file_previous: needs storage.secret_file");
+    if (cfg->cache.redis_user[0] != '\0' && cfg->cache.redis_password_file[0] == '\0')
+        return cfg_fail(e, "cache.redis_user: needs cache.redis_password_file");
+    rc = cfg_secret("storage.secret_file", cfg->storage.secret_file, CONFIG_SECRET_MIN,
+                    &cfg->storage_secret, e);
+    if (rc == OK)
+        rc = cfg_secret("storage.secret_file_previous", cfg->storage.secret_file_previous,
+                        CONFIG_SECRET_MIN, &cfg->storage_secret_previous, e);
+    if (rc == OK)
+        rc = cfg_secret("cache.secret_file", cfg->cache.secret_file, CONFIG_SECRET_MIN,
+                        &cfg->cache_secret, e);
+    if (rc == OK)
+        rc = cfg_secret("cache.redis_password_file", cfg->cache.redis_password_file, CONFIG_KEY_MIN,
+                        &cfg->redis_password, e);
+    if (rc == OK)
+        rc = cfg_secret("metrics.token_file", cfg->metrics.token_file, CONFIG_KEY_MIN,
+                        &cfg->metrics_token, e);
+    return rc;
+}
+
 static config_check_fn *cfg_checks[CONFIG_MAX_CHECKS];
 static size_t cfg_n_checks;
 
@@ -601,14 +669,22 @@ static int cfg_validate(struct config *cfg, struct cfg_err *e)
     rc = cfg_parse_variants(cfg, e);
     if (rc != OK)
         return rc;
+    rc = cfg_load_secrets(cfg, e);
+    if (rc != OK)
+        return rc;
     cfg_keys_free(cfg->upload_key, &cfg->n_upload_keys);
     cfg_keys_free(cfg->admin_key, &cfg->n_admin_keys);
     rc = cfg_split_keys(cfg->auth.upload_keys, cfg->upload_key, &cfg->n_upload_keys,
                         "auth.upload_keys", e);
     if (rc != OK)
         return rc;
-    return cfg_split_keys(cfg->auth.admin_keys, cfg->admin_key, &cfg->n_admin_keys,
-                          "auth.admin_keys", e);
+    rc = cfg_split_keys(cfg->auth.admin_keys, cfg->admin_key, &cfg->n_admin_keys, "auth.admin_keys",
+                        e);
+    if (rc != OK)
+        return rc;
+    if (cfg->auth.list_requires_key && cfg->n_upload_keys == 0 && cfg->n_admin_keys == 0)
+        return cfg_fail(e, "auth.list_requires_key: needs auth.upload_keys or auth.admin_keys");
+    return OK;
 }
 
 int config_set(struct config *cfg, const char *name, const char *value, char *errbuf, size_t errcap)

@@ -9,6 +9,8 @@
 #ifndef CONFIG_CONFIG_H
 #define CONFIG_CONFIG_H
 
+#include "core/crypto.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -62,6 +64,8 @@ struct config {
         int64_t ring_poll_ms;
         int64_t pin_grace_ms;
         int64_t cache_bytes;
+        char *secret_file;          /* signs service <-> storage node requests; "" = unsigned */
+        char *secret_file_previous; /* also accepted by nodes, for rotation */
     } storage;
     struct {
         char *url;      /* "": SQLite (storage.db); else the PostgreSQL primary URL */
@@ -82,6 +86,7 @@ struct config {
     struct {
         char *upload_keys;
         char *admin_keys;
+        bool list_requires_key; /* listings need an upload or admin key */
     } auth;
     struct {
         char *base_url;
@@ -109,7 +114,13 @@ struct config {
         int64_t timeout_ms;
         int64_t down_backoff_ms;
         int64_t pool;
+        char *redis_user;          /* Redis ACL user; "" = default */
+        char *redis_password_file; /* "" = no AUTH */
+        char *secret_file;         /* HMAC key of cached records and messages; "" = none */
     } cache;
+    struct {
+        char *token_file; /* bearer token /metrics needs; "" = open */
+    } metrics;
     struct {
         int64_t concurrency;
         int64_t max_parallel;
@@ -128,6 +139,12 @@ struct config {
     char *upload_key[CONFIG_MAX_KEYS];
     size_t n_admin_keys;
     char *admin_key[CONFIG_MAX_KEYS];
+    /* the contents of the secret files (len 0: not configured); never printed */
+    struct secret storage_secret;
+    struct secret storage_secret_previous;
+    struct secret cache_secret;
+    struct secret redis_password;
+    struct secret metrics_token;
 };
 
 /* config_init fills cfg with every default. */
@@ -155,6 +172,7 @@ typedef int config_check_fn(const struct config *cfg, char *why, size_t cap);
 
 #define CONFIG_MAX_CHECKS 8
 #define CONFIG_KEY_MIN    24 /* characters of an API key, at least */
+#define CONFIG_SECRET_MIN 32 /* bytes of a signing secret (storage, cache), at least */
 
 /*
  * config_add_check adds fn to the checks every later config_load runs after

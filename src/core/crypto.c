@@ -6,11 +6,13 @@
 #include "core/err.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -99,4 +101,48 @@ void random_bytes(void *p, size_t n)
 bool ct_equal(const void *a, const void *b, size_t n)
 {
     return CRYPTO_memcmp(a, b, n) == 0;
+}
+
+int secret_file_read(const char *path, size_t min, struct secret *out, char *why, size_t cap)
+{
+    uint8_t buf[SECRET_MAX + 2];
+    size_t len = 0;
+    int fd, rc = OK;
+
+    memset(out, 0, sizeof(*out));
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(why, cap, "cannot read \"%s\": %s", path, strerror(errno));
+        return E_IO;
+    }
+    while (len < sizeof(buf)) {
+        ssize_t r = read(fd, buf + len, sizeof(buf) - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            snprintf(why, cap, "cannot read \"%s\": %s", path, strerror(errno));
+            rc = E_IO;
+            goto out;
+        }
+        if (r == 0)
+            break;
+        len += (size_t)r;
+    }
+    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r' || buf[len - 1] == ' ' ||
+                       buf[len - 1] == '\t'))
+        len--;
+    if (len < min || len > SECRET_MAX) {
+        snprintf(why, cap,
+                 "\"%s\" must hold %zu to %d bytes (make one: openssl rand -hex 32 > FILE; "
+                 "chmod 600 FILE)",
+                 path, min, SECRET_MAX);
+        rc = E_INVALID;
+        goto out;
+    }
+    memcpy(out->b, buf, len);
+    out->len = len;
+out:
+    OPENSSL_cleanse(buf, sizeof(buf));
+    close(fd);
+    return rc;
 }

@@ -35,4 +35,21 @@ void random_bytes(void *p, size_t n);
 /* ct_equal compares n bytes in time independent of their content. */
 bool ct_equal(const void *a, const void *b, size_t n);
 
+#define SECRET_MAX 256 /* bytes of a secret read from a file, at most */
+
+/* A secret shared between processes (storage signing key, cache key, tokens). */
+struct secret {
+    size_t len; /* 0: none configured */
+    uint8_t b[SECRET_MAX];
+};
+
+/*
+ * secret_file_read reads the secret in the file at path into out: its bytes
+ * without trailing whitespace (a final newline is not part of the secret).
+ * E_IO when the file cannot be read, E_INVALID when it holds fewer than min
+ * or more than SECRET_MAX bytes; why (capacity cap) then says so without
+ * quoting the content. Blocks on the file; thread-safe.
+ */
+int secret_file_read(const char *path, size_t min, struct secret *out, char *why, size_t cap);
+
 #endif

@@ -14,6 +14,7 @@
 #ifndef HTTP_HTTP_H
 #define HTTP_HTTP_H
 
+#include "core/crypto.h"
 #include "core/str.h"
 #include "http/router.h"
 
@@ -23,6 +24,14 @@
 #include <stdint.h>
 
 struct http_server;
+
+/*
+ * A role's check of a request's credentials, made from the request line and
+ * headers before any body is received (operational endpoints are never
+ * checked): OK, or E_UNAUTHORIZED with a static reason in *why, which the
+ * server answers as 401 (the body, if any, read and dropped unstored).
+ */
+typedef int http_authorize_fn(void *app, const struct http_req *req, const char **why);
 
 /* A role's readiness: OK, or an error with the reason written to why. */
 typedef int http_ready_fn(void *app, char *why, size_t cap);
@@ -53,6 +62,9 @@ struct http_server_opts {
     http_ready_fn *gate;
     /* proxies whose X-Forwarded-For names the client in the access log ("" or NULL: none) */
     const char *trusted_proxies;
+    http_authorize_fn *authorize; /* may be NULL: every request is let through */
+    /* when len > 0, GET /metrics needs "Authorization: Bearer <token>" (else 401) */
+    const struct secret *metrics_token;
     unsigned workers;          /* threads for ROUTE_BLOCKING handlers when thread_pool > 0 */
     void (*thread_exit)(void); /* run by each worker thread as it exits (library cleanup) */
 };
@@ -81,6 +93,10 @@ bool http_rid_valid(const char *s);
 void *http_app(const struct http_req *req);
 unsigned http_method(const struct http_req *req);
 struct str http_path(const struct http_req *req);
+/* http_target is the request target as the client sent it (path and query, not decoded). */
+const char *http_target(const struct http_req *req);
+/* http_method_name is the request's method as sent ("GET", "PUT", ...). */
+const char *http_method_name(const struct http_req *req);
 /* http_param is the i-th "*" segment captured by the route pattern. */
 struct str http_param(const struct http_req *req, size_t i);
 /* http_header returns a request header (case-insensitive name) or NULL. */

@@ -81,6 +81,7 @@ struct http_req {
     enum req_state state;
     int64_t start_us;
     size_t uri_len;
+    char *target; /* the request target as sent */
     bool uri_nul; /* the request target holds %00: MHD's decoded C strings would cut it short */
     unsigned method;
     const char *method_name;
@@ -171,6 +172,16 @@ unsigned http_method(const struct http_req *req)
 struct str http_path(const struct http_req *req)
 {
     return req->path;
+}
+
+const char *http_target(const struct http_req *req)
+{
+    return req->target != NULL ? req->target : "";
+}
+
+const char *http_method_name(const struct http_req *req)
+{
+    return req->method_name != NULL ? req->method_name : "";
 }
 
 struct str http_param(const struct http_req *req, size_t i)
@@ -622,6 +633,7 @@ static void *uri_logger(void *cls, const char *uri, struct MHD_Connection *conn)
     req->conn = conn;
     req->start_us = time_mono_us();
     req->uri_len = strlen(uri);
+    req->target = xstrdup(uri);
     req->uri_nul = strstr(uri, "%00") != NULL;
     req->body_fd = -1;
     req->metric_id = -1;
@@ -719,6 +731,26 @@ static uint64_t req_body_cap(const struct http_req *req)
 }
 
 /*
+ * metrics_authorized tells whether a /metrics request may be answered: no
+ * token configured, or "Bearer <token>" given. The digests are compared, in
+ * constant time, so neither content nor length leaks through timing.
+ */
+static bool metrics_authorized(const struct http_req *req)
+{
+    const struct secret *tok = req->srv->opts.metrics_token;
+    const char *auth = http_header(req, "Authorization");
+    uint8_t want[SHA256_LEN], got[SHA256_LEN];
+
+    if (tok == NULL || tok->len == 0)
+        return true;
+    if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0)
+        return false;
+    sha256_buf(tok->b, tok->len, want);
+    sha256_buf(auth + 7, strlen(auth + 7), got);
+    return ct_equal(want, got, SHA256_LEN);
+}
+
+/*
  * req_precheck answers what can be decided from the request line and headers
  * alone; returns true when it answered. *declared is the Content-Length (or
  * UINT64_MAX when absent).
@@ -758,6 +790,19 @@ static bool req_precheck(struct http_req *req, uint64_t *declared)
         pthread_mutex_unlock(&req->srv->gate_lock);
         http_reply_error(req, E_UNAVAILABLE, "not ready: %s", why[0] ? why : "dependencies down");
         return true;
+    }
+    if (req->match.route != NULL && req->match.route->handler == ops_metrics &&
+        !metrics_authorized(req)) {
+        http_set_header(req, "WWW-Authenticate", "Bearer realm=\"metrics\"");
+        http_reply_error(req, E_UNAUTHORIZED, "/metrics needs Authorization: Bearer <token>");
+        return true;
+    }
+    if (req->match.route != NULL && !req_is_ops(req) && o->authorize != NULL) {
+        const char *why = "unauthorized";
+        if (o->authorize(o->app, req, &why) != OK) {
+            http_reply_error(req, E_UNAUTHORIZED, "%s", why);
+            return true;
+        }
     }
     if (req->match.route == NULL) {
         if (req->match.status == E_METHOD)
@@ -909,6 +954,7 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **con
                   (double)dur / 1000.0,
                   toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted");
     }
+    free(req->target);
     if (req->pp != NULL)
         MHD_destroy_post_processor(req->pp);
     if (req->body_fd >= 0)

@@ -303,6 +303,19 @@ static void h_list(struct http_req *req)
     json_t *arr, *next;
     int rc;
 
+    if (a->cfg->auth.list_requires_key) {
+        const char *k = bearer(req);
+        if (k == NULL) {
+            http_reply_error(req, E_UNAUTHORIZED,
+                             "listings need an API key (Authorization: "
+                             "Bearer)");
+            return;
+        }
+        if (!key_in(k, a->cfg->upload_key, a->cfg->n_upload_keys) && !is_admin(a, req)) {
+            http_reply_error(req, E_UNAUTHORIZED, "the API key is not valid");
+            return;
+        }
+    }
     if (ls != NULL) {
         char *end = NULL;
         errno = 0;

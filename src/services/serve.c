@@ -117,6 +117,7 @@ int service_run(const struct config *cfg, unsigned parts, const char *role)
         .ready_detail = api_ready_detail,
         .gate = api_gate,
         .trusted_proxies = cfg->server.trusted_proxies,
+        .metrics_token = &cfg->metrics_token,
         .workers = (unsigned)cfg->server.workers,
         .thread_exit = img_thread_exit,
     };

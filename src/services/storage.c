@@ -19,6 +19,7 @@
 #include "http/http.h"
 #include "services/signals.h"
 #include "store/blob.h"
+#include "store/node_auth.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +29,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #define STORAGE_LIST_DEFAULT 1000
@@ -36,7 +38,9 @@
 struct storage {
     const struct config *cfg;
     struct blob_store *blobs;
-    char root[PATH_MAX]; /* data_dir/blobs, absolute */
+    char root[PATH_MAX];                    /* data_dir/blobs, absolute */
+    struct secret keys[NODE_AUTH_KEYS_MAX]; /* accepted signing secrets; none: unsigned */
+    size_t nkeys;
 };
 
 static struct metric m_blobs = {"tessera_storage_blobs", "Blobs stored on this node.", "gauge", 0};
@@ -51,6 +55,55 @@ static struct metric m_errors = {"tessera_storage_errors_total",
 static struct metric m_mismatch = {"tessera_storage_checksum_rejects_total",
                                    "PUT bodies refused because they did not hash to their key.",
                                    "counter", 0};
+
+static struct metric m_unauthorized = {
+    "tessera_storage_unauthorized_total",
+    "Requests refused with 401: unsigned, wrongly signed or stale (storage.secret_file).",
+    "counter", 0};
+
+/*
+ * storage_authorize lets a request through only with a valid signature
+ * (node_auth.h) under one of the node's secrets, checked from the headers
+ * before a PUT's body is received. A request without a body signs the empty
+ * body's hash, a PUT its key (the handler then checks the body hashes to it).
+ */
+static int storage_authorize(void *app, const struct http_req *req, const char **why)
+{
+    struct storage *s = app;
+    const char *sha = http_header(req, NODE_AUTH_SHA);
+    struct str path = http_path(req);
+    char client[64];
+    int rc;
+
+    if (s->nkeys == 0)
+        return OK;
+    rc = node_auth_check(s->keys, s->nkeys, http_method_name(req), http_target(req),
+                         http_header(req, NODE_AUTH_DATE), sha, http_header(req, "Authorization"),
+                         (int64_t)time(NULL), why);
+    if (rc == OK && http_method(req) == HTTP_PUT) {
+        struct str key = http_param(req, 0);
+        if (key.len != strlen(sha) || memcmp(key.p, sha, key.len) != 0) {
+            *why = "a PUT signs its key as the body's hash";
+            rc = E_UNAUTHORIZED;
+        }
+    } else if (rc == OK && strcmp(sha, NODE_AUTH_EMPTY) != 0) {
+        *why = "a request without a body signs the empty body's hash";
+        rc = E_UNAUTHORIZED;
+    }
+    if (rc != OK) {
+        metric_add(&m_unauthorized, 1);
+        http_client_addr(req, client, sizeof(client));
+        log_warn("storage", "refused %s %.*s from %s: %s", http_method_name(req),
+                 (int)(path.len > 200 ? 200 : path.len), path.p, client, *why);
+    }
+    return rc;
+}
+
+/* listen_loopback tells whether a listen address ("host:port") is on the loopback interface. */
+static bool listen_loopback(const char *listen)
+{
+    return strncmp(listen, "127.", 4) == 0 || strncmp(listen, "localhost:", 10) == 0;
+}
 
 /* storage_free_bytes returns the space left to unprivileged writers, and updates the gauge. */
 static int64_t storage_free_bytes(const struct storage *s)
@@ -292,6 +345,20 @@ int storage_run(const struct config *cfg)
 
     memset(&s, 0, sizeof(s));
     s.cfg = cfg;
+    if (cfg->storage_secret.len > 0)
+        s.keys[s.nkeys++] = cfg->storage_secret;
+    if (cfg->storage_secret_previous.len > 0)
+        s.keys[s.nkeys++] = cfg->storage_secret_previous;
+    if (s.nkeys == 0 && !listen_loopback(cfg->server.listen)) {
+        log_error("storage",
+                  "refusing to listen on %s without storage.secret_file: anyone who reaches "
+                  "it could read, write and delete blobs (make one: openssl rand -hex 32)",
+                  cfg->server.listen);
+        return E_INVALID;
+    }
+    if (s.nkeys == 0)
+        log_warn("storage", "no storage.secret_file: requests are not authenticated (loopback "
+                            "only)");
     if (mkdir(cfg->storage.data_dir, 0755) != 0 && errno != EEXIST) {
         log_error("storage", "cannot create \"%s\": %s", cfg->storage.data_dir, strerror(errno));
         return E_IO;
@@ -316,6 +383,7 @@ int storage_run(const struct config *cfg)
     metric_register(&m_free);
     metric_register(&m_errors);
     metric_register(&m_mismatch);
+    metric_register(&m_unauthorized);
     /* Upload bodies are streamed next to the blobs: the same filesystem as their final place. */
     snprintf(tmp, sizeof(tmp), "%s/tmp", s.root);
     signals_block();
@@ -334,6 +402,8 @@ int storage_run(const struct config *cfg)
         .nroutes = sizeof(storage_routes) / sizeof(storage_routes[0]),
         .app = &s,
         .ready = storage_ready,
+        .authorize = storage_authorize,
+        .metrics_token = &cfg->metrics_token,
     };
     rc = http_server_start(&opts, &srv);
     if (rc != OK)

@@ -14,6 +14,7 @@
 #include "core/strbuf.h"
 #include "core/xalloc.h"
 #include "store/blob_int.h"
+#include "store/node_auth.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -24,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define BH_POOL       32                /* idle handles kept per node */
@@ -37,6 +39,7 @@ struct bh {
     char *tmp;  /* local directory for downloads */
     long connect_ms;
     long read_ms;
+    struct secret key; /* signs every request (node_auth.h); len 0: unsigned */
     pthread_mutex_t lock;
     CURL *pool[BH_POOL];
     size_t npool;
@@ -139,6 +142,27 @@ static size_t bh_small(char *p, size_t size, size_t n, void *ud)
     return strbuf_add(ud, p, size * n) == OK ? size * n : 0;
 }
 
+/*
+ * bh_sign appends the signature headers of a request to hdr (none without a
+ * secret): url is the full URL about to be sent, sha the body's hash.
+ */
+static struct curl_slist *bh_sign(const struct bh *b, struct curl_slist *hdr, const char *method,
+                                  const char *url, const char *sha)
+{
+    char date[24], auth[NODE_AUTH_VALUE], line[NODE_AUTH_VALUE + 32];
+
+    if (b->key.len == 0)
+        return hdr;
+    snprintf(date, sizeof(date), "%lld", (long long)time(NULL));
+    node_auth_sign(&b->key, method, url + strlen(b->base), date, sha, auth);
+    snprintf(line, sizeof(line), "%s: %s", NODE_AUTH_DATE, date);
+    hdr = curl_slist_append(hdr, line);
+    snprintf(line, sizeof(line), "%s: %s", NODE_AUTH_SHA, sha);
+    hdr = curl_slist_append(hdr, line);
+    snprintf(line, sizeof(line), "Authorization: %s", auth);
+    return curl_slist_append(hdr, line);
+}
+
 static void bh_url(const struct bh *b, const char *key, char *buf, size_t cap)
 {
     snprintf(buf, cap, "%s/blobs/%s", b->base, key);
@@ -180,6 +204,7 @@ static int bh_put_path(void *be, const char *key, const char *src_path)
     c = bh_take(b);
     hdr = curl_slist_append(hdr, "Content-Type: application/octet-stream");
     hdr = curl_slist_append(hdr, "Expect:"); /* no 100-continue round trip */
+    hdr = bh_sign(b, hdr, "PUT", url, key);  /* a blob's body hashes to its key */
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
@@ -251,6 +276,7 @@ static int bh_open(void *be, const char *key, int *fd, uint64_t *size)
 {
     struct bh *b = be;
     struct bh_download d = {-1, NULL, 0, 0};
+    struct curl_slist *hdr = NULL;
     uint8_t digest[SHA256_LEN];
     char hex[SHA256_HEX];
     char url[1200];
@@ -267,7 +293,9 @@ static int bh_open(void *be, const char *key, int *fd, uint64_t *size)
     d.sha = sha256_new();
     bh_url(b, key, url, sizeof(url));
     c = bh_take(b);
+    hdr = bh_sign(b, hdr, "GET", url, NODE_AUTH_EMPTY);
     curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, bh_write);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &d);
     rc = bh_perform(b, c, "get", key, &code);
@@ -299,6 +327,7 @@ static int bh_open(void *be, const char *key, int *fd, uint64_t *size)
     d.fd = -1;
 out:
     bh_give(b, c, code != 0);
+    curl_slist_free_all(hdr);
     if (d.sha != NULL)
         sha256_final(d.sha, digest);
     if (d.fd >= 0)
@@ -310,10 +339,12 @@ out:
 static int bh_simple(struct bh *b, const char *method, const char *url, const char *key,
                      struct strbuf *answer, long timeout_ms, long *code)
 {
+    struct curl_slist *hdr = bh_sign(b, NULL, method, url, NODE_AUTH_EMPTY);
     CURL *c = bh_take(b);
     int rc;
 
     curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
     if (strcmp(method, "HEAD") == 0)
         curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
     else if (strcmp(method, "GET") != 0)
@@ -324,6 +355,7 @@ static int bh_simple(struct bh *b, const char *method, const char *url, const ch
         curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
     rc = bh_perform(b, c, method, key, code);
     bh_give(b, c, *code != 0);
+    curl_slist_free_all(hdr);
     return rc;
 }
 
@@ -430,6 +462,7 @@ static void bh_free(void *be)
     for (size_t i = 0; i < b->npool; i++)
         curl_easy_cleanup(b->pool[i]);
     pthread_mutex_destroy(&b->lock);
+    memset(&b->key, 0, sizeof(b->key));
     free(b->base);
     free(b->tmp);
     free(b);
@@ -455,7 +488,7 @@ static const struct blob_ops bh_ops = {
 };
 
 int blob_http_open(const char *base, const char *tmp_dir, long connect_ms, long read_ms,
-                   struct blob_store **out)
+                   const struct secret *key, struct blob_store **out)
 {
     struct bh *b;
     size_t len = strlen(base);
@@ -475,6 +508,8 @@ int blob_http_open(const char *base, const char *tmp_dir, long connect_ms, long 
     b->tmp = xstrdup(tmp_dir);
     b->connect_ms = connect_ms;
     b->read_ms = read_ms;
+    if (key != NULL)
+        b->key = *key;
     pthread_mutex_init(&b->lock, NULL);
     *out = blob_store_new(&bh_ops, b);
     return OK;

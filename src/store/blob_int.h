@@ -9,6 +9,7 @@
 #ifndef STORE_BLOB_INT_H
 #define STORE_BLOB_INT_H
 
+#include "core/crypto.h"
 #include "store/blob.h"
 
 /* Each call receives the backend state given to blob_store_new; same contracts as blob.h. */
@@ -51,8 +52,9 @@ int blob_file_open(const char *root, struct blob_store **out);
  * blob_http_open opens a client of the `tessera storage` node at base
  * ("http://host:port"). Downloads go to unlinked files in tmp_dir (local).
  * Timeouts in milliseconds: to connect, and of no progress while reading.
+ * key (copied; NULL or len 0: unsigned) signs every request (node_auth.h).
  */
 int blob_http_open(const char *base, const char *tmp_dir, long connect_ms, long read_ms,
-                   struct blob_store **out);
+                   const struct secret *key, struct blob_store **out);
 
 #endif

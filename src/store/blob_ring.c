@@ -371,7 +371,7 @@ int blob_ring_open(struct ring *ring, const struct blob_ring_opts *o, struct blo
         if (strncmp(url, "file://", 7) == 0)
             rc = blob_file_open(url + 7, &b->sh[i].bs);
         else
-            rc = blob_http_open(url, b->tmp, o->connect_ms, o->read_ms, &b->sh[i].bs);
+            rc = blob_http_open(url, b->tmp, o->connect_ms, o->read_ms, o->node_key, &b->sh[i].bs);
         if (rc != OK) {
             log_error("store", "shard %s (%s): %s", ring->shards[i].id, url, err_str(rc));
             goto out;

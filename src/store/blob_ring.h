@@ -18,6 +18,7 @@ struct blob_ring_opts {
     long connect_ms;     /* to a storage node */
     long read_ms;        /* no progress from a storage node for this long fails the request */
     long backoff_ms;     /* first pause of a shard marked down (doubles, up to 16x) */
+    const struct secret *node_key; /* signs requests to storage nodes; NULL: unsigned */
 };
 
 /*

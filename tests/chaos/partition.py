@@ -17,6 +17,7 @@ Needs root (ip netns, veth). Prints requests by outcome, errors during the
 partition, latency, and the repair result; exits non-zero on any failure.
 """
 import hashlib
+import hmac
 import http.client
 import json
 import os
@@ -52,10 +53,23 @@ def free_port():
     return p
 
 
+SECRET = os.urandom(32).hex()  # storage.secret_file of every process (s3 listens beyond loopback)
+
+
+def signed(method, path):
+    """The headers of a storage node request signed with SECRET (src/store/node_auth.h)."""
+    date, sha = str(int(time.time())), hashlib.sha256(b"").hexdigest()
+    msg = "TESSERA-HMAC-SHA256\n%s\n%s\n%s\n%s" % (method, path, date, sha)
+    mac = hmac.new(SECRET.encode(), msg.encode(), hashlib.sha256).hexdigest()
+    return {"X-Tessera-Date": date, "X-Tessera-Content-SHA256": sha,
+            "Authorization": "Tessera-HMAC-SHA256 " + mac}
+
+
 def request(port, method, path, body=None, host="127.0.0.1", timeout=15):
     c = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        c.request(method, path, body=body)
+        c.request(method, path, body=body,
+                  headers=signed(method, path) if path.startswith("/blobs") else {})
         r = c.getresponse()
         return r.status, r.read()
     finally:
@@ -119,6 +133,10 @@ def main():
         procs.append(p)
         return p
 
+    secret_file = os.path.join(work, "storage.secret")
+    with open(os.open(secret_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+        f.write(SECRET)
+    os.environ["TESSERA_STORAGE_SECRET_FILE"] = secret_file  # inherited by every process
     try:
         sh("ip", "netns", "add", NS)
         sh("ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", NS_IF)

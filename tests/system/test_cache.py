@@ -63,10 +63,25 @@ class Redis:
             raise RuntimeError("redis.sh %s: %s%s" % (" ".join(args), r.stdout, r.stderr))
         return r.stdout.strip()
 
+    def password_file(self):
+        return os.path.join(self.dir, "redis.pass")
+
+    def auth_env(self):
+        """redis-cli's environment: the password in REDISCLI_AUTH, never on the command line."""
+        with open(self.password_file()) as f:
+            return dict(os.environ, REDISCLI_AUTH=f.read().strip())
+
     def cli(self, *args, port=None):
-        r = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port or self.base)]
-                           + list(args), capture_output=True, text=True, timeout=120)
+        r = subprocess.run(["redis-cli", "--no-auth-warning", "--user", "tessera", "-h",
+                            "127.0.0.1", "-p", str(port or self.base)] + list(args),
+                           capture_output=True, text=True, timeout=120, env=self.auth_env())
         return r.stdout.strip()
+
+    def client_args(self, secret_file):
+        """The settings a tessera role needs to use this cluster: its nodes, user, password."""
+        return ["--cache.redis=%s" % self.sh("nodes"), "--cache.redis_user=tessera",
+                "--cache.redis_password_file=%s" % self.password_file(),
+                "--cache.secret_file=%s" % secret_file]
 
     def destroy(self):
         try:
@@ -273,9 +288,11 @@ def t_reshard(rd, w, r1, r2, live):
 
     def reshard():  # the scenario: the loop runs 0.5 s before and after the reshard
         time.sleep(0.5)
-        r = subprocess.run(["redis-cli", "--cluster", "reshard", "127.0.0.1:%d" % rd.base,
+        r = subprocess.run(["redis-cli", "--no-auth-warning", "--user", "tessera", "--cluster",
+                            "reshard", "127.0.0.1:%d" % rd.base,
                             "--cluster-from", src, "--cluster-to", dst, "--cluster-slots", "2000",
-                            "--cluster-yes"], capture_output=True, text=True, timeout=300)
+                            "--cluster-yes"], capture_output=True, text=True, timeout=300,
+                           env=rd.auth_env())
         C.eq(r.returncode, 0, "redis-cli --cluster reshard of 2000 slots", r.stderr[-300:])
         time.sleep(0.5)
 
@@ -293,7 +310,10 @@ def main():
         rd.sh("up")
         nodes = rd.sh("nodes")
         data = tempfile.mkdtemp(prefix="tessera-cache-data-")
-        common = ["--cache.redis=%s" % nodes, "--cache.down_backoff=200ms", "--log.access=false"]
+        secret = os.path.join(data, "cache.secret")
+        with open(os.open(secret, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            f.write(os.urandom(32).hex())
+        common = rd.client_args(secret) + ["--cache.down_backoff=200ms", "--log.access=false"]
         w = Role("serve", common, data).start()
         r1 = Role("read", common, data).start()
         r2 = Role("read", common + ["--cache.lru_entries=0"], data).start()

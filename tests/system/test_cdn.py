@@ -57,6 +57,9 @@ def cluster(*args, check_rc=True, timeout=300):
 
 
 def request(method, path, body=None, headers=None, port=EDGE, timeout=30):
+    if path == "/metrics":  # the cluster's token (deploy/local/cluster make_secrets)
+        with open(os.path.join(RUN, "secrets", "metrics.token")) as f:
+            headers = dict(headers or {}, Authorization="Bearer " + f.read().strip())
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         c.request(method, path, body=body, headers=headers or {})

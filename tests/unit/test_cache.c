@@ -101,7 +101,8 @@ static void test_redirects(void **state)
 
 static void test_seed_list(void **state)
 {
-    struct rcluster_opts o = {"127.0.0.1:7001, 127.0.0.1:7002,127.0.0.1:7003", 100, 100, 1000, 4};
+    struct rcluster_opts o = {
+        "127.0.0.1:7001, 127.0.0.1:7002,127.0.0.1:7003", 100, 100, 1000, 4, NULL, NULL};
     struct rcluster *rc = NULL;
     struct rcluster_node_info ni[4];
     (void)state;
@@ -122,7 +123,7 @@ static void test_seed_list(void **state)
 /* A dead node costs one refused connection, then fails fast while marked down. */
 static void test_down_node_fails_fast(void **state)
 {
-    struct rcluster_opts o = {"127.0.0.1:1", 100, 100, 60000, 4};
+    struct rcluster_opts o = {"127.0.0.1:1", 100, 100, 60000, 4, NULL, NULL};
     struct rcluster *rc = NULL;
     struct rcluster_node_info ni[1];
     char buf[16];
@@ -181,6 +182,44 @@ static void test_value_codec(void **state)
     assert_int_equal(cache_rec_decode(buf, n + 2, "x", &back), E_INVALID);
 }
 
+/* Sealed values: any change of text, MAC or id fails the check; another key fails too. */
+static void test_seal(void **state)
+{
+    struct secret k = {32, {0}}, other = {32, {0}};
+    char buf[CACHE_VALUE_MAX + CACHE_MAC_HEX + 2], copy[sizeof(buf)];
+    size_t n, len;
+
+    (void)state;
+    memset(k.b, 'k', k.len);
+    memset(other.b, 'o', other.len);
+    strcpy(buf, "0");
+    n = cache_seal(&k, "rec", "abcdefghijk", buf, 1, sizeof(buf));
+    assert_int_equal(n, 1 + 1 + CACHE_MAC_HEX);
+    len = n;
+    assert_int_equal(cache_unseal(&k, "rec", "abcdefghijk", buf, &len), OK);
+    assert_int_equal(len, 1);
+    /* another id, domain or key */
+    len = n;
+    assert_int_equal(cache_unseal(&k, "rec", "abcdefghijl", buf, &len), E_INVALID);
+    len = n;
+    assert_int_equal(cache_unseal(&k, "msg", "abcdefghijk", buf, &len), E_INVALID);
+    len = n;
+    assert_int_equal(cache_unseal(&other, "rec", "abcdefghijk", buf, &len), E_INVALID);
+    /* every one-byte change */
+    for (size_t i = 0; i < n; i++) {
+        memcpy(copy, buf, n);
+        copy[i] ^= 1;
+        len = n;
+        assert_int_equal(cache_unseal(&k, "rec", "abcdefghijk", copy, &len), E_INVALID);
+    }
+    /* unsealed, truncated, too long for the buffer */
+    len = 1;
+    assert_int_equal(cache_unseal(&k, "rec", "abcdefghijk", "0", &len), E_INVALID);
+    len = n - 1;
+    assert_int_equal(cache_unseal(&k, "rec", "abcdefghijk", buf, &len), E_INVALID);
+    assert_int_equal(cache_seal(&k, "rec", "x", buf, sizeof(buf) - CACHE_MAC_HEX, sizeof(buf)), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -190,6 +229,7 @@ int main(void)
         cmocka_unit_test(test_seed_list),
         cmocka_unit_test(test_down_node_fails_fast),
         cmocka_unit_test(test_value_codec),
+        cmocka_unit_test(test_seal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -846,6 +846,20 @@ static void test_auth_short_key(void **state)
     config_release(&c);
 }
 
+static void test_list_requires_key(void **state)
+{
+    char *flags[2] = {"auth.list_requires_key=true", "auth.admin_keys=0123456789abcdef01234567"};
+    struct config c;
+
+    (void)state;
+    assert_int_equal(set1(&c, "auth.list_requires_key", "true"), E_INVALID);
+    assert_err_contains("auth.list_requires_key");
+    config_release(&c);
+    assert_int_equal(load_flags(&c, flags, 2), OK);
+    assert_true(c.auth.list_requires_key);
+    config_release(&c);
+}
+
 static void test_auth_too_many_keys(void **state)
 {
     char list[4096] = "";
@@ -864,6 +878,63 @@ static void test_auth_too_many_keys(void **state)
     assert_int_equal(set1(&c, "auth.upload_keys", list), E_INVALID);
     assert_err_contains("auth.upload_keys");
     config_release(&c);
+}
+
+/* write_secret writes len bytes of c (and a newline) to a new file; its path in path. */
+static void write_secret(char *path, size_t cap, char c, size_t len)
+{
+    char buf[400];
+    FILE *f;
+
+    snprintf(path, cap, "/tmp/tessera-test-secret-%d-%zu", (int)getpid(), len);
+    memset(buf, c, len);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fwrite(buf, 1, len, f);
+    fputc('\n', f);
+    fclose(f);
+}
+
+static void test_secret_files(void **state)
+{
+    char good[128], shortp[128], longp[128];
+    struct config c;
+
+    (void)state;
+    write_secret(good, sizeof(good), 'g', 40);
+    write_secret(shortp, sizeof(shortp), 's', 31);
+    write_secret(longp, sizeof(longp), 'l', 300);
+    assert_int_equal(set1(&c, "storage.secret_file", good), OK);
+    assert_int_equal(c.storage_secret.len, 40); /* the newline is not part of it */
+    assert_int_equal(c.storage_secret.b[0], 'g');
+    config_release(&c);
+    /* too short, too long, missing: refused, naming the setting, never quoting the content */
+    assert_int_equal(set1(&c, "storage.secret_file", shortp), E_INVALID);
+    assert_err_contains("storage.secret_file");
+    assert_err_contains("openssl rand");
+    assert_null(strstr(err, "sssssss"));
+    config_release(&c);
+    assert_int_equal(set1(&c, "cache.secret_file", longp), E_INVALID);
+    assert_err_contains("cache.secret_file");
+    config_release(&c);
+    assert_int_equal(set1(&c, "metrics.token_file", "/nonexistent/token"), E_INVALID);
+    assert_err_contains("metrics.token_file");
+    config_release(&c);
+    /* a token and a password need 24 bytes, not 32 */
+    write_secret(shortp, sizeof(shortp), 't', 24);
+    assert_int_equal(set1(&c, "cache.redis_password_file", shortp), OK);
+    assert_int_equal(c.redis_password.len, 24);
+    config_release(&c);
+    /* a previous secret without a current one, a user without a password: refused */
+    assert_int_equal(set1(&c, "storage.secret_file_previous", good), E_INVALID);
+    assert_err_contains("needs storage.secret_file");
+    config_release(&c);
+    assert_int_equal(set1(&c, "cache.redis_user", "tessera"), E_INVALID);
+    assert_err_contains("cache.redis_password_file");
+    config_release(&c);
+    unlink(good);
+    unlink(shortp);
+    unlink(longp);
 }
 
 /* --- printed configuration --- */
@@ -990,6 +1061,8 @@ int main(void)
         cmocka_unit_test(test_auth_keys),
         cmocka_unit_test(test_auth_short_key),
         cmocka_unit_test(test_auth_too_many_keys),
+        cmocka_unit_test(test_secret_files),
+        cmocka_unit_test(test_list_requires_key),
         cmocka_unit_test(test_print_defaults_round_trip),
         cmocka_unit_test(test_print_effective_round_trip),
         cmocka_unit_test(test_print_markdown),
