@@ -13,6 +13,9 @@
 #   pg.sh kill-postgres NAME  SIGKILL the node's postmaster only (Patroni stays and reacts)
 #   pg.sh switchover [NAME]   planned change of leader (patronictl switchover); NAME, if given,
 #                             must be the synchronous standby (Patroni's rule in sync mode)
+#   pg.sh sync strict|off     replication mode: strict (the default: a commit is acknowledged
+#                             once a standby has it; none in sync -> writes wait) or off
+#                             (asynchronous: faster, a leader crash may lose the last commits)
 #   pg.sh status              each node: port, role (leader, sync standby, replica), state,
 #                             timeline, lag; and etcd
 #   pg.sh leader              the current leader's name
@@ -462,6 +465,23 @@ cmd_switchover() {
     leader
 }
 
+# cmd_sync changes the replication mode of the running cluster (Patroni's dynamic
+# configuration in etcd); every agent applies it within a loop.
+cmd_sync() {
+    local on
+    case "${1:-}" in
+    strict) on=true ;;
+    off) on=false ;;
+    *) die "usage: pg.sh sync strict|off" ;;
+    esac
+    ctl edit-config --force --set "synchronous_mode=$on" --set "synchronous_mode_strict=$on" \
+        "$SCOPE" >/dev/null || die "patronictl edit-config failed"
+    # shellcheck disable=SC2317
+    applied() { [ "$(rest "$(leader)" /config | jq -r .synchronous_mode)" = "$on" ]; }
+    wait_for "the mode to be recorded" 30 applied
+    [ "$on" = false ] || wait_for "a standby in sync" 60 writable
+}
+
 # members: Patroni's view of the cluster (GET /cluster) from the first agent that answers.
 members() {
     local n
@@ -528,6 +548,7 @@ stop) need_name "${@:2}" && cmd_stop "$2" ;;
 kill) need_name "${@:2}" && cmd_kill "$2" ;;
 kill-postgres) need_name "${@:2}" && cmd_kill_postgres "$2" ;;
 switchover) cmd_switchover "${@:2}" ;;
+sync) cmd_sync "${@:2}" ;;
 status) cmd_status ;;
 leader) leader || die "no node leads right now" ;;
 url) cmd_url "${@:2}" ;;

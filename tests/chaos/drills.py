@@ -81,7 +81,8 @@ class Ledger:
         self.lock = threading.Lock()
         self.live = {}      # id -> (sha256, delete_token): got 201, no 204 yet
         self.deleted = set()  # got 204
-        self.unknown = set()  # a delete whose answer was lost: either state is fine
+        self.unknown = set()  # a delete whose answer was lost or 5xx: either state is fine
+        self.tried = {}       # id -> status of the delete sent for it
 
     def add(self, id_, sha, token):
         with self.lock:
@@ -161,11 +162,17 @@ class Load:
                 st, _ = request("DELETE", "/api/v1/images/" + id_,
                                 headers={"X-Delete-Token": token})
                 with self.ledger.lock:
-                    self.ledger.unknown.discard(id_)
-                    if st == 204:
+                    self.ledger.tried[id_] = st
+                    if st in (502, 503, 504):
+                        pass  # outcome unknown: a 503 may follow a local commit no standby confirmed
+                    elif st == 204:
+                        self.ledger.unknown.discard(id_)
                         self.ledger.deleted.add(id_)
-                    elif st != 404:
-                        self.ledger.live[id_] = (sha, token)  # not deleted: still live
+                    elif st == 404:
+                        self.ledger.unknown.discard(id_)
+                    else:
+                        self.ledger.unknown.discard(id_)
+                        self.ledger.live[id_] = (sha, token)  # refused: still live
                 op = "delete"
         except (OSError, http.client.HTTPException):
             self.count("any", "connection error")
@@ -455,7 +462,9 @@ def check_ledger(ledger):
     for id_, (sha, _) in list(ledger.live.items()):
         st, body = request("GET", "/i/" + id_)
         if st != 200 or hashlib.sha256(body).hexdigest() != sha:
-            problems.append("upload %s (201) now answers %d" % (id_, st))
+            problems.append("upload %s (201) now answers %d%s" % (
+                id_, st, " (a delete of it answered %d)" % ledger.tried[id_]
+                if id_ in ledger.tried else ""))
     for id_ in ledger.deleted:
         for port in [LB] + READS:
             st, _ = request("GET", "/i/" + id_, port=port)
