@@ -154,8 +154,11 @@ def upload_load(writer, seconds, threads=4):
 
 def sync_cost(topo):
     url = topo.sh("url")
-    subprocess.run([tf.tessera_bin(), "migrate", "--db.url", url], check=True,
-                   capture_output=True, timeout=120)
+    wait(topo.healthy, 180, "a healthy cluster")
+    mig = subprocess.run([tf.tessera_bin(), "migrate", "--db.url", url], capture_output=True,
+                         text=True, timeout=120)
+    if mig.returncode != 0:
+        raise RuntimeError("tessera migrate: " + mig.stderr[-400:])
     data = os.path.join(topo.dir, "blobs")
     os.makedirs(data, exist_ok=True)
     writer = tf.Server(["--db.url", url], data_dir=data, command="write").start()
