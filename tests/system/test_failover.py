@@ -8,7 +8,9 @@ upload answered 201, at once a kill -9 of the leader (its postmaster, or its Pat
 postmaster together like a host crash, alternately), and after the failover the image must read
 back byte for byte through the read service and be listed. The killed node rejoins as a standby
 by itself (postmaster kill) or when started again (host crash) before the next round.
-Also: while no primary answers, the read service stays ready and serves the images it has.
+Also, while no primary answers (the window after a host crash): the read service stays ready
+and serves the images it has, an id no standby knows answers 503 + Retry-After (not 404, not
+cached), a deleted image 404, and a variant never made before is made and served unrecorded.
 
 Environment: TESSERA_FAILOVER_ROUNDS (default 6).
 """
@@ -80,6 +82,23 @@ class Topology:
                     "streaming on one timeline", interval=0.2)
 
 
+def no_primary_reads(reader, kept, deleted):
+    """What reads get while no database node can take writes."""
+    st, h, _ = tf.request(reader, "GET", "/api/v1/images/%s" % kept[-1][0])
+    C.eq(st, 200, "no primary: an image every standby has reads 200")
+    st, h, b = tf.request(reader, "GET", "/api/v1/images/AAAAAAAAAAAAAAAA")
+    C.check(st == 503 and h.get("Retry-After") and "no-store" in (h.get("Cache-Control") or ""),
+            "no primary: an id no standby knows answers 503 + Retry-After, not cached (it may "
+            "be an upload acknowledged a moment ago), never 404",
+            "%d %s %s" % (st, dict(h), b[:80]))
+    st, _, _ = tf.request(reader, "GET", "/api/v1/images/%s" % deleted)
+    C.eq(st, 404, "no primary: a deleted image (the standbys have its row) answers 404")
+    st, h, b = tf.request(reader, "GET", "/i/%s/thumb.webp" % kept[-1][0])
+    C.check(st == 200 and b[:4] == b"RIFF" and b[8:12] == b"WEBP",
+            "no primary: a variant never made before is made and served (unrecorded)",
+            "status %d" % st)
+
+
 def main():
     topo = Topology()
     servers = []
@@ -105,6 +124,13 @@ def main():
         rows = [r for r in tf.load_manifest() if r["expected"] == "accept"
                 and os.path.getsize(os.path.join(tf.testdata_dir(), r["file"])) < 300000]
         random.shuffle(rows)
+        # an image deleted before the faults: a standby knows it is gone even with no primary
+        st, _, _, j = tf.upload(writer, tf.tiny_png(77))
+        C.eq(st, 201, "upload of the image to delete")
+        deleted = j["id"] if j else "x" * 16
+        st, _, _ = tf.request(writer, "DELETE", "/api/v1/images/" + deleted,
+                              headers={"X-Delete-Token": j["delete_token"] if j else ""})
+        C.eq(st, 204, "delete before the faults")
         kept = []  # (id, sha256) answered 201
         for i in range(ROUNDS):
             body = tf.corpus_bytes(rows[i % len(rows)]["file"])
@@ -122,6 +148,9 @@ def main():
                 # no primary yet: the read service stays ready and serves what it has
                 st, _, _ = tf.request(reader, "GET", "/readyz")
                 C.eq(st, 200, "read service ready while the leader is down")
+            if how == "host crash" and i == 2:
+                # the dead leader's key lives for ttl (12 s): no primary while these run
+                no_primary_reads(reader, kept, deleted)
             # writes come back by themselves: no tessera process is restarted
             tf.wait_for(lambda: tf.upload(writer, tf.tiny_png(1000 + i))[0] == 201, 90,
                         "an upload to succeed after the %s" % how, interval=0.2)
