@@ -221,6 +221,25 @@ static const struct cfg_entry config_table[] = {
     {"image", "variants", CFG_STR, "thumb:256x256:webp:80", 0, 0, F(image.variants),
      "Variant presets, comma-separated name:WxH:format:quality; 'thumb' must exist."},
 
+    {"transforms", "max_dimension", CFG_INT, "4096", 1, 16383, F(transforms.max_dimension),
+     "Largest w and h of an on-the-fly transform (/i/{id}/t/{ops}.{ext}), before dpr."},
+    {"transforms", "keys", CFG_STR, "", 0, 0, F(transforms.keys),
+     "Comma-separated keys that sign transform URLs (?s=); several are valid at once, for "
+     "rotation; 24 characters or more. With no key (here or in keys_file) transforms answer "
+     "404 unless transforms.unsigned is true."},
+    {"transforms", "keys_file", CFG_STR, "", 0, 0, F(transforms.keys_file),
+     "File of more signing keys, one a line (a key is the line's bytes without its line end; "
+     "empty lines are skipped); read at start."},
+    {"transforms", "unsigned", CFG_BOOL, "false", 0, 1, F(transforms.allow_unsigned),
+     "Serve transforms without checking a signature (a development setting: anyone may then "
+     "make the server render any size)."},
+    {"transforms", "memory_budget", CFG_SIZE, "0", 0, 1024 * GiB, F(transforms.memory_budget),
+     "Most decode memory (predicted from the image header, after shrink-on-load) that "
+     "renditions being made may take at once; 0: a quarter of physical memory, at most 2G."},
+    {"transforms", "queue_timeout", CFG_DURATION, "2s", 0, 600000, F(transforms.queue_timeout_ms),
+     "A rendition that does not fit in the memory budget waits this long for room, then "
+     "answers 503 with Retry-After."},
+
     {"log", "level", CFG_STR, "info", 0, 0, F(log.level), "debug, info, warn, error or off."},
     {"log", "access", CFG_BOOL, "true", 0, 1, F(log.access),
      "Write one access log line per request."},
@@ -400,6 +419,7 @@ void config_release(struct config *cfg)
     }
     cfg_keys_free(cfg->upload_key, &cfg->n_upload_keys);
     cfg_keys_free(cfg->admin_key, &cfg->n_admin_keys);
+    cfg_keys_free(cfg->transform_key, &cfg->n_transform_keys);
 }
 
 struct ini_state {
@@ -484,6 +504,44 @@ static int cfg_split_keys(const char *list, char **keys, size_t *n, const char *
         p = end + 1;
     }
     return OK;
+}
+
+/*
+ * cfg_read_keys_file adds each line of path to keys: a key is the line's
+ * bytes without its line end ("\n" or "\r\n"); empty lines are skipped.
+ */
+static int cfg_read_keys_file(const char *path, char **keys, size_t *n, struct cfg_err *e)
+{
+    FILE *f = fopen(path, "r");
+    char line[1024];
+    int lineno = 0, rc = OK;
+
+    if (f == NULL)
+        return cfg_fail(e, "transforms.keys_file: %s: cannot open: %s", path, strerror(errno));
+    while (rc == OK && fgets(line, sizeof(line), f) != NULL) {
+        size_t len = strlen(line);
+        lineno++;
+        if (len == sizeof(line) - 1 && line[len - 1] != '\n') {
+            rc = cfg_fail(e, "transforms.keys_file: %s:%d: line too long", path, lineno);
+            break;
+        }
+        if (len > 0 && line[len - 1] == '\n')
+            line[--len] = '\0';
+        if (len > 0 && line[len - 1] == '\r')
+            line[--len] = '\0';
+        if (len == 0)
+            continue;
+        if (*n == CONFIG_MAX_KEYS)
+            rc = cfg_fail(e, "transforms.keys_file: more than %d keys", CONFIG_MAX_KEYS);
+        else if (len < CONFIG_KEY_MIN)
+            rc = cfg_fail(e, "transforms.keys_file: %s:%d: a key shorter than %d characters",
+                          path, lineno, CONFIG_KEY_MIN);
+        else
+            keys[(*n)++] = xstrndup(line, len);
+    }
+    memset(line, 0, sizeof(line));
+    fclose(f);
+    return rc;
 }
 
 static bool cfg_variant_name_ok(const char *s, size_t len)
@@ -607,8 +665,17 @@ static int cfg_validate(struct config *cfg, struct cfg_err *e)
                         "auth.upload_keys", e);
     if (rc != OK)
         return rc;
-    return cfg_split_keys(cfg->auth.admin_keys, cfg->admin_key, &cfg->n_admin_keys,
-                          "auth.admin_keys", e);
+    rc = cfg_split_keys(cfg->auth.admin_keys, cfg->admin_key, &cfg->n_admin_keys,
+                        "auth.admin_keys", e);
+    if (rc != OK)
+        return rc;
+    cfg_keys_free(cfg->transform_key, &cfg->n_transform_keys);
+    rc = cfg_split_keys(cfg->transforms.keys, cfg->transform_key, &cfg->n_transform_keys,
+                        "transforms.keys", e);
+    if (rc == OK && cfg->transforms.keys_file[0] != '\0')
+        rc = cfg_read_keys_file(cfg->transforms.keys_file, cfg->transform_key,
+                                &cfg->n_transform_keys, e);
+    return rc;
 }
 
 int config_set(struct config *cfg, const char *name, const char *value, char *errbuf, size_t errcap)

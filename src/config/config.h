@@ -117,6 +117,14 @@ struct config {
         char *variants;
     } image;
     struct {
+        int64_t max_dimension; /* w and h of /i/{id}/t/ before dpr */
+        char *keys;            /* comma-separated signing keys */
+        char *keys_file;       /* one signing key a line */
+        bool allow_unsigned;   /* "unsigned": serve transforms without a signature */
+        int64_t memory_budget; /* bytes of predicted decode memory at once; 0 = from RAM */
+        int64_t queue_timeout_ms;
+    } transforms;
+    struct {
         char *level;
         bool access;
     } log;
@@ -128,6 +136,8 @@ struct config {
     char *upload_key[CONFIG_MAX_KEYS];
     size_t n_admin_keys;
     char *admin_key[CONFIG_MAX_KEYS];
+    size_t n_transform_keys; /* transforms.keys, then the lines of transforms.keys_file */
+    char *transform_key[CONFIG_MAX_KEYS];
 };
 
 /* config_init fills cfg with every default. */
