@@ -534,8 +534,8 @@ static int cfg_read_keys_file(const char *path, char **keys, size_t *n, struct c
         if (*n == CONFIG_MAX_KEYS)
             rc = cfg_fail(e, "transforms.keys_file: more than %d keys", CONFIG_MAX_KEYS);
         else if (len < CONFIG_KEY_MIN)
-            rc = cfg_fail(e, "transforms.keys_file: %s:%d: a key shorter than %d characters",
-                          path, lineno, CONFIG_KEY_MIN);
+            rc = cfg_fail(e, "transforms.keys_file: %s:%d: a key shorter than %d characters", path,
+                          lineno, CONFIG_KEY_MIN);
         else
             keys[(*n)++] = xstrndup(line, len);
     }
@@ -665,8 +665,8 @@ static int cfg_validate(struct config *cfg, struct cfg_err *e)
                         "auth.upload_keys", e);
     if (rc != OK)
         return rc;
-    rc = cfg_split_keys(cfg->auth.admin_keys, cfg->admin_key, &cfg->n_admin_keys,
-                        "auth.admin_keys", e);
+    rc = cfg_split_keys(cfg->auth.admin_keys, cfg->admin_key, &cfg->n_admin_keys, "auth.admin_keys",
+                        e);
     if (rc != OK)
         return rc;
     cfg_keys_free(cfg->transform_key, &cfg->n_transform_keys);

@@ -22,7 +22,8 @@ static const char *const ops_keys[K_N] = {"w", "h", "fit", "g", "q", "dpr", "up"
 static const char *const fit_names[] = {"contain", "cover", "fill"};
 static const char *const g_names[] = {"center", "attention", "entropy"};
 
-static int ops_fail(char *err, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int ops_fail(char *err, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static int ops_fail(char *err, size_t cap, const char *fmt, ...)
 {
@@ -76,8 +77,7 @@ static enum img_format ops_ext(struct str ext, bool *is_auto)
 }
 
 /* ops_value stores the value v of key k into o; false when it is out of range or malformed. */
-static bool ops_value(enum ops_key k, struct str v, const struct ops_limits *lim,
-                      struct img_ops *o)
+static bool ops_value(enum ops_key k, struct str v, const struct ops_limits *lim, struct img_ops *o)
 {
     long n = 0;
     int i;
@@ -141,8 +141,8 @@ static const char *ops_expect(enum ops_key k, const struct ops_limits *lim, char
     return "";
 }
 
-int img_ops_parse(struct str ops, struct str ext, const struct ops_limits *lim,
-                  struct img_ops *out, char *err, size_t cap)
+int img_ops_parse(struct str ops, struct str ext, const struct ops_limits *lim, struct img_ops *out,
+                  char *err, size_t cap)
 {
     bool seen[K_N] = {false};
     bool is_auto = false;

@@ -29,9 +29,9 @@ struct img_ops {
     uint32_t w, h; /* CSS pixels, before dpr */
     enum ops_fit fit;
     enum ops_gravity g;
-    int q;   /* 1..100, 0: the format's default */
-    int dpr; /* 1..OPS_DPR_MAX */
-    bool up; /* may enlarge */
+    int q;                  /* 1..100, 0: the format's default */
+    int dpr;                /* 1..OPS_DPR_MAX */
+    bool up;                /* may enlarge */
     enum img_format format; /* IMG_WEBP, IMG_AVIF, IMG_JPEG, IMG_PNG; IMG_UNKNOWN for auto */
 };
 
@@ -48,8 +48,8 @@ struct ops_limits {
  * no h, cover or fill without both, g without cover, a box over max_pixels.
  * Numbers are plain decimal without sign or leading zero. Thread-safe.
  */
-int img_ops_parse(struct str ops, struct str ext, const struct ops_limits *lim,
-                  struct img_ops *out, char *err, size_t cap);
+int img_ops_parse(struct str ops, struct str ext, const struct ops_limits *lim, struct img_ops *out,
+                  char *err, size_t cap);
 
 /*
  * img_ops_canonical writes the canonical "ops.ext" of o into out (capacity
@@ -84,11 +84,11 @@ struct img_source {
 
 /* How one rendition will be made. */
 struct img_plan {
-    uint32_t width, height;         /* of the output (per frame) */
-    uint32_t scaled_w, scaled_h;    /* cover: the resized image the crop is cut from */
-    bool animated;                  /* every frame is kept (WebP of an animation) */
-    int quality;                    /* the encoder's, q or the format's default */
-    uint64_t memory;                /* predicted peak bytes: see img_ops_plan */
+    uint32_t width, height;      /* of the output (per frame) */
+    uint32_t scaled_w, scaled_h; /* cover: the resized image the crop is cut from */
+    bool animated;               /* every frame is kept (WebP of an animation) */
+    int quality;                 /* the encoder's, q or the format's default */
+    uint64_t memory;             /* predicted peak bytes: see img_ops_plan */
 };
 
 /*

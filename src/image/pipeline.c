@@ -11,6 +11,7 @@
 #include "core/xalloc.h"
 #include "image/image.h"
 #include "image/image_int.h"
+#include "image/ops.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -726,6 +727,171 @@ int img_variant(const char *src_path, const struct img_variant_spec *spec, const
 out:
     if (fin)
         g_object_unref(fin);
+    if (thumb)
+        g_object_unref(thumb);
+    if (in)
+        g_object_unref(in);
+    if (src)
+        g_object_unref(src);
+    if (blob)
+        vips_area_unref(VIPS_AREA(blob));
+    free(data);
+    free(stripped);
+    g_free(enc);
+    if (rc != OK && err->msg[0] == '\0')
+        img_errf(err, "%s", err_str(rc));
+    return rc;
+}
+
+/* ---- renditions (/i/{id}/t/{ops}.{ext}) ---- */
+
+static VipsInteresting img_interesting(enum ops_gravity g)
+{
+    return g == OPS_G_ATTENTION ? VIPS_INTERESTING_ATTENTION
+           : g == OPS_G_ENTROPY ? VIPS_INTERESTING_ENTROPY
+                                : VIPS_INTERESTING_CENTRE;
+}
+
+/*
+ * img_crop_frames cuts the w x h centre of every frame of an animation whose
+ * frames are page_h high: vips_smartcrop would treat the strip of frames as
+ * one tall image.
+ */
+static int img_crop_frames(VipsImage *in, int w, int h, VipsImage **out)
+{
+    int page_h = vips_image_get_page_height(in);
+    int pages = in->Ysize / page_h;
+    int left = (in->Xsize - w) / 2, top = (page_h - h) / 2;
+    VipsImage **frames = g_new0(VipsImage *, (size_t)pages);
+    VipsImage *joined = NULL;
+    int rc = 0;
+
+    for (int i = 0; i < pages && rc == 0; i++)
+        rc = vips_extract_area(in, &frames[i], left, i * page_h + top, w, h, NULL);
+    if (rc == 0)
+        rc = vips_arrayjoin(frames, &joined, pages, "across", 1, NULL);
+    if (rc == 0)
+        rc = vips_copy(joined, out, NULL);
+    if (rc == 0)
+        vips_image_set_int(*out, VIPS_META_PAGE_HEIGHT, h);
+    for (int i = 0; i < pages; i++) {
+        if (frames[i])
+            g_object_unref(frames[i]);
+    }
+    g_free(frames);
+    if (joined)
+        g_object_unref(joined);
+    return rc;
+}
+
+int img_transform(const char *src_path, const struct img_ops *o, const struct img_plan *plan,
+                  const char *out_path, struct img_info *info, struct img_error *err)
+{
+    struct img_encode e = {
+        .quality = plan->quality,
+        .lossless = false,
+        .subsample = VIPS_FOREIGN_SUBSAMPLE_AUTO,
+        .strip = true,
+    };
+    uint8_t *data = NULL, *stripped = NULL;
+    size_t n = 0, stripped_len = 0, enc_len = 0;
+    void *enc = NULL;
+    VipsBlob *blob = NULL;
+    VipsSource *src = NULL;
+    VipsImage *in = NULL, *thumb = NULL, *cut = NULL, *fin = NULL;
+    bool cover = o->fit == OPS_FIT_COVER;
+    int tw = (int)(cover ? plan->scaled_w : plan->width);
+    int th = (int)(cover ? plan->scaled_h : plan->height);
+    enum img_format f, out_f = o->format;
+    int rc;
+
+    memset(info, 0, sizeof(*info));
+    err->msg[0] = '\0';
+    rc = img_read_file(src_path, E_NOTFOUND, &data, &n, err);
+    if (rc != OK)
+        goto out;
+    f = img_sniff(data, n);
+    if (f == IMG_UNKNOWN) {
+        img_errf(err, "stored file is not an image");
+        rc = E_BADIMAGE;
+        goto out;
+    }
+    blob = vips_blob_new(img_blob_free, data, n);
+    data = NULL;
+
+    /*
+     * The plan fixed the exact size, so the resize is forced to it (the
+     * aspect ratio was kept there when it had to be); vips_thumbnail still
+     * picks the loader's shrink-on-load from it.
+     */
+    if (f == IMG_BMP) {
+        if (img_load(f, blob, false, VIPS_ACCESS_SEQUENTIAL, &in) ||
+            vips_thumbnail_image(in, &thumb, tw, "height", th, "size", VIPS_SIZE_FORCE, NULL)) {
+            rc = img_vips_fail(err, E_BADIMAGE, "cannot read the stored image");
+            goto out;
+        }
+    } else {
+        src = vips_source_new_from_blob(blob);
+        if (src == NULL ||
+            vips_thumbnail_source(src, &thumb, tw, "height", th, "size", VIPS_SIZE_FORCE,
+                                  "option_string", plan->animated ? "n=-1" : "", NULL)) {
+            rc = img_vips_fail(err, E_BADIMAGE, "cannot read the stored image");
+            goto out;
+        }
+    }
+    if (cover && (thumb->Xsize != (int)plan->width ||
+                  vips_image_get_page_height(thumb) != (int)plan->height)) {
+        VipsImage *mem = NULL;
+        int crc;
+
+        /* the interest finders read the image more than once: a sequential
+         * pipeline cannot, so the (already small) resized image is held in memory */
+        mem = vips_image_copy_memory(thumb);
+        crc = mem == NULL      ? -1
+              : plan->animated ? img_crop_frames(mem, (int)plan->width, (int)plan->height, &cut)
+                               : vips_smartcrop(mem, &cut, (int)plan->width, (int)plan->height,
+                                                "interesting", img_interesting(o->g), NULL);
+        if (mem)
+            g_object_unref(mem);
+        if (crc) {
+            rc = img_vips_fail(err, E_INTERNAL, "cannot crop the rendition");
+            goto out;
+        }
+    } else {
+        cut = thumb;
+        g_object_ref(cut);
+    }
+    if (out_f == IMG_UNKNOWN)
+        out_f = vips_image_hasalpha(cut) ? IMG_PNG : IMG_JPEG;
+    if (img_variant_finish(cut, out_f, &fin)) {
+        rc = img_vips_fail(err, E_INTERNAL, "cannot convert the rendition to sRGB");
+        goto out;
+    }
+    /* a sequential pipeline: encoded exactly once */
+    if (img_save(out_f, fin, &e, &enc, &enc_len)) {
+        rc = img_vips_fail(err, E_BADIMAGE, "cannot make the %s rendition", img_format_name(out_f));
+        goto out;
+    }
+    /* PLATFORM.md: the WebP writer was seen adding EXIF even when stripping. */
+    rc = img_strip(out_f, enc, enc_len, &stripped, &stripped_len);
+    if (rc != OK) {
+        img_errf(err, "the encoded rendition is malformed");
+        rc = E_INTERNAL;
+        goto out;
+    }
+    rc = img_write_file(out_path, stripped ? (void *)stripped : enc,
+                        stripped ? stripped_len : enc_len, err);
+    if (rc != OK)
+        goto out;
+    info->format = out_f;
+    info->width = (uint32_t)fin->Xsize;
+    info->height = (uint32_t)vips_image_get_page_height(fin);
+    info->frames = (uint32_t)(fin->Ysize / vips_image_get_page_height(fin));
+out:
+    if (fin)
+        g_object_unref(fin);
+    if (cut)
+        g_object_unref(cut);
     if (thumb)
         g_object_unref(thumb);
     if (in)

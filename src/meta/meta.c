@@ -111,8 +111,8 @@ static bool image_ok(const struct image_rec *img)
 
 static bool variant_ok(const struct variant_rec *v)
 {
-    return id_ok(v->image_id) && word_ok(v->name, META_VARIANT_MAX, VARIANT_EXTRA) && key_ok(v->key) &&
-           word_ok(v->format, META_FORMAT_MAX, "") && v->bytes <= INT64_MAX;
+    return id_ok(v->image_id) && word_ok(v->name, META_VARIANT_MAX, VARIANT_EXTRA) &&
+           key_ok(v->key) && word_ok(v->format, META_FORMAT_MAX, "") && v->bytes <= INT64_MAX;
 }
 
 int meta_ping(struct meta_store *ms)

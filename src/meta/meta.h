@@ -20,7 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define META_FORMAT_MAX         8  /* "jpeg", "webp", ... and a NUL */
+#define META_FORMAT_MAX 8 /* "jpeg", "webp", ... and a NUL */
 /* variant names: presets [a-z0-9_-]{1,31}; renditions their canonical "ops.ext" ([a-z0-9:,.]) */
 #define META_VARIANT_MAX        64
 #define META_OWNER_MAX          64

@@ -58,9 +58,8 @@ static void test_values(void **state)
     char err[160];
 
     (void)state;
-    assert_int_equal(parse("w:300,h:200,fit:cover,g:attention,q:70,dpr:2,up:1.jpg", &o, err,
-                           sizeof(err)),
-                     OK);
+    assert_int_equal(
+        parse("w:300,h:200,fit:cover,g:attention,q:70,dpr:2,up:1.jpg", &o, err, sizeof(err)), OK);
     assert_int_equal(o.w, 300);
     assert_int_equal(o.h, 200);
     assert_int_equal(o.fit, OPS_FIT_COVER);
