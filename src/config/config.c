@@ -216,8 +216,10 @@ static const struct cfg_entry config_table[] = {
      "libvips worker threads per image operation."},
     {"image", "max_parallel", CFG_INT, "2", 1, 256, F(image.max_parallel),
      "Most images decoded or resized at once; more requests wait their turn (bounds memory)."},
-    {"image", "cache_bytes", CFG_SIZE, "64M", 0, 4 * GiB, F(image.cache_bytes),
-     "Most memory libvips' operation cache may hold."},
+    {"image", "cache_bytes", CFG_SIZE, "0", 0, 4 * GiB, F(image.cache_bytes),
+     "Most pixel memory libvips' operation cache may hold; 0: no cache (the default: a cached "
+     "load also keeps its whole input file, which this limit does not count, and every "
+     "request reads different bytes)."},
     {"image", "variants", CFG_STR, "thumb:256x256:webp:80", 0, 0, F(image.variants),
      "Variant presets, comma-separated name:WxH:format:quality; 'thumb' must exist."},
 

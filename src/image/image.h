@@ -62,8 +62,9 @@ struct img_error {
 };
 
 /*
- * img_init starts libvips for the whole process: bounded operation cache,
- * bounded concurrency (threads per pipeline), untrusted loaders blocked.
+ * img_init starts libvips for the whole process: operation cache bounded by
+ * cache_max_mem (0: no cache), bounded concurrency (threads per pipeline),
+ * untrusted loaders blocked, glibc's allocator told to give large blocks back.
  * Call once from the main thread before any other img_ function. Returns OK
  * or E_INTERNAL.
  */
