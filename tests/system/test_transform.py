@@ -212,6 +212,20 @@ def t_signatures(srv):
             "two spellings of one canonical form: one rendition", "%d %d" % (st, st2))
     st, _, _ = get(srv, tpath(j["id"], "h:40,w:50.webp"))
     C.eq(st, 403, "a signature over a non-canonical spelling: 403")
+    # `tessera sign` prints a URL the server accepts, on the public base, without the key
+    out = subprocess.run([tf.tessera_bin(), "sign", "--transforms.keys=%s,%s" % (KEY2, KEY1),
+                          "--server.public_url=" + srv.base, "/i/%s/t/h:40,w:50.webp" % j["id"]],
+                         capture_output=True, text=True)
+    url = out.stdout.strip()
+    C.check(out.returncode == 0 and url.startswith(srv.base + "/i/%s/t/w:50,h:40.webp?s=" % j["id"])
+            and KEY1 not in out.stdout + out.stderr and KEY2 not in out.stdout + out.stderr,
+            "tessera sign prints the canonical signed URL, never the key", out.stdout + out.stderr)
+    st, _, _ = get(srv, url)
+    C.eq(st, 200, "the URL tessera sign printed is served")
+    out = subprocess.run([tf.tessera_bin(), "sign", "/i/%s/t/w:50.webp" % j["id"]],
+                         capture_output=True, text=True)
+    C.check(out.returncode == 1 and "transforms.keys" in out.stderr,
+            "tessera sign without a key: exit 1 naming transforms.keys", out.stderr)
 
 
 def t_errors(srv):
