@@ -30,6 +30,10 @@
 #define IMG_VARIANT_MAX_DIM 16383        /* WebP's limit; larger variants make no sense here */
 #define IMG_MMAP_THRESHOLD  (256 * 1024) /* bytes: larger blocks are mmapped, returned on free */
 #define IMG_MALLOC_ARENAS   2
+#define IMG_AVIF_EFFORT     4 /* libvips' default, for uploads and preset variants (jobs) */
+/* A rendition is encoded while its client waits: 1024 px here took 2.3 s at
+ * effort 4, 0.34 s at 2, for a file 3 % larger. */
+#define IMG_AVIF_EFFORT_REQUEST 2
 
 /* ---- errors ---- */
 
@@ -320,6 +324,7 @@ struct img_encode {
     bool lossless;
     VipsForeignSubsample subsample;
     bool strip;
+    int effort; /* AVIF: libaom's CPU effort, 0..9 */
 };
 
 static int img_save(enum img_format f, VipsImage *im, const struct img_encode *e, void **buf,
@@ -343,7 +348,7 @@ static int img_save(enum img_format f, VipsImage *im, const struct img_encode *e
     case IMG_AVIF:
         return vips_heifsave_buffer(im, buf, len, "compression", VIPS_FOREIGN_HEIF_COMPRESSION_AV1,
                                     "bitdepth", 8, "Q", e->quality, "subsample_mode", e->subsample,
-                                    "strip", e->strip, NULL);
+                                    "strip", e->strip, "effort", e->effort, NULL);
     case IMG_TIFF:
         return vips_tiffsave_buffer(im, buf, len, "compression", VIPS_FOREIGN_TIFF_COMPRESSION_LZW,
                                     "predictor", VIPS_FOREIGN_TIFF_PREDICTOR_HORIZONTAL, "strip",
@@ -451,6 +456,7 @@ static int img_reencode(enum img_format f, VipsBlob *blob, const struct img_prob
         .lossless = pr->lossless,
         .subsample = d->chroma444 ? VIPS_FOREIGN_SUBSAMPLE_OFF : VIPS_FOREIGN_SUBSAMPLE_ON,
         .strip = false,
+        .effort = IMG_AVIF_EFFORT,
     };
     VipsImage *in = NULL, *up = NULL, *out = NULL;
     int rc = OK;
@@ -669,6 +675,7 @@ int img_variant(const char *src_path, const struct img_variant_spec *spec, const
         .lossless = false,
         .subsample = VIPS_FOREIGN_SUBSAMPLE_AUTO,
         .strip = true,
+        .effort = IMG_AVIF_EFFORT,
     };
     uint8_t *data = NULL, *stripped = NULL;
     size_t n = 0, stripped_len = 0, enc_len = 0;
@@ -811,6 +818,7 @@ int img_transform(const char *src_path, const struct img_ops *o, const struct im
         .lossless = false,
         .subsample = VIPS_FOREIGN_SUBSAMPLE_AUTO,
         .strip = true,
+        .effort = IMG_AVIF_EFFORT_REQUEST,
     };
     uint8_t *data = NULL, *stripped = NULL;
     size_t n = 0, stripped_len = 0, enc_len = 0;
