@@ -241,6 +241,11 @@ static const struct cfg_entry config_table[] = {
     {"transforms", "queue_timeout", CFG_DURATION, "2s", 0, 600000, F(transforms.queue_timeout_ms),
      "A rendition that does not fit in the memory budget waits this long for room, then "
      "answers 503 with Retry-After."},
+    {"transforms", "srcset_widths", CFG_STR, "320,640,960,1280,1920", 0, 0,
+     F(transforms.srcset_widths),
+     "Comma-separated widths, ascending, of the srcset of signed w:{width}.auto URLs in image "
+     "answers (only while a key is configured; widths above the image's are left out); empty: "
+     "no srcset."},
 
     {"log", "level", CFG_STR, "info", 0, 0, F(log.level), "debug, info, warn, error or off."},
     {"log", "access", CFG_BOOL, "true", 0, 1, F(log.access),
@@ -546,6 +551,42 @@ static int cfg_read_keys_file(const char *path, char **keys, size_t *n, struct c
     return rc;
 }
 
+/* cfg_parse_srcset reads transforms.srcset_widths: ascending widths within max_dimension. */
+static int cfg_parse_srcset(struct config *cfg, struct cfg_err *e)
+{
+    const char *p = cfg->transforms.srcset_widths;
+
+    cfg->n_srcset_widths = 0;
+    while (*p != '\0') {
+        char *end = NULL;
+        long w;
+
+        while (*p == ' ')
+            p++;
+        errno = 0;
+        w = strtol(p, &end, 10);
+        if (end == p || errno != 0 || w < 1 || w > cfg->transforms.max_dimension)
+            return cfg_fail(
+                e, "transforms.srcset_widths: \"%s\" is not a list of widths from 1 to %lld",
+                cfg->transforms.srcset_widths, (long long)cfg->transforms.max_dimension);
+        if (cfg->n_srcset_widths == CONFIG_MAX_SRCSET)
+            return cfg_fail(e, "transforms.srcset_widths: more than %d widths", CONFIG_MAX_SRCSET);
+        if (cfg->n_srcset_widths > 0 && (uint32_t)w <= cfg->srcset_width[cfg->n_srcset_widths - 1])
+            return cfg_fail(e, "transforms.srcset_widths: widths must ascend");
+        cfg->srcset_width[cfg->n_srcset_widths++] = (uint32_t)w;
+        while (*end == ' ')
+            end++;
+        if (*end == '\0')
+            break;
+        if (*end != ',')
+            return cfg_fail(
+                e, "transforms.srcset_widths: \"%s\" is not a list of widths from 1 to %lld",
+                cfg->transforms.srcset_widths, (long long)cfg->transforms.max_dimension);
+        p = end + 1;
+    }
+    return OK;
+}
+
 static bool cfg_variant_name_ok(const char *s, size_t len)
 {
     if (len == 0 || len >= sizeof(((struct variant_preset *)0)->name))
@@ -677,6 +718,8 @@ static int cfg_validate(struct config *cfg, struct cfg_err *e)
     if (rc == OK && cfg->transforms.keys_file[0] != '\0')
         rc = cfg_read_keys_file(cfg->transforms.keys_file, cfg->transform_key,
                                 &cfg->n_transform_keys, e);
+    if (rc == OK)
+        rc = cfg_parse_srcset(cfg, e);
     return rc;
 }
 

@@ -16,6 +16,7 @@
 
 #define CONFIG_MAX_VARIANTS 16
 #define CONFIG_MAX_KEYS     32
+#define CONFIG_MAX_SRCSET   16
 
 struct variant_preset {
     char name[32];
@@ -123,6 +124,7 @@ struct config {
         bool allow_unsigned;   /* "unsigned": serve transforms without a signature */
         int64_t memory_budget; /* bytes of predicted decode memory at once; 0 = from RAM */
         int64_t queue_timeout_ms;
+        char *srcset_widths; /* comma-separated widths of the srcset in image answers */
     } transforms;
     struct {
         char *level;
@@ -138,6 +140,8 @@ struct config {
     char *admin_key[CONFIG_MAX_KEYS];
     size_t n_transform_keys; /* transforms.keys, then the lines of transforms.keys_file */
     char *transform_key[CONFIG_MAX_KEYS];
+    size_t n_srcset_widths; /* transforms.srcset_widths, ascending */
+    uint32_t srcset_width[CONFIG_MAX_SRCSET];
 };
 
 /* config_init fills cfg with every default. */

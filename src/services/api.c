@@ -9,8 +9,10 @@
 
 #include "app/app.h"
 #include "app/runtime.h"
+#include "app/sign.h"
 #include "cache/cache.h"
 #include "cdn/cdn.h"
+#include "config/config.h"
 #include "core/codec.h"
 #include "core/crypto.h"
 #include "core/err.h"
@@ -131,6 +133,32 @@ static void api_metrics(struct strbuf *sb, void *arg)
 
 /* --- JSON --- */
 
+/*
+ * image_srcset adds "srcset" to j while a transform key is configured: signed
+ * w:{width}.auto URLs for the configured widths up to the image's own.
+ */
+static void image_srcset(const struct api *a, const struct image_rec *img, json_t *j)
+{
+    struct strbuf sb;
+    char path[64], signed_path[SIGN_PATH_MAX], err[160];
+
+    if (a->cfg->n_transform_keys == 0)
+        return;
+    /* every entry is under 700 bytes (base URL, signed path, width): no cap is hit */
+    strbuf_init(&sb, (size_t)CONFIG_MAX_SRCSET * 1024);
+    for (size_t i = 0; i < a->cfg->n_srcset_widths && a->cfg->srcset_width[i] <= img->width; i++) {
+        snprintf(path, sizeof(path), "/i/%s/t/w:%u.auto", img->id, a->cfg->srcset_width[i]);
+        if (sign_path(a->cfg, str_from(path), signed_path, sizeof(signed_path), err, sizeof(err)) !=
+            OK)
+            continue;
+        strbuf_addf(&sb, "%s%s%s %uw", sb.len ? ", " : "", a->base_url, signed_path,
+                    a->cfg->srcset_width[i]);
+    }
+    if (sb.len > 0)
+        json_object_set_new(j, "srcset", json_string(sb.buf));
+    strbuf_release(&sb);
+}
+
 static json_t *image_json(const struct api *a, const struct image_rec *img)
 {
     enum img_format f = img_format_from_name(str_from(img->format));
@@ -153,6 +181,7 @@ static json_t *image_json(const struct api *a, const struct image_rec *img)
                   (json_int_t)img->frames, "bytes", (json_int_t)img->bytes, "sha256", img->key,
                   "created_at", created, "variants", variants);
     free(url);
+    image_srcset(a, img, j);
     return j;
 }
 

@@ -307,11 +307,25 @@ def t_concurrent_one_encode(srv):
     C.eq(metric(srv, "tessera_renditions_made_total") - made, 1, "... and one encode (single flight)")
 
 
+def t_srcset(srv):
+    j = up(srv, "accept_jpeg_baseline_rocket_640x427.jpg")
+    items = [x.strip().rsplit(" ", 1) for x in (j.get("srcset") or "").split(",")]
+    C.eq([w for _, w in items], ["320w", "640w"], "upload answer: srcset of the widths up to 640",
+         j.get("srcset"))
+    st, _, body = tf.request(srv, "GET", "/api/v1/images/" + j["id"])
+    C.eq((tf.parse_json(body) or {}).get("srcset"), j.get("srcset"), "GET image: the same srcset")
+    for url, w in items:
+        st, h, b = get(srv, url, accept="image/webp")
+        C.check(st == 200 and header_of(b)[0] == int(w[:-1]) and h.get("Vary") == "Accept",
+                "srcset %s is served at its width" % w, "%d" % st)
+
+
 def t_no_key_and_unsigned():
     with tf.Server() as srv:
         j = up(srv, "accept_jpeg_progressive_chelsea_451x300.jpg")
         st, _, body = get(srv, tpath(j["id"], "w:50.webp"))
         C.check(st == 404 and tf.is_error_body(body, "not_found"), "no key configured: 404")
+        C.check("srcset" not in j, "no key configured: no srcset in the upload answer")
     with tf.Server(["--transforms.unsigned=true"]) as srv:
         j = up(srv, "accept_jpeg_progressive_chelsea_451x300.jpg")
         st, _, _ = get(srv, "/i/%s/t/w:50.webp" % j["id"])
@@ -385,6 +399,7 @@ def main():
         C.run(t_errors, srv)
         C.run(t_cached_and_deleted, srv)
         C.run(t_concurrent_one_encode, srv)
+        C.run(t_srcset, srv)
         C.check(srv.alive(), "server alive at the end", srv.death_note())
         if C.failures:
             print("---- server log (tail)\n" + srv.log_tail(40))
