@@ -557,7 +557,9 @@ static int cfg_parse_srcset(struct config *cfg, struct cfg_err *e)
     const char *p = cfg->transforms.srcset_widths;
 
     cfg->n_srcset_widths = 0;
-    while (*p != '\0') {
+    if (*p == '\0')
+        return OK;
+    for (;;) {
         char *end = NULL;
         long w;
 
