@@ -111,6 +111,11 @@
       ['HTML', '<a href="' + page + '"><img src="' + img.url + '" alt=""></a>', 'html'],
       ['BBCode', '[url=' + page + '][img]' + img.url + '[/img][/url]', 'bbcode'],
     ];
+    // srcset: signed w:{width}.auto renditions, present while the server has a transform key
+    if (img.srcset) {
+      rows.push(['Responsive HTML', '<img src="' + img.url + '" srcset="' + img.srcset +
+        '" sizes="100vw" alt="">', 'srcset']);
+    }
     box.textContent = '';
     for (const [label, value, kind] of rows) {
       const id = 'share-' + ++uid;

@@ -5,7 +5,8 @@
 # xkey vmod (Debian varnish-modules) is not installed, leaving URL purges only.
 #
 # Invariant: only image bytes (/i/...) are cached, by URL alone (not Host), for
-# as long as the origin's Cache-Control allows; everything else passes. Purges
+# as long as the origin's Cache-Control allows; everything else passes. Query
+# strings are dropped, except the signature ?s= of a transform (/i/{id}/t/...). Purges
 # (PURGE by URL, PURGE with an xkey header by surrogate key, BAN by URL regex)
 # are accepted from the purgers ACL only.
 vcl 4.1;
@@ -51,9 +52,30 @@ sub vcl_recv {
     if (req.url !~ "^/i/") {
         return (pass);
     }
-    # the origin ignores query strings on image bytes: one object per image URL,
-    # which is what a purge by URL names
-    set req.url = regsub(req.url, "\?.*$", "");
+    if (req.url ~ "^/i/[^/?]+/t/") {
+        # a transform: the origin checks the signature ?s=, so it (and only it)
+        # goes on; any other parameter would only split the cache
+        if (req.url ~ "[?&]s=[^&]*") {
+            set req.url = regsub(req.url, "^([^?]*)\?(.*&)?(s=[^&]*)(&.*)?$", "\1?\3");
+        } else {
+            set req.url = regsub(req.url, "\?.*$", "");
+        }
+        # .auto answers Vary: Accept; three classes of Accept (what the origin
+        # tells apart) keep at most three copies instead of one per browser
+        if (req.url ~ "\.auto(\?|$)") {
+            if (req.http.Accept ~ "(?i)image/avif(?!\s*;\s*q=0(\.0*)?\s*(,|$))") {
+                set req.http.Accept = "image/avif";
+            } elsif (req.http.Accept ~ "(?i)image/webp(?!\s*;\s*q=0(\.0*)?\s*(,|$))") {
+                set req.http.Accept = "image/webp";
+            } else {
+                set req.http.Accept = "*/*";
+            }
+        }
+    } else {
+        # the origin ignores query strings on image bytes: one object per image
+        # URL, which is what a purge by URL names
+        set req.url = regsub(req.url, "\?.*$", "");
+    }
     # the bytes do not depend on cookies or credentials
     unset req.http.Cookie;
     unset req.http.Authorization;

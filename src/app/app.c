@@ -18,17 +18,43 @@
 #include "core/crypto.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "image/image.h"
+#include "image/ops.h"
 #include "store/blob.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+
+static struct metric m_made = {"tessera_renditions_made_total",
+                               "Renditions (/i/{id}/t/) this process encoded.", "counter", 0};
+static struct metric m_refused = {"tessera_renditions_refused_total",
+                                  "Renditions answered 503: no room in the memory budget in time.",
+                                  "counter", 0};
+static struct metric m_budget = {"tessera_renditions_memory_bytes",
+                                 "Predicted memory of the renditions being made now.", "gauge", 0};
+
+/* app_budget is transforms.memory_budget, or a quarter of physical memory up to 2 GiB. */
+static uint64_t app_budget(const struct config *cfg)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+    uint64_t ram = pages > 0 && size > 0 ? (uint64_t)pages * (uint64_t)size : (uint64_t)1 << 32;
+    uint64_t quarter = ram / 4;
+
+    if (cfg->transforms.memory_budget > 0)
+        return (uint64_t)cfg->transforms.memory_budget;
+    return quarter < ((uint64_t)2 << 30) ? quarter : (uint64_t)2 << 30;
+}
 
 void app_init(struct app *a, const struct runtime *rt)
 {
+    pthread_condattr_t mono;
+
     memset(a, 0, sizeof(*a));
     a->cfg = rt->cfg;
     a->meta = rt->meta;
@@ -38,8 +64,16 @@ void app_init(struct app *a, const struct runtime *rt)
     pthread_mutex_init(&a->lock, NULL);
     pthread_cond_init(&a->flight_done, NULL);
     pthread_mutex_init(&a->work_lock, NULL);
-    pthread_cond_init(&a->work_free, NULL);
+    /* renditions wait for room with a deadline that wall-clock steps must not move */
+    pthread_condattr_init(&mono);
+    pthread_condattr_setclock(&mono, CLOCK_MONOTONIC);
+    pthread_cond_init(&a->work_free, &mono);
+    pthread_condattr_destroy(&mono);
     pthread_mutex_init(&a->key_lock, NULL);
+    a->budget = app_budget(a->cfg);
+    metric_register(&m_made);
+    metric_register(&m_refused);
+    metric_register(&m_budget);
 }
 
 void app_release(struct app *a)
@@ -73,8 +107,48 @@ static void work_leave(struct app *a)
     img_thread_exit();
     pthread_mutex_lock(&a->work_lock);
     a->work_running--;
-    pthread_cond_signal(&a->work_free);
+    /* waiters want different room (a slot, or bytes of the budget): wake them all */
+    pthread_cond_broadcast(&a->work_free);
     pthread_mutex_unlock(&a->work_lock);
+}
+
+/*
+ * budget_enter waits for a decode slot and for need bytes of the memory
+ * budget, at most transforms.queue_timeout: E_UNAVAILABLE then. A rendition
+ * predicted larger than the whole budget runs only alone, so it is still made.
+ */
+static int budget_enter(struct app *a, uint64_t need)
+{
+    struct timespec deadline;
+    int rc = OK;
+
+    time_deadline(&deadline, CLOCK_MONOTONIC, a->cfg->transforms.queue_timeout_ms);
+    pthread_mutex_lock(&a->work_lock);
+    while (a->work_running >= a->cfg->image.max_parallel ||
+           (a->budget_used > 0 && a->budget_used + need > a->budget)) {
+        if (pthread_cond_timedwait(&a->work_free, &a->work_lock, &deadline) == ETIMEDOUT) {
+            rc = E_UNAVAILABLE;
+            break;
+        }
+    }
+    if (rc == OK) {
+        a->work_running++;
+        a->budget_used += need;
+        metric_add(&m_budget, (int64_t)need);
+    }
+    pthread_mutex_unlock(&a->work_lock);
+    if (rc != OK)
+        metric_add(&m_refused, 1);
+    return rc;
+}
+
+static void budget_leave(struct app *a, uint64_t need)
+{
+    pthread_mutex_lock(&a->work_lock);
+    a->budget_used -= need;
+    metric_add(&m_budget, -(int64_t)need);
+    pthread_mutex_unlock(&a->work_lock);
+    work_leave(a);
 }
 
 /* --- upload --- */
@@ -334,16 +408,49 @@ static void flight_land(struct app *a, struct app_flight *f, int rc)
     pthread_mutex_unlock(&a->lock);
 }
 
+/* What a variant is made from: a preset, or a rendition's options and plan. */
+struct make {
+    const char *name; /* the variants row */
+    const struct variant_preset *vp;
+    const struct img_ops *ops;
+    const struct img_plan *plan;
+};
+
+/* make_pixels runs libvips for m on the blob at src, into out_path; info says what came out. */
+static int make_pixels(struct app *a, const struct make *m, const char *src, const char *out_path,
+                       struct img_info *info, struct img_error *ierr)
+{
+    int rc;
+
+    if (m->vp != NULL) {
+        struct img_variant_spec spec = {m->vp->width, m->vp->height,
+                                        img_format_from_name(str_from(m->vp->format)),
+                                        m->vp->quality};
+        work_enter(a);
+        rc = img_variant(src, &spec, out_path, info, ierr);
+        work_leave(a);
+        return rc;
+    }
+    rc = budget_enter(a, m->plan->memory);
+    if (rc != OK) {
+        snprintf(ierr->msg, sizeof(ierr->msg), "no room in the memory budget");
+        return rc;
+    }
+    rc = img_transform(src, m->ops, m->plan, out_path, info, ierr);
+    budget_leave(a, m->plan->memory);
+    if (rc == OK)
+        metric_add(&m_made, 1);
+    return rc;
+}
+
 /*
  * variant_make makes, stores and records one variant; fills *v. When the
  * database cannot take the record now (its primary is down) and made_fd is
  * given, *made_fd gets the made bytes to serve unrecorded: made again later.
  */
-static int variant_make(struct app *a, const struct image_rec *img, const struct variant_preset *vp,
+static int variant_make(struct app *a, const struct image_rec *img, const struct make *m,
                         struct variant_rec *v, int *made_fd)
 {
-    struct img_variant_spec spec = {vp->width, vp->height,
-                                    img_format_from_name(str_from(vp->format)), vp->quality};
     struct img_info info;
     struct img_error ierr = {""};
     char src[64], out_path[512] = "";
@@ -365,11 +472,9 @@ static int variant_make(struct app *a, const struct image_rec *img, const struct
     if (rc != OK)
         goto out;
     snprintf(src, sizeof(src), "/proc/self/fd/%d", fd);
-    work_enter(a);
-    rc = img_variant(src, &spec, out_path, &info, &ierr);
-    work_leave(a);
+    rc = make_pixels(a, m, src, out_path, &info, &ierr);
     if (rc != OK) {
-        log_error("app", "variant %s of %s: %s", vp->name, img->id, ierr.msg);
+        log_error("app", "variant %s of %s: %s", m->name, img->id, ierr.msg);
         goto out;
     }
     ofd = open(out_path, O_RDONLY | O_CLOEXEC);
@@ -379,9 +484,9 @@ static int variant_make(struct app *a, const struct image_rec *img, const struct
     }
     memset(v, 0, sizeof(*v));
     snprintf(v->image_id, sizeof(v->image_id), "%s", img->id);
-    snprintf(v->name, sizeof(v->name), "%s", vp->name);
+    snprintf(v->name, sizeof(v->name), "%s", m->name);
     hex_encode(digest, SHA256_LEN, v->key);
-    snprintf(v->format, sizeof(v->format), "%s", vp->format);
+    snprintf(v->format, sizeof(v->format), "%s", img_format_name(info.format));
     v->width = info.width;
     v->height = info.height;
     v->bytes = (uint64_t)st.st_size;
@@ -396,7 +501,7 @@ static int variant_make(struct app *a, const struct image_rec *img, const struct
     }
     if (rc == E_UNAVAILABLE && made_fd != NULL && lseek(ofd, 0, SEEK_SET) == 0) {
         log_warn("app", "variant %s of %s served unrecorded: the database takes no writes now",
-                 vp->name, img->id);
+                 m->name, img->id);
         *made_fd = ofd;
         ofd = -1;
         rc = OK;
@@ -411,11 +516,12 @@ out:
     return rc;
 }
 
-int app_variant(struct app *a, const struct image_rec *img, const struct variant_preset *vp,
-                struct variant_rec *out, int *made_fd)
+/* variant_get_or_make is app_variant for any recipe m (single flight per name). */
+static int variant_get_or_make(struct app *a, const struct image_rec *img, const struct make *m,
+                               struct variant_rec *out, int *made_fd)
 {
     struct app_flight *flight = NULL;
-    int rc = meta_variant_get(a->meta, img->id, vp->name, out);
+    int rc = meta_variant_get(a->meta, img->id, m->name, out);
 
     if (made_fd != NULL)
         *made_fd = -1;
@@ -427,20 +533,53 @@ int app_variant(struct app *a, const struct image_rec *img, const struct variant
      */
     for (int attempt = 0; rc == E_NOTFOUND && attempt < 3; attempt++) {
         int made_rc = OK;
-        if (flight_join(a, img->id, vp->name, &flight, &made_rc)) {
-            rc = meta_variant_get(a->meta, img->id, vp->name, out);
+        if (flight_join(a, img->id, m->name, &flight, &made_rc)) {
+            rc = meta_variant_get(a->meta, img->id, m->name, out);
             if (rc == E_NOTFOUND)
-                rc = variant_make(a, img, vp, out, made_fd);
+                rc = variant_make(a, img, m, out, made_fd);
             flight_land(a, flight, rc);
             break;
         }
-        rc = meta_variant_get(a->meta, img->id, vp->name, out);
+        rc = meta_variant_get(a->meta, img->id, m->name, out);
         if (rc == E_NOTFOUND && made_rc != OK) {
             rc = made_rc;
             break;
         }
     }
     return rc;
+}
+
+int app_variant(struct app *a, const struct image_rec *img, const struct variant_preset *vp,
+                struct variant_rec *out, int *made_fd)
+{
+    struct make m = {vp->name, vp, NULL, NULL};
+
+    return variant_get_or_make(a, img, &m, out, made_fd);
+}
+
+int app_rendition(struct app *a, const struct image_rec *img, const struct img_ops *ops,
+                  struct variant_rec *out, int *made_fd, char *err, size_t cap)
+{
+    const struct ops_limits lim = {(uint32_t)a->cfg->transforms.max_dimension,
+                                   (uint64_t)a->cfg->limits.max_pixels};
+    struct img_source src = {img_format_from_name(str_from(img->format)), img->width, img->height,
+                             img->frames, img->bytes};
+    struct img_ops o = *ops;
+    struct img_plan plan;
+    char name[OPS_CANON_MAX];
+    struct make m = {name, NULL, &o, &plan};
+    int rc;
+
+    if (made_fd != NULL)
+        *made_fd = -1;
+    /* the plan needs a format: "auto" for the rest resolves to JPEG or PNG while encoding */
+    o.format = ops->format == IMG_UNKNOWN ? IMG_JPEG : ops->format;
+    rc = img_ops_plan(&o, &src, &lim, &plan, err, cap);
+    if (rc != OK)
+        return rc;
+    o.format = ops->format;
+    img_ops_canonical(&o, name, sizeof(name));
+    return variant_get_or_make(a, img, &m, out, made_fd);
 }
 
 /* --- jobs --- */

@@ -26,6 +26,7 @@ struct variant_preset;
 struct blob_store;
 struct cache;
 struct cdn;
+struct img_ops;
 
 #define APP_VARIANT_FLIGHTS 64
 #define APP_MESSAGE_MAX     256
@@ -50,8 +51,10 @@ struct app {
     pthread_cond_t flight_done;
     struct app_flight flights[APP_VARIANT_FLIGHTS];
     pthread_mutex_t work_lock; /* bounds concurrent decodes: memory stays bounded */
-    pthread_cond_t work_free;
+    pthread_cond_t work_free;  /* CLOCK_MONOTONIC: renditions wait on it with a deadline */
     int work_running;
+    uint64_t budget;      /* transforms.memory_budget in force */
+    uint64_t budget_used; /* predicted bytes of the renditions being made (work_lock) */
     pthread_mutex_t key_lock;
     bool cursor_key_loaded; /* guarded by key_lock; then read-only */
     uint8_t cursor_key[32]; /* the deployment's cursor secret (settings "cursor.secret") */
@@ -129,6 +132,21 @@ int app_delete(struct app *a, const char *id, size_t len, const char *token, boo
  */
 int app_variant(struct app *a, const struct image_rec *img, const struct variant_preset *vp,
                 struct variant_rec *out, int *made_fd);
+
+/*
+ * app_rendition returns the rendition ops (parsed by img_ops_parse; format
+ * IMG_UNKNOWN: "auto" for a client that takes neither AVIF nor WebP, made as
+ * JPEG, or PNG for an image with alpha) of img, making it on first request
+ * like app_variant (single flight; made_fd as there). It is recorded as the
+ * variant named by its canonical form. Making waits for room in the memory
+ * budget (transforms.memory_budget, predicted from the record before any
+ * decode) at most transforms.queue_timeout: E_UNAVAILABLE then. E_INVALID
+ * with err (capacity cap) naming the key when the output would exceed
+ * limits.max_pixels; E_NOTFOUND, E_BADIMAGE, E_UNAVAILABLE, E_IO as
+ * app_variant. Blocks; thread-safe.
+ */
+int app_rendition(struct app *a, const struct image_rec *img, const struct img_ops *ops,
+                  struct variant_rec *out, int *made_fd, char *err, size_t cap);
 
 /*
  * app_job_run is the job handler (jobs_handler_fn, arg a struct app) of every

@@ -77,8 +77,7 @@ static int rt_dirs(const struct config *cfg, struct runtime *rt)
     return n > 0 && (size_t)n < sizeof(rt->blob_url) ? OK : E_INVALID;
 }
 
-/* rt_base_url: cdn.base_url, else server.public_url, else the listen address; no trailing /. */
-static void rt_base_url(const struct config *cfg, struct runtime *rt)
+void runtime_base_url(const struct config *cfg, char *out, size_t cap)
 {
     const char *base = cfg->cdn.base_url[0]        ? cfg->cdn.base_url
                        : cfg->server.public_url[0] ? cfg->server.public_url
@@ -86,15 +85,14 @@ static void rt_base_url(const struct config *cfg, struct runtime *rt)
     const char *listen = cfg->server.listen;
 
     if (base != NULL)
-        snprintf(rt->base_url, sizeof(rt->base_url), "%s", base);
+        snprintf(out, cap, "%s", base);
     else if (strncmp(listen, "0.0.0.0:", 8) == 0 || listen[0] == ':')
-        snprintf(rt->base_url, sizeof(rt->base_url), "http://127.0.0.1:%s",
-                 strrchr(listen, ':') + 1);
+        snprintf(out, cap, "http://127.0.0.1:%s", strrchr(listen, ':') + 1);
     else
-        snprintf(rt->base_url, sizeof(rt->base_url), "http://%s", listen);
-    size_t n = strlen(rt->base_url);
-    while (n > 0 && rt->base_url[n - 1] == '/')
-        rt->base_url[--n] = '\0';
+        snprintf(out, cap, "http://%s", listen);
+    size_t n = strlen(out);
+    while (n > 0 && out[n - 1] == '/')
+        out[--n] = '\0';
 }
 
 static int rt_meta(const struct config *cfg, bool migrate, struct runtime *rt)
@@ -252,7 +250,7 @@ int runtime_open(const struct config *cfg, unsigned parts, struct runtime *rt)
 
     memset(rt, 0, sizeof(*rt));
     rt->cfg = cfg;
-    rt_base_url(cfg, rt);
+    runtime_base_url(cfg, rt->base_url, sizeof(rt->base_url));
     rc = rt_dirs(cfg, rt);
     if (rc != OK)
         goto out;

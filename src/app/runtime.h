@@ -79,4 +79,11 @@ void runtime_jobs_opts(const struct config *cfg, struct jobs_opts *o);
 /* runtime_close releases everything runtime_open opened; a zeroed rt is fine. */
 void runtime_close(struct runtime *rt);
 
+/*
+ * runtime_base_url writes the base of public URLs (cdn.base_url, else
+ * server.public_url, else http://<server.listen>; no trailing /) into out
+ * (capacity cap). Opens nothing; thread-safe.
+ */
+void runtime_base_url(const struct config *cfg, char *out, size_t cap);
+
 #endif

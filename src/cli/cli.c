@@ -12,6 +12,7 @@
 #include "cli/migrate.h"
 #include "cli/repair.h"
 #include "cli/ring.h"
+#include "cli/sign.h"
 #include "config/config.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -58,6 +59,7 @@ static const struct cli_cmd cli_cmds[] = {
     {"ls", client_cmd, "list a server's images, newest first; --limit N, --json"},
     {"info", client_cmd, "print one image's metadata; --json"},
     {"rm", client_cmd, "delete an image: --token DELETE_TOKEN or --key ADMIN_KEY"},
+    {"sign", sign_cmd, "print the signed URL of a transform: sign /i/{id}/t/{ops}.{ext}"},
     {"config", cmd_config, "print the configuration: --defaults, --markdown or the effective one"},
     {"version", cmd_version, "print the version"},
 };

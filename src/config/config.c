@@ -238,14 +238,40 @@ static const struct cfg_entry config_table[] = {
      "libvips worker threads per image operation."},
     {"image", "max_parallel", CFG_INT, "2", 1, 256, F(image.max_parallel),
      "Most images decoded or resized at once; more requests wait their turn (bounds memory)."},
-    {"image", "cache_bytes", CFG_SIZE, "64M", 0, 4 * GiB, F(image.cache_bytes),
-     "Most memory libvips' operation cache may hold."},
+    {"image", "cache_bytes", CFG_SIZE, "0", 0, 4 * GiB, F(image.cache_bytes),
+     "Most pixel memory libvips' operation cache may hold; 0: no cache (the default: a cached "
+     "load also keeps its whole input file, which this limit does not count, and every "
+     "request reads different bytes)."},
     {"image", "variants", CFG_STR, "thumb:256x256:webp:80", 0, 0, F(image.variants),
      "Variant presets, comma-separated name:WxH:format:quality; 'thumb' must exist."},
 
     {"metrics", "token_file", CFG_STR, "", 0, 0, F(metrics.token_file),
      "File holding a bearer token (24 bytes or more); when set, GET /metrics needs "
      "`Authorization: Bearer <token>` (else 401). Empty: /metrics is open."},
+
+    {"transforms", "max_dimension", CFG_INT, "4096", 1, 16383, F(transforms.max_dimension),
+     "Largest w and h of an on-the-fly transform (/i/{id}/t/{ops}.{ext}), before dpr."},
+    {"transforms", "keys", CFG_STR, "", 0, 0, F(transforms.keys),
+     "Comma-separated keys that sign transform URLs (?s=); several are valid at once, for "
+     "rotation; 24 characters or more. With no key (here or in keys_file) transforms answer "
+     "404 unless transforms.unsigned is true."},
+    {"transforms", "keys_file", CFG_STR, "", 0, 0, F(transforms.keys_file),
+     "File of more signing keys, one a line (a key is the line's bytes without its line end; "
+     "empty lines are skipped); read at start."},
+    {"transforms", "unsigned", CFG_BOOL, "false", 0, 1, F(transforms.allow_unsigned),
+     "Serve transforms without checking a signature (a development setting: anyone may then "
+     "make the server render any size)."},
+    {"transforms", "memory_budget", CFG_SIZE, "0", 0, 1024 * GiB, F(transforms.memory_budget),
+     "Most decode memory (predicted from the image header, after shrink-on-load) that "
+     "renditions being made may take at once; 0: a quarter of physical memory, at most 2G."},
+    {"transforms", "queue_timeout", CFG_DURATION, "2s", 0, 600000, F(transforms.queue_timeout_ms),
+     "A rendition that does not fit in the memory budget waits this long for room, then "
+     "answers 503 with Retry-After."},
+    {"transforms", "srcset_widths", CFG_STR, "320,640,960,1280,1920", 0, 0,
+     F(transforms.srcset_widths),
+     "Comma-separated widths, ascending, of the srcset of signed w:{width}.auto URLs in image "
+     "answers (only while a key is configured; widths above the image's are left out); empty: "
+     "no srcset."},
 
     {"log", "level", CFG_STR, "info", 0, 0, F(log.level), "debug, info, warn, error or off."},
     {"log", "access", CFG_BOOL, "true", 0, 1, F(log.access),
@@ -426,6 +452,7 @@ void config_release(struct config *cfg)
     }
     cfg_keys_free(cfg->upload_key, &cfg->n_upload_keys);
     cfg_keys_free(cfg->admin_key, &cfg->n_admin_keys);
+    cfg_keys_free(cfg->transform_key, &cfg->n_transform_keys);
 }
 
 struct ini_state {
@@ -507,6 +534,82 @@ static int cfg_split_keys(const char *list, char **keys, size_t *n, const char *
         }
         if (end == NULL)
             break;
+        p = end + 1;
+    }
+    return OK;
+}
+
+/*
+ * cfg_read_keys_file adds each line of path to keys: a key is the line's
+ * bytes without its line end ("\n" or "\r\n"); empty lines are skipped.
+ */
+static int cfg_read_keys_file(const char *path, char **keys, size_t *n, struct cfg_err *e)
+{
+    FILE *f = fopen(path, "r");
+    char line[1024];
+    int lineno = 0, rc = OK;
+
+    if (f == NULL)
+        return cfg_fail(e, "transforms.keys_file: %s: cannot open: %s", path, strerror(errno));
+    while (rc == OK && fgets(line, sizeof(line), f) != NULL) {
+        size_t len = strlen(line);
+        lineno++;
+        if (len == sizeof(line) - 1 && line[len - 1] != '\n') {
+            rc = cfg_fail(e, "transforms.keys_file: %s:%d: line too long", path, lineno);
+            break;
+        }
+        if (len > 0 && line[len - 1] == '\n')
+            line[--len] = '\0';
+        if (len > 0 && line[len - 1] == '\r')
+            line[--len] = '\0';
+        if (len == 0)
+            continue;
+        if (*n == CONFIG_MAX_KEYS)
+            rc = cfg_fail(e, "transforms.keys_file: more than %d keys", CONFIG_MAX_KEYS);
+        else if (len < CONFIG_KEY_MIN)
+            rc = cfg_fail(e, "transforms.keys_file: %s:%d: a key shorter than %d characters", path,
+                          lineno, CONFIG_KEY_MIN);
+        else
+            keys[(*n)++] = xstrndup(line, len);
+    }
+    memset(line, 0, sizeof(line));
+    fclose(f);
+    return rc;
+}
+
+/* cfg_parse_srcset reads transforms.srcset_widths: ascending widths within max_dimension. */
+static int cfg_parse_srcset(struct config *cfg, struct cfg_err *e)
+{
+    const char *p = cfg->transforms.srcset_widths;
+
+    cfg->n_srcset_widths = 0;
+    if (*p == '\0')
+        return OK;
+    for (;;) {
+        char *end = NULL;
+        long w;
+
+        while (*p == ' ')
+            p++;
+        errno = 0;
+        w = strtol(p, &end, 10);
+        if (end == p || errno != 0 || w < 1 || w > cfg->transforms.max_dimension)
+            return cfg_fail(
+                e, "transforms.srcset_widths: \"%s\" is not a list of widths from 1 to %lld",
+                cfg->transforms.srcset_widths, (long long)cfg->transforms.max_dimension);
+        if (cfg->n_srcset_widths == CONFIG_MAX_SRCSET)
+            return cfg_fail(e, "transforms.srcset_widths: more than %d widths", CONFIG_MAX_SRCSET);
+        if (cfg->n_srcset_widths > 0 && (uint32_t)w <= cfg->srcset_width[cfg->n_srcset_widths - 1])
+            return cfg_fail(e, "transforms.srcset_widths: widths must ascend");
+        cfg->srcset_width[cfg->n_srcset_widths++] = (uint32_t)w;
+        while (*end == ' ')
+            end++;
+        if (*end == '\0')
+            break;
+        if (*end != ',')
+            return cfg_fail(
+                e, "transforms.srcset_widths: \"%s\" is not a list of widths from 1 to %lld",
+                cfg->transforms.srcset_widths, (long long)cfg->transforms.max_dimension);
         p = end + 1;
     }
     return OK;
@@ -684,7 +787,15 @@ static int cfg_validate(struct config *cfg, struct cfg_err *e)
         return rc;
     if (cfg->auth.list_requires_key && cfg->n_upload_keys == 0 && cfg->n_admin_keys == 0)
         return cfg_fail(e, "auth.list_requires_key: needs auth.upload_keys or auth.admin_keys");
-    return OK;
+    cfg_keys_free(cfg->transform_key, &cfg->n_transform_keys);
+    rc = cfg_split_keys(cfg->transforms.keys, cfg->transform_key, &cfg->n_transform_keys,
+                        "transforms.keys", e);
+    if (rc == OK && cfg->transforms.keys_file[0] != '\0')
+        rc = cfg_read_keys_file(cfg->transforms.keys_file, cfg->transform_key,
+                                &cfg->n_transform_keys, e);
+    if (rc == OK)
+        rc = cfg_parse_srcset(cfg, e);
+    return rc;
 }
 
 int config_set(struct config *cfg, const char *name, const char *value, char *errbuf, size_t errcap)

@@ -18,6 +18,7 @@
 
 #define CONFIG_MAX_VARIANTS 16
 #define CONFIG_MAX_KEYS     32
+#define CONFIG_MAX_SRCSET   16
 
 struct variant_preset {
     char name[32];
@@ -128,6 +129,15 @@ struct config {
         char *variants;
     } image;
     struct {
+        int64_t max_dimension; /* w and h of /i/{id}/t/ before dpr */
+        char *keys;            /* comma-separated signing keys */
+        char *keys_file;       /* one signing key a line */
+        bool allow_unsigned;   /* "unsigned": serve transforms without a signature */
+        int64_t memory_budget; /* bytes of predicted decode memory at once; 0 = from RAM */
+        int64_t queue_timeout_ms;
+        char *srcset_widths; /* comma-separated widths of the srcset in image answers */
+    } transforms;
+    struct {
         char *level;
         bool access;
     } log;
@@ -145,6 +155,10 @@ struct config {
     struct secret cache_secret;
     struct secret redis_password;
     struct secret metrics_token;
+    size_t n_transform_keys; /* transforms.keys, then the lines of transforms.keys_file */
+    char *transform_key[CONFIG_MAX_KEYS];
+    size_t n_srcset_widths; /* transforms.srcset_widths, ascending */
+    uint32_t srcset_width[CONFIG_MAX_SRCSET];
 };
 
 /* config_init fills cfg with every default. */

@@ -62,8 +62,9 @@ struct img_error {
 };
 
 /*
- * img_init starts libvips for the whole process: bounded operation cache,
- * bounded concurrency (threads per pipeline), untrusted loaders blocked.
+ * img_init starts libvips for the whole process: operation cache bounded by
+ * cache_max_mem (0: no cache), bounded concurrency (threads per pipeline),
+ * untrusted loaders blocked, glibc's allocator told to give large blocks back.
  * Call once from the main thread before any other img_ function. Returns OK
  * or E_INTERNAL.
  */
@@ -111,5 +112,24 @@ struct img_variant_spec {
  */
 int img_variant(const char *src_path, const struct img_variant_spec *spec, const char *out_path,
                 struct img_info *info, struct img_error *err);
+
+struct img_ops;
+struct img_plan;
+
+/*
+ * img_transform makes the rendition o (planned by img_ops_plan: plan gives
+ * the exact output size) of the stored image at src_path with shrink-on-load,
+ * and writes it, free of metadata and in sRGB, to out_path. contain and fill
+ * resize to plan's size; cover resizes to plan's scaled size and crops at
+ * o->g (libvips' attention or entropy finder, or the centre; an animation is
+ * cropped at its centre). An animation keeps its frames when plan->animated;
+ * else the first frame. o->format IMG_UNKNOWN ("auto" for a client that takes
+ * neither AVIF nor WebP) encodes JPEG, or PNG when the result has an alpha
+ * channel; info->format says which. E_NOTFOUND if src_path does not exist,
+ * E_BADIMAGE if it does not decode, E_INTERNAL if encoding fails, E_IO.
+ * Blocks; thread-safe.
+ */
+int img_transform(const char *src_path, const struct img_ops *o, const struct img_plan *plan,
+                  const char *out_path, struct img_info *info, struct img_error *err);
 
 #endif

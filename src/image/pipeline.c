@@ -11,9 +11,11 @@
 #include "core/xalloc.h"
 #include "image/image.h"
 #include "image/image_int.h"
+#include "image/ops.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,8 +26,14 @@
 
 #define IMG_CACHE_MAX_OPS   100
 #define IMG_CACHE_MAX_FILES 16
-#define IMG_REENCODE_Q      90    /* lossy re-encodes of an upload (orientation, metadata) */
-#define IMG_VARIANT_MAX_DIM 16383 /* WebP's limit; larger variants make no sense here */
+#define IMG_REENCODE_Q      90           /* lossy re-encodes of an upload (orientation, metadata) */
+#define IMG_VARIANT_MAX_DIM 16383        /* WebP's limit; larger variants make no sense here */
+#define IMG_MMAP_THRESHOLD  (256 * 1024) /* bytes: larger blocks are mmapped, returned on free */
+#define IMG_MALLOC_ARENAS   2
+#define IMG_AVIF_EFFORT     4 /* libvips' default, for uploads and preset variants (jobs) */
+/* A rendition is encoded while its client waits: 1024 px here took 2.3 s at
+ * effort 4, 0.34 s at 2, for a file 3 % larger. */
+#define IMG_AVIF_EFFORT_REQUEST 2
 
 /* ---- errors ---- */
 
@@ -86,8 +94,24 @@ int img_init(const char *argv0, int concurrency, size_t cache_max_mem)
     }
     g_log_set_handler("VIPS", G_LOG_LEVEL_WARNING | G_LOG_LEVEL_MESSAGE | G_LOG_LEVEL_INFO,
                       img_vips_log, NULL);
+#ifdef __GLIBC__
+    /*
+     * Decoded images and file copies are large and short-lived. glibc raises
+     * its mmap threshold after each such block is freed, so later ones come
+     * from the heap arenas (one per connection thread) and stay resident
+     * after free: RSS then grew past the renditions' memory budget (177 MiB
+     * against 47 + 96 here). A fixed threshold gives them back at once; two
+     * arenas keep libvips' many small buffers, freed by whichever thread, from
+     * pinning memory in one arena per thread (152 MiB with the threshold
+     * alone, 141-145 with both, in tests/system/test_transform.py).
+     */
+    mallopt(M_MMAP_THRESHOLD, IMG_MMAP_THRESHOLD);
+    mallopt(M_ARENA_MAX, IMG_MALLOC_ARENAS);
+#endif
     vips_concurrency_set(concurrency > 0 ? concurrency : 1);
-    vips_cache_set_max(IMG_CACHE_MAX_OPS);
+    /* A cached load keeps its input bytes (a whole upload or stored image),
+     * which max_mem does not count: with no byte limit, no cache at all. */
+    vips_cache_set_max(cache_max_mem > 0 ? IMG_CACHE_MAX_OPS : 0);
     vips_cache_set_max_mem(cache_max_mem);
     vips_cache_set_max_files(IMG_CACHE_MAX_FILES);
     /* No loader marked untrusted (svg, pdf, magick, matlab, fits, ...) may run,
@@ -300,6 +324,7 @@ struct img_encode {
     bool lossless;
     VipsForeignSubsample subsample;
     bool strip;
+    int effort; /* AVIF: libaom's CPU effort, 0..9 */
 };
 
 static int img_save(enum img_format f, VipsImage *im, const struct img_encode *e, void **buf,
@@ -323,7 +348,7 @@ static int img_save(enum img_format f, VipsImage *im, const struct img_encode *e
     case IMG_AVIF:
         return vips_heifsave_buffer(im, buf, len, "compression", VIPS_FOREIGN_HEIF_COMPRESSION_AV1,
                                     "bitdepth", 8, "Q", e->quality, "subsample_mode", e->subsample,
-                                    "strip", e->strip, NULL);
+                                    "strip", e->strip, "effort", e->effort, NULL);
     case IMG_TIFF:
         return vips_tiffsave_buffer(im, buf, len, "compression", VIPS_FOREIGN_TIFF_COMPRESSION_LZW,
                                     "predictor", VIPS_FOREIGN_TIFF_PREDICTOR_HORIZONTAL, "strip",
@@ -431,6 +456,7 @@ static int img_reencode(enum img_format f, VipsBlob *blob, const struct img_prob
         .lossless = pr->lossless,
         .subsample = d->chroma444 ? VIPS_FOREIGN_SUBSAMPLE_OFF : VIPS_FOREIGN_SUBSAMPLE_ON,
         .strip = false,
+        .effort = IMG_AVIF_EFFORT,
     };
     VipsImage *in = NULL, *up = NULL, *out = NULL;
     int rc = OK;
@@ -649,6 +675,7 @@ int img_variant(const char *src_path, const struct img_variant_spec *spec, const
         .lossless = false,
         .subsample = VIPS_FOREIGN_SUBSAMPLE_AUTO,
         .strip = true,
+        .effort = IMG_AVIF_EFFORT,
     };
     uint8_t *data = NULL, *stripped = NULL;
     size_t n = 0, stripped_len = 0, enc_len = 0;
@@ -726,6 +753,172 @@ int img_variant(const char *src_path, const struct img_variant_spec *spec, const
 out:
     if (fin)
         g_object_unref(fin);
+    if (thumb)
+        g_object_unref(thumb);
+    if (in)
+        g_object_unref(in);
+    if (src)
+        g_object_unref(src);
+    if (blob)
+        vips_area_unref(VIPS_AREA(blob));
+    free(data);
+    free(stripped);
+    g_free(enc);
+    if (rc != OK && err->msg[0] == '\0')
+        img_errf(err, "%s", err_str(rc));
+    return rc;
+}
+
+/* ---- renditions (/i/{id}/t/{ops}.{ext}) ---- */
+
+static VipsInteresting img_interesting(enum ops_gravity g)
+{
+    return g == OPS_G_ATTENTION ? VIPS_INTERESTING_ATTENTION
+           : g == OPS_G_ENTROPY ? VIPS_INTERESTING_ENTROPY
+                                : VIPS_INTERESTING_CENTRE;
+}
+
+/*
+ * img_crop_frames cuts the w x h centre of every frame of an animation whose
+ * frames are page_h high: vips_smartcrop would treat the strip of frames as
+ * one tall image.
+ */
+static int img_crop_frames(VipsImage *in, int w, int h, VipsImage **out)
+{
+    int page_h = vips_image_get_page_height(in);
+    int pages = in->Ysize / page_h;
+    int left = (in->Xsize - w) / 2, top = (page_h - h) / 2;
+    VipsImage **frames = g_new0(VipsImage *, (size_t)pages);
+    VipsImage *joined = NULL;
+    int rc = 0;
+
+    for (int i = 0; i < pages && rc == 0; i++)
+        rc = vips_extract_area(in, &frames[i], left, i * page_h + top, w, h, NULL);
+    if (rc == 0)
+        rc = vips_arrayjoin(frames, &joined, pages, "across", 1, NULL);
+    if (rc == 0)
+        rc = vips_copy(joined, out, NULL);
+    if (rc == 0)
+        vips_image_set_int(*out, VIPS_META_PAGE_HEIGHT, h);
+    for (int i = 0; i < pages; i++) {
+        if (frames[i])
+            g_object_unref(frames[i]);
+    }
+    g_free(frames);
+    if (joined)
+        g_object_unref(joined);
+    return rc;
+}
+
+int img_transform(const char *src_path, const struct img_ops *o, const struct img_plan *plan,
+                  const char *out_path, struct img_info *info, struct img_error *err)
+{
+    struct img_encode e = {
+        .quality = plan->quality,
+        .lossless = false,
+        .subsample = VIPS_FOREIGN_SUBSAMPLE_AUTO,
+        .strip = true,
+        .effort = IMG_AVIF_EFFORT_REQUEST,
+    };
+    uint8_t *data = NULL, *stripped = NULL;
+    size_t n = 0, stripped_len = 0, enc_len = 0;
+    void *enc = NULL;
+    VipsBlob *blob = NULL;
+    VipsSource *src = NULL;
+    VipsImage *in = NULL, *thumb = NULL, *cut = NULL, *fin = NULL;
+    bool cover = o->fit == OPS_FIT_COVER;
+    int tw = (int)(cover ? plan->scaled_w : plan->width);
+    int th = (int)(cover ? plan->scaled_h : plan->height);
+    enum img_format f, out_f = o->format;
+    int rc;
+
+    memset(info, 0, sizeof(*info));
+    err->msg[0] = '\0';
+    rc = img_read_file(src_path, E_NOTFOUND, &data, &n, err);
+    if (rc != OK)
+        goto out;
+    f = img_sniff(data, n);
+    if (f == IMG_UNKNOWN) {
+        img_errf(err, "stored file is not an image");
+        rc = E_BADIMAGE;
+        goto out;
+    }
+    blob = vips_blob_new(img_blob_free, data, n);
+    data = NULL;
+
+    /*
+     * The plan fixed the exact size, so the resize is forced to it (the
+     * aspect ratio was kept there when it had to be); vips_thumbnail still
+     * picks the loader's shrink-on-load from it.
+     */
+    if (f == IMG_BMP) {
+        if (img_load(f, blob, false, VIPS_ACCESS_SEQUENTIAL, &in) ||
+            vips_thumbnail_image(in, &thumb, tw, "height", th, "size", VIPS_SIZE_FORCE, NULL)) {
+            rc = img_vips_fail(err, E_BADIMAGE, "cannot read the stored image");
+            goto out;
+        }
+    } else {
+        src = vips_source_new_from_blob(blob);
+        if (src == NULL ||
+            vips_thumbnail_source(src, &thumb, tw, "height", th, "size", VIPS_SIZE_FORCE,
+                                  "option_string", plan->animated ? "n=-1" : "", NULL)) {
+            rc = img_vips_fail(err, E_BADIMAGE, "cannot read the stored image");
+            goto out;
+        }
+    }
+    if (cover && (thumb->Xsize != (int)plan->width ||
+                  vips_image_get_page_height(thumb) != (int)plan->height)) {
+        VipsImage *mem = NULL;
+        int crc;
+
+        /* the interest finders read the image more than once: a sequential
+         * pipeline cannot, so the (already small) resized image is held in memory */
+        mem = vips_image_copy_memory(thumb);
+        crc = mem == NULL      ? -1
+              : plan->animated ? img_crop_frames(mem, (int)plan->width, (int)plan->height, &cut)
+                               : vips_smartcrop(mem, &cut, (int)plan->width, (int)plan->height,
+                                                "interesting", img_interesting(o->g), NULL);
+        if (mem)
+            g_object_unref(mem);
+        if (crc) {
+            rc = img_vips_fail(err, E_INTERNAL, "cannot crop the rendition");
+            goto out;
+        }
+    } else {
+        cut = thumb;
+        g_object_ref(cut);
+    }
+    if (out_f == IMG_UNKNOWN)
+        out_f = vips_image_hasalpha(cut) ? IMG_PNG : IMG_JPEG;
+    if (img_variant_finish(cut, out_f, &fin)) {
+        rc = img_vips_fail(err, E_INTERNAL, "cannot convert the rendition to sRGB");
+        goto out;
+    }
+    /* a sequential pipeline: encoded exactly once */
+    if (img_save(out_f, fin, &e, &enc, &enc_len)) {
+        rc = img_vips_fail(err, E_BADIMAGE, "cannot make the %s rendition", img_format_name(out_f));
+        goto out;
+    }
+    /* PLATFORM.md: the WebP writer was seen adding EXIF even when stripping. */
+    rc = img_strip(out_f, enc, enc_len, &stripped, &stripped_len);
+    if (rc != OK) {
+        img_errf(err, "the encoded rendition is malformed");
+        rc = E_INTERNAL;
+        goto out;
+    }
+    rc = img_write_file(out_path, stripped ? (void *)stripped : enc,
+                        stripped ? stripped_len : enc_len, err);
+    if (rc != OK)
+        goto out;
+    info->format = out_f;
+    info->width = (uint32_t)fin->Xsize;
+    info->height = (uint32_t)vips_image_get_page_height(fin);
+    info->frames = (uint32_t)(fin->Ysize / vips_image_get_page_height(fin));
+out:
+    if (fin)
+        g_object_unref(fin);
+    if (cut)
+        g_object_unref(cut);
     if (thumb)
         g_object_unref(thumb);
     if (in)

@@ -85,6 +85,9 @@ static bool key_ok(const char *key)
 }
 
 /* A NUL-terminated string of 1..cap-1 characters from [a-z0-9] plus extra. */
+/* a variant name: a preset's, or a rendition's canonical "w:300,h:200,fit:cover.webp" */
+#define VARIANT_EXTRA "_-:,."
+
 static bool word_ok(const char *s, size_t cap, const char *extra)
 {
     size_t len = strnlen(s, cap);
@@ -108,8 +111,8 @@ static bool image_ok(const struct image_rec *img)
 
 static bool variant_ok(const struct variant_rec *v)
 {
-    return id_ok(v->image_id) && word_ok(v->name, META_VARIANT_MAX, "_-") && key_ok(v->key) &&
-           word_ok(v->format, META_FORMAT_MAX, "") && v->bytes <= INT64_MAX;
+    return id_ok(v->image_id) && word_ok(v->name, META_VARIANT_MAX, VARIANT_EXTRA) &&
+           key_ok(v->key) && word_ok(v->format, META_FORMAT_MAX, "") && v->bytes <= INT64_MAX;
 }
 
 int meta_ping(struct meta_store *ms)
@@ -157,7 +160,7 @@ int meta_image_delete(struct meta_store *ms, const char *id, struct meta_release
 int meta_variant_get(struct meta_store *ms, const char *image_id, const char *name,
                      struct variant_rec *out)
 {
-    if (!id_ok(image_id) || name == NULL || !word_ok(name, META_VARIANT_MAX, "_-"))
+    if (!id_ok(image_id) || name == NULL || !word_ok(name, META_VARIANT_MAX, VARIANT_EXTRA))
         return E_NOTFOUND;
     return ms->ops->variant_get(ms->be, image_id, name, out);
 }

@@ -20,10 +20,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define META_FORMAT_MAX         8  /* "jpeg", "webp", ... and a NUL */
-#define META_VARIANT_MAX        32 /* variant names: [a-z0-9_-]{1,31} */
+#define META_FORMAT_MAX 8 /* "jpeg", "webp", ... and a NUL */
+/* variant names: presets [a-z0-9_-]{1,31}; renditions their canonical "ops.ext" ([a-z0-9:,.]) */
+#define META_VARIANT_MAX        64
 #define META_OWNER_MAX          64
-#define META_VARIANTS_PER_IMAGE 32
+#define META_VARIANTS_PER_IMAGE 256 /* presets and renditions of one image */
 #define META_RELEASE_MAX        (1 + META_VARIANTS_PER_IMAGE) /* the image blob and its variants */
 
 struct image_rec {
@@ -198,7 +199,7 @@ int meta_variant_get(struct meta_store *ms, const char *image_id, const char *na
  * meta_variant_put records a made variant and takes one reference on its blob.
  * Idempotent: if the variant is already recorded, nothing changes
  * and OK is returned. E_NOTFOUND if the image is unknown or deleted,
- * E_INVALID for a malformed record (name: [a-z0-9_-]{1,31}), E_TOOBIG if the
+ * E_INVALID for a malformed record (name: [a-z0-9_:,.-]{1,63}), E_TOOBIG if the
  * image already has META_VARIANTS_PER_IMAGE variants (so a delete can always
  * report every blob it releases in struct meta_released).
  */

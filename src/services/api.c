@@ -9,8 +9,10 @@
 
 #include "app/app.h"
 #include "app/runtime.h"
+#include "app/sign.h"
 #include "cache/cache.h"
 #include "cdn/cdn.h"
+#include "config/config.h"
 #include "core/codec.h"
 #include "core/crypto.h"
 #include "core/err.h"
@@ -23,6 +25,7 @@
 #include "http/range.h"
 #include "http/ratelimit.h"
 #include "image/image.h"
+#include "image/ops.h"
 #include "meta/meta.h"
 #include "store/blob.h"
 
@@ -130,6 +133,32 @@ static void api_metrics(struct strbuf *sb, void *arg)
 
 /* --- JSON --- */
 
+/*
+ * image_srcset adds "srcset" to j while a transform key is configured: signed
+ * w:{width}.auto URLs for the configured widths up to the image's own.
+ */
+static void image_srcset(const struct api *a, const struct image_rec *img, json_t *j)
+{
+    struct strbuf sb;
+    char path[64], signed_path[SIGN_PATH_MAX], err[160];
+
+    if (a->cfg->n_transform_keys == 0)
+        return;
+    /* every entry is under 700 bytes (base URL, signed path, width): no cap is hit */
+    strbuf_init(&sb, (size_t)CONFIG_MAX_SRCSET * 1024);
+    for (size_t i = 0; i < a->cfg->n_srcset_widths && a->cfg->srcset_width[i] <= img->width; i++) {
+        snprintf(path, sizeof(path), "/i/%s/t/w:%u.auto", img->id, a->cfg->srcset_width[i]);
+        if (sign_path(a->cfg, str_from(path), signed_path, sizeof(signed_path), err, sizeof(err)) !=
+            OK)
+            continue;
+        strbuf_addf(&sb, "%s%s%s %uw", sb.len ? ", " : "", a->base_url, signed_path,
+                    a->cfg->srcset_width[i]);
+    }
+    if (sb.len > 0)
+        json_object_set_new(j, "srcset", json_string(sb.buf));
+    strbuf_release(&sb);
+}
+
 static json_t *image_json(const struct api *a, const struct image_rec *img)
 {
     enum img_format f = img_format_from_name(str_from(img->format));
@@ -152,6 +181,7 @@ static json_t *image_json(const struct api *a, const struct image_rec *img)
                   (json_int_t)img->frames, "bytes", (json_int_t)img->bytes, "sha256", img->key,
                   "created_at", created, "variants", variants);
     free(url);
+    image_srcset(a, img, j);
     return j;
 }
 
@@ -536,6 +566,112 @@ static void h_variant(struct http_req *req)
               img.created_at, made_fd);
 }
 
+/* --- transforms --- */
+
+/*
+ * accepts tells whether the Accept header lists the media type with a q
+ * above 0. Wildcards do not count: browsers send a star for everything, and
+ * only an explicit image/avif or image/webp says the client decodes them.
+ */
+static bool accepts(const char *accept, const char *type)
+{
+    size_t tlen = strlen(type);
+    const char *p = accept;
+
+    while (p != NULL && *p != '\0') {
+        const char *end;
+        size_t len;
+        char item[128];
+        char *semi, *q;
+
+        p += strspn(p, " \t");
+        end = strchr(p, ',');
+        len = end ? (size_t)(end - p) : strlen(p);
+        if (len < sizeof(item)) {
+            memcpy(item, p, len);
+            item[len] = '\0';
+            semi = strchr(item, ';');
+            if (semi != NULL)
+                *semi = '\0';
+            item[strcspn(item, " \t")] = '\0';
+            q = semi != NULL ? strstr(semi + 1, "q=") : NULL;
+            if (strlen(item) == tlen && strcasecmp(item, type) == 0 &&
+                (q == NULL || strtod(q + 2, NULL) > 0))
+                return true;
+        }
+        p = end ? end + 1 : NULL;
+    }
+    return false;
+}
+
+/*
+ * h_transform answers /i/{id}/t/{ops}.{ext} in the order of API.md: bad ops
+ * or ext (400), signature (403), image (404), room to make it (503).
+ */
+static void h_transform(struct http_req *req)
+{
+    struct api *a = http_app(req);
+    const struct config *cfg = a->cfg;
+    const struct ops_limits lim = {(uint32_t)cfg->transforms.max_dimension,
+                                   (uint64_t)cfg->limits.max_pixels};
+    struct str id = http_param(req, 0), ops, ext;
+    char idbuf[IMAGE_ID_MAX + 1], canon[OPS_CANON_MAX], err[160];
+    struct img_ops o;
+    struct image_rec img;
+    struct variant_rec v;
+    int made_fd = -1;
+    int rc;
+
+    if (cfg->n_transform_keys == 0 && !cfg->transforms.allow_unsigned) {
+        http_reply_error(req, E_NOTFOUND, "transforms are not enabled here");
+        return;
+    }
+    api_split_ext(http_param(req, 1), &ops, &ext);
+    if (img_ops_parse(ops, ext, &lim, &o, err, sizeof(err)) != OK) {
+        http_reply_error(req, E_INVALID, "%s", err);
+        return;
+    }
+    if (!cfg->transforms.allow_unsigned) {
+        /* an id too long to exist cannot have been signed either */
+        snprintf(idbuf, sizeof(idbuf), "%.*s", (int)id.len, id.p);
+        img_ops_canonical(&o, canon, sizeof(canon));
+        if (id.len > IMAGE_ID_MAX || !img_ops_sig_ok(cfg->transform_key, cfg->n_transform_keys,
+                                                     idbuf, canon, http_query(req, "s"))) {
+            http_reply_error(req, E_FORBIDDEN, "s: missing or wrong signature");
+            return;
+        }
+    }
+    if (!lookup(a, req, id, &img))
+        return;
+    if (o.format == IMG_UNKNOWN) {
+        const char *accept = http_header(req, "Accept");
+        /* edges cache one copy per class of Accept: avif, webp, other */
+        http_set_header(req, "Vary", "Accept");
+        if (accept != NULL && accepts(accept, "image/avif"))
+            o.format = IMG_AVIF;
+        else if (accept != NULL && accepts(accept, "image/webp"))
+            o.format = IMG_WEBP;
+    }
+    rc = app_rendition(a->app, &img, &o, &v, &made_fd, err, sizeof(err));
+    if (rc == E_INVALID) {
+        http_reply_error(req, E_INVALID, "%s", err);
+        return;
+    }
+    if (rc == E_NOTFOUND) {
+        http_reply_error(req, E_NOTFOUND, "no such image");
+        return;
+    }
+    if (rc != OK) {
+        http_reply_error(req, rc == E_BADIMAGE ? E_INTERNAL : E_UNAVAILABLE,
+                         "the rendition could not be made: %s",
+                         rc == E_UNAVAILABLE ? "too many renditions being made, or storage down"
+                                             : err_str(rc));
+        return;
+    }
+    send_blob(a, req, img.id, v.key, img_format_mime(img_format_from_name(str_from(v.format))),
+              img.created_at, made_fd);
+}
+
 const struct route api_routes[] = {
     /* decoding, fsyncs and page building block: they run on the worker threads */
     {HTTP_POST, "/api/v1/images", "upload", h_upload, ROUTE_BODY_UPLOAD | ROUTE_BLOCKING},
@@ -544,6 +680,7 @@ const struct route api_routes[] = {
     {HTTP_DELETE, "/api/v1/images/*", "delete", h_delete, ROUTE_BLOCKING},
     {HTTP_GET, "/i/*", "bytes", h_bytes, 0},
     {HTTP_GET, "/i/*/*", "variant", h_variant, ROUTE_BLOCKING},
+    {HTTP_GET, "/i/*/t/*", "transform", h_transform, ROUTE_BLOCKING},
 };
 const size_t api_nroutes = sizeof(api_routes) / sizeof(api_routes[0]);
 

@@ -151,6 +151,8 @@ async function live() {
   await expectAnswer('variant 304', '/i/{id}/{variant}', 'get',
     await req('GET', thumb, { headers: { 'If-None-Match': (await req('HEAD', thumb)).headers.get('etag') } }), 304);
   await expectAnswer('variant unknown', '/i/{id}/{variant}', 'get', await req('GET', '/i/' + id + '/huge.webp'), 404);
+  // this server has no transform key: transforms are off, every rendition is 404
+  await expectAnswer('rendition without keys', '/i/{id}/t/{rendition}', 'get', await req('GET', '/i/' + id + '/t/w:300.webp'), 404);
 
   // delete
   const del = '/api/v1/images/' + id;

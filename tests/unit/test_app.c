@@ -27,6 +27,7 @@
 #include "core/ident.h"
 #include "core/log.h"
 #include "image/image.h"
+#include "image/ops.h"
 #include "jobs/jobs.h"
 #include "meta/meta.h"
 #include "store/blob.h"
@@ -794,6 +795,83 @@ static void test_variant_missing_blob(void **state)
         assert_false(f->app.flights[i].busy);
 }
 
+/* --- renditions --- */
+
+static void parse_ops(const char *ops, const char *ext, struct img_ops *o)
+{
+    const struct ops_limits lim = {4096, 100000000};
+    char err[160];
+
+    assert_int_equal(img_ops_parse(str_from(ops), str_from(ext), &lim, o, err, sizeof(err)), OK);
+}
+
+static void test_rendition(void **state)
+{
+    struct fixture *f = *state;
+    struct app_upload up, alpha;
+    struct variant_rec v, again;
+    struct img_ops o;
+    char err[160] = "";
+    int made_fd = 0;
+
+    upload_ok(f, JPEG_ROCKET, "", &up);
+    /* made once, recorded under its canonical form, then read back */
+    parse_ops("h:100,w:100,fit:cover", "webp", &o);
+    assert_int_equal(app_rendition(&f->app, &up.img, &o, &v, &made_fd, err, sizeof(err)), OK);
+    assert_int_equal(made_fd, -1);
+    assert_string_equal(v.name, "w:100,h:100,fit:cover.webp");
+    assert_string_equal(v.format, "webp");
+    assert_int_equal(v.width, 100);
+    assert_int_equal(v.height, 100);
+    assert_blob_is(f, v.key, v.bytes);
+    assert_int_equal(meta_variant_get(f->rt.meta, up.img.id, v.name, &again), OK);
+    assert_int_equal(app_rendition(&f->app, &up.img, &o, &again, NULL, err, sizeof(err)), OK);
+    assert_string_equal(again.key, v.key);
+    /* auto for a client without AVIF or WebP: JPEG, or PNG for an image with alpha */
+    parse_ops("w:50", "auto", &o);
+    assert_int_equal(app_rendition(&f->app, &up.img, &o, &v, NULL, err, sizeof(err)), OK);
+    assert_string_equal(v.name, "w:50.auto");
+    assert_string_equal(v.format, "jpeg");
+    upload_ok(f, PNG_TINY, "", &alpha);
+    parse_ops("w:5,up:1", "auto", &o);
+    assert_int_equal(app_rendition(&f->app, &alpha.img, &o, &v, NULL, err, sizeof(err)), OK);
+    assert_string_equal(v.format, "png");
+    assert_int_equal(v.width, 5);
+    /* an output over limits.max_pixels known only from the image: E_INVALID naming the key */
+    parse_ops("h:4096,dpr:4,up:1", "webp", &o);
+    assert_int_equal(app_rendition(&f->app, &up.img, &o, &v, NULL, err, sizeof(err)), E_INVALID);
+    assert_memory_equal(err, "h:", 2);
+    /* deleted: the rows go with the image */
+    assert_int_equal(app_delete(&f->app, up.img.id, strlen(up.img.id), NULL, true), OK);
+    assert_int_equal(meta_variant_get(f->rt.meta, up.img.id, "w:100,h:100,fit:cover.webp", &v),
+                     E_NOTFOUND);
+}
+
+static void test_rendition_budget(void **state)
+{
+    struct fixture *f = *state;
+    struct app_upload up;
+    struct variant_rec v;
+    struct img_ops o;
+    char err[160] = "";
+
+    upload_ok(f, JPEG_ROCKET, "", &up);
+    parse_ops("w:64", "webp", &o);
+    /* others hold the whole budget: after queue_timeout, E_UNAVAILABLE and nothing made */
+    f->cfg.transforms.queue_timeout_ms = 50;
+    f->app.budget = 1 << 20;
+    f->app.budget_used = 1 << 20;
+    assert_int_equal(app_rendition(&f->app, &up.img, &o, &v, NULL, err, sizeof(err)),
+                     E_UNAVAILABLE);
+    assert_int_equal(meta_variant_get(f->rt.meta, up.img.id, "w:64.webp", &v), E_NOTFOUND);
+    /* alone, a rendition predicted over the whole budget is still made */
+    f->app.budget_used = 0;
+    f->app.budget = 1;
+    assert_int_equal(app_rendition(&f->app, &up.img, &o, &v, NULL, err, sizeof(err)), OK);
+    assert_int_equal(f->app.budget_used, 0);
+    assert_int_equal(f->app.work_running, 0);
+}
+
 /* --- jobs --- */
 
 static void job_of(struct meta_job *job, const char *kind, const char *payload)
@@ -931,6 +1009,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_variant_single_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_variant_single_flight_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_variant_missing_blob, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rendition, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rendition_budget, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_variants, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_unknown_kind, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_variants_deleted, setup, teardown),

@@ -129,7 +129,13 @@ static void test_defaults(void **state)
     assert_int_equal(c.n_admin_keys, 0);
     assert_string_equal(c.cdn.base_url, "");
     assert_int_equal(c.image.concurrency, 1);
-    assert_int_equal(c.image.cache_bytes, 64 * 1024 * 1024);
+    assert_int_equal(c.image.cache_bytes, 0);
+    assert_int_equal(c.transforms.max_dimension, 4096);
+    assert_false(c.transforms.allow_unsigned);
+    assert_int_equal(c.transforms.memory_budget, 0);
+    assert_int_equal(c.transforms.queue_timeout_ms, 2000);
+    assert_int_equal(c.n_transform_keys, 0);
+    assert_int_equal(c.n_srcset_widths, 5);
     assert_string_equal(c.log.level, "info");
     assert_true(c.log.access);
     config_release(&c);
@@ -459,6 +465,63 @@ static void test_file_values(void **state)
     assert_int_equal(c.limits.max_frames, 1000);
     config_release(&c);
     unlink(path);
+}
+
+static void test_transform_keys(void **state)
+{
+    struct config c;
+    char flag[1024];
+    char *flags[2] = {flag, NULL};
+    const char *path = write_file(
+        "keys", "\nfirst-file-key-0123456789abcdef\r\n  spaced, key with comma 12345 \n");
+
+    (void)state;
+    assert_int_equal(set1(&c, "transforms.keys", ""), OK);
+    assert_int_equal(c.n_transform_keys, 0);
+    config_release(&c);
+    /* the setting first (trimmed, split at commas), then each line of the file as its bytes */
+    snprintf(flag, sizeof(flag),
+             "transforms.keys= setting-key-0123456789abcdef ,other-key-0123456789abcdefgh");
+    char kf[600];
+    snprintf(kf, sizeof(kf), "transforms.keys_file=%s", path);
+    flags[1] = kf;
+    assert_int_equal(load_flags(&c, flags, 2), OK);
+    assert_int_equal(c.n_transform_keys, 4);
+    assert_string_equal(c.transform_key[0], "setting-key-0123456789abcdef");
+    assert_string_equal(c.transform_key[1], "other-key-0123456789abcdefgh");
+    assert_string_equal(c.transform_key[2], "first-file-key-0123456789abcdef");
+    assert_string_equal(c.transform_key[3], "  spaced, key with comma 12345 ");
+    config_release(&c);
+    unlink(path);
+    path = write_file("short", "tooshort\n");
+    assert_int_equal(set1(&c, "transforms.keys_file", path), E_INVALID);
+    assert_err_contains("transforms.keys_file");
+    config_release(&c);
+    unlink(path);
+    assert_int_equal(set1(&c, "transforms.keys_file", "/nonexistent/keys"), E_INVALID);
+    assert_err_contains("transforms.keys_file");
+    config_release(&c);
+}
+
+static void test_srcset_widths(void **state)
+{
+    struct config c;
+
+    (void)state;
+    assert_int_equal(set1(&c, "transforms.srcset_widths", "100, 200,4096"), OK);
+    assert_int_equal(c.n_srcset_widths, 3);
+    assert_int_equal(c.srcset_width[0], 100);
+    assert_int_equal(c.srcset_width[2], 4096);
+    config_release(&c);
+    assert_int_equal(set1(&c, "transforms.srcset_widths", ""), OK);
+    assert_int_equal(c.n_srcset_widths, 0);
+    config_release(&c);
+    static const char *const bad[] = {"200,100", "0", "4097", "1,,2", "1;2", "x", "100,"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(set1(&c, "transforms.srcset_widths", bad[i]), E_INVALID);
+        assert_err_contains("transforms.srcset_widths");
+        config_release(&c);
+    }
 }
 
 static void test_file_bad_value_names_line(void **state)
@@ -1047,6 +1110,8 @@ int main(void)
         cmocka_unit_test(test_set_errors),
         cmocka_unit_test(test_validation),
         cmocka_unit_test(test_file_values),
+        cmocka_unit_test(test_transform_keys),
+        cmocka_unit_test(test_srcset_widths),
         cmocka_unit_test(test_file_bad_value_names_line),
         cmocka_unit_test(test_file_unknown_key),
         cmocka_unit_test(test_file_syntax_error),

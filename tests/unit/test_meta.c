@@ -516,6 +516,32 @@ static void test_variants(void **state)
     assert_int_equal(meta_variant_put(f->ms, &v), E_NOTFOUND);
 }
 
+/* a rendition is a variant named by its canonical form: up to 63 characters of [a-z0-9:,.] */
+static void test_variant_rendition_name(void **state)
+{
+    struct fixture *f = *state;
+    const char *longest = "w:4096,h:4096,fit:cover,g:attention,q:100,dpr:4,up:1.avif";
+    struct image_rec img;
+    struct variant_rec v, got;
+    char name[META_VARIANT_MAX + 1];
+
+    image_make(&img, 1);
+    assert_int_equal(meta_image_insert(f->ms, &img), OK);
+    variant_make(&v, img.id, longest, 7);
+    assert_int_equal(meta_variant_put(f->ms, &v), OK);
+    assert_int_equal(meta_variant_get(f->ms, img.id, longest, &got), OK);
+    assert_string_equal(got.name, longest);
+    assert_string_equal(got.key, v.key);
+    /* 64 characters cannot name one (not found); other characters are refused */
+    memset(name, 'a', META_VARIANT_MAX);
+    name[META_VARIANT_MAX] = '\0';
+    assert_int_equal(meta_variant_get(f->ms, img.id, name, &got), E_NOTFOUND);
+    variant_make(&v, img.id, "w:1;drop", 8);
+    assert_int_equal(meta_variant_put(f->ms, &v), E_INVALID);
+    variant_make(&v, img.id, "W:1.webp", 8);
+    assert_int_equal(meta_variant_put(f->ms, &v), E_INVALID);
+}
+
 static void test_variant_cap(void **state)
 {
     struct fixture *f = *state;
@@ -1267,6 +1293,7 @@ static void pg_stop(void)
         cmocka_unit_test_setup_teardown(test_refcounts, setup, teardown),                          \
         cmocka_unit_test_setup_teardown(test_gc_primitives, setup, teardown),                      \
         cmocka_unit_test_setup_teardown(test_variants, setup, teardown),                           \
+        cmocka_unit_test_setup_teardown(test_variant_rendition_name, setup, teardown),             \
         cmocka_unit_test_setup_teardown(test_variant_cap, setup, teardown),                        \
         cmocka_unit_test_setup_teardown(test_settings, setup, teardown),                           \
         cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),                         \
