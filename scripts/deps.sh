@@ -19,6 +19,8 @@ pkgs=(
     libvips-tools imagemagick
     # servers of the cluster (started by the tests and the local cluster launcher)
     postgresql postgresql-client redis-server redis-tools nginx varnish varnish-modules
+    # the S3 endpoint of deploy/local/s3.sh: OpenStack Swift with s3api, and its memcached
+    swift swift-proxy swift-object swift-container swift-account python3-swift memcached
     # fault drills: network namespaces (ip), tmpfs mounts (mount)
     iproute2 util-linux
     # benchmarks
