@@ -203,8 +203,9 @@ EOF
     mv "$DIR/credentials.tmp" "$DIR/credentials"
 }
 
-start_proc() {
-    local n=$1 i
+# launch starts one process in the background (no wait); a running one is left alone.
+launch() {
+    local n=$1
     running "$n" && return 0
     if [ "$n" = memcached ]; then
         local as=()
@@ -212,42 +213,58 @@ start_proc() {
         memcached -l 127.0.0.1 -p "$(port_of memcached)" -U 0 -m 16 -c 256 "${as[@]}" \
             >>"$DIR/log/memcached.log" 2>&1 &
     else
-        # swift's servers find their paste modules only through Debian's python
         "swift-$n-server" "$ETC/$n-server.conf" >>"$DIR/log/$n.log" 2>&1 &
     fi
     echo $! >"$DIR/$n.pid"
-    for ((i = 0; i < 600; i++)); do
-        healthy "$n" && return 0
-        running "$n" || break
-        sleep 0.05
-    done
-    tail -5 "$DIR/log/$n.log" >&2 || true
-    die "$n did not become healthy on port $(port_of "$n") (see $DIR/log/$n.log)"
 }
 
-stop_proc() {
-    local n=$1 sig=${2:-TERM} pid i
-    pid=$(pid_of "$n")
-    if running "$n"; then
-        kill "-$sig" "$pid" 2>/dev/null || true
-        for ((i = 0; i < 200; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.05
+# wait_healthy waits until every named process answers its health check (or one died).
+wait_healthy() {
+    local n i left
+    for ((i = 0; i < 600; i++)); do
+        left=0
+        for n in "$@"; do
+            healthy "$n" && continue
+            left=1
+            running "$n" && continue
+            tail -5 "$DIR/log/$n.log" >&2 || true
+            die "$n exited on start (see $DIR/log/$n.log)"
         done
-        kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null
-    fi
-    rm -f "$DIR/$n.pid"
+        [ $left = 0 ] && return 0
+        sleep 0.05
+    done
+    die "not healthy after 30 s: $* (see $DIR/log)"
+}
+
+# stop_procs signals every named process at once (each takes about 2 s to finish its
+# connections), then waits for them all; SIGKILL for any still there after 10 s.
+stop_procs() {
+    local sig=$1 n i left
+    shift
+    for n in "$@"; do
+        running "$n" && kill "-$sig" "$(pid_of "$n")" 2>/dev/null
+    done
+    for ((i = 0; i < 200; i++)); do
+        left=0
+        for n in "$@"; do running "$n" && left=1; done
+        [ $left = 0 ] && break
+        sleep 0.05
+    done
+    for n in "$@"; do
+        running "$n" && kill -9 "$(pid_of "$n")" 2>/dev/null
+        rm -f "$DIR/$n.pid"
+    done
+    return 0
 }
 
 start_all() {
     [ -f "$ETC/proxy-server.conf" ] || die "no run directory in $DIR: run \"s3.sh up\" first"
-    for n in "${PROCS[@]}"; do start_proc "$n"; done
+    # all at once: each Swift server spends a second or two loading Python
+    for n in "${PROCS[@]}"; do launch "$n"; done
+    wait_healthy "${PROCS[@]}"
 }
 
-stop_all() {
-    local sig=${1:-TERM} i
-    for ((i = ${#PROCS[@]} - 1; i >= 0; i--)); do stop_proc "${PROCS[$i]}" "$sig"; done
-}
+stop_all() { stop_procs "${1:-TERM}" "${PROCS[@]}"; }
 
 cred() { sed -n "s/^$1 *= *//p" "$DIR/credentials"; }
 

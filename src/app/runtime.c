@@ -151,6 +151,21 @@ static int rt_ring_check(struct runtime *rt, const struct ring *ring)
     return rc;
 }
 
+void runtime_ring_opts(const struct runtime *rt, struct blob_ring_opts *o)
+{
+    const struct config *cfg = rt->cfg;
+
+    memset(o, 0, sizeof(*o));
+    o->tmp_dir = rt->tmp_dir;
+    o->connect_ms = (long)cfg->storage.connect_timeout_ms;
+    o->read_ms = (long)cfg->storage.read_timeout_ms;
+    o->backoff_ms = (long)cfg->storage.down_backoff_ms;
+    o->s3_region = cfg->storage.s3_region;
+    o->s3_credentials_file = cfg->storage.s3_credentials_file;
+    o->s3_virtual_host = strcmp(cfg->storage.s3_addressing, "virtual") == 0;
+    o->s3_multipart_bytes = (uint64_t)cfg->storage.s3_multipart_bytes;
+}
+
 static int rt_blobs(const struct config *cfg, unsigned parts, struct runtime *rt)
 {
     struct ring *ring = NULL;
@@ -181,9 +196,8 @@ static int rt_blobs(const struct config *cfg, unsigned parts, struct runtime *rt
     }
     log_info("ring", "ring epoch %s: %zu shards, %u replicas, write quorum %u", ring->epoch,
              ring->n, ring->replicas, ring->write_quorum);
-    struct blob_ring_opts o = {rt->tmp_dir, (long)cfg->storage.connect_timeout_ms,
-                               (long)cfg->storage.read_timeout_ms,
-                               (long)cfg->storage.down_backoff_ms};
+    struct blob_ring_opts o;
+    runtime_ring_opts(rt, &o);
     char epoch[sizeof(ring->epoch)];
     snprintf(epoch, sizeof(epoch), "%s", ring->epoch);
     rc = blob_ring_open(ring, &o, &rt->blobs);

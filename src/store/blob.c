@@ -95,6 +95,14 @@ int blob_store_check(struct blob_store *bs)
     return bs->ops->check(bs->be);
 }
 
+void blob_store_why(struct blob_store *bs, char *buf, size_t cap)
+{
+    if (cap > 0)
+        buf[0] = '\0';
+    if (bs->ops->why != NULL)
+        bs->ops->why(bs->be, buf, cap);
+}
+
 int blob_list(struct blob_store *bs, const char *after, struct blob_entry *out, size_t cap,
               size_t *n)
 {

@@ -21,6 +21,7 @@ struct blob_ops {
     int (*del)(void *be, const char *key);
     int (*tmp_path)(void *be, char *buf, size_t cap);
     int (*check)(void *be);
+    void (*why)(void *be, char *buf, size_t cap); /* NULL: check's status says it all */
     int (*list)(void *be, const char *after, struct blob_entry *out, size_t cap, size_t *n);
     bool (*may_block)(void *be); /* NULL: local disk only */
 };

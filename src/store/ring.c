@@ -16,6 +16,7 @@
 #include "core/hash.h"
 #include "core/str.h"
 #include "core/xalloc.h"
+#include "store/blob_s3.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -272,11 +273,16 @@ static bool ring_chars_ok(const char *p, size_t len, size_t max, const char *ext
     return true;
 }
 
-/* ring_url_ok accepts file:///abs/path (not "/") and http://host:port with no path. */
+/*
+ * ring_url_ok accepts file:///abs/path (not "/"), http://host:port with no path, and
+ * s3+http(s)://host[:port]/bucket[/prefix].
+ */
 static bool ring_url_ok(const char *u)
 {
     if (strncmp(u, "file:///", 8) == 0)
         return u[8] != '\0';
+    if (blob_s3_is(u))
+        return blob_s3_url_ok(u);
     if (strncmp(u, "http://", 7) == 0) {
         const char *host = u + 7;
         const char *colon = strrchr(host, ':');
@@ -326,8 +332,8 @@ static int ring_parse_entry(const char *p, size_t len, struct ring_shard *s, str
         s->url[--url.len] = '\0';
     if (!ring_url_ok(s->url))
         return ring_fail(e,
-                         "storage.shards: shard %s: \"%s\" is not file:///absolute/path or "
-                         "http://host:port",
+                         "storage.shards: shard %s: \"%s\" is not file:///absolute/path, "
+                         "http://host:port or s3+http(s)://host[:port]/bucket[/prefix]",
                          s->id, s->url);
     while ((opt = strtok_r(NULL, ";", &save)) != NULL) {
         struct str o = ring_trim(opt, strlen(opt));

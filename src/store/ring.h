@@ -23,7 +23,7 @@
 
 struct ring_shard {
     char id[RING_ID_MAX + 1];
-    char url[RING_URL_MAX];   /* file:///abs/path or http://host:port */
+    char url[RING_URL_MAX];   /* file:///abs/path, http://host:port or s3+http(s)://h/bucket */
     char zone[RING_ZONE_MAX]; /* "" when the ring has no zones */
     double weight;            /* > 0; 1 is a plain shard */
     uint64_t seed;            /* from the id: placement depends on ids, not list order */
