@@ -301,6 +301,7 @@ struct s3_req {
     long status;    /* of the answer being received (the last status line) */
     char etag[128]; /* the ETag header, quotes kept */
     long timeout_ms;
+    int tries; /* 0: S3_TRIES */
 };
 
 struct s3_send {
@@ -416,8 +417,10 @@ static int s3_perform(struct s3 *s, struct s3_req *r, long *code)
     int rc = E_UNAVAILABLE;
     CURLcode cc = CURLE_OK;
 
+    int tries = r->tries > 0 ? r->tries : S3_TRIES;
+
     *code = 0;
-    for (int attempt = 0; attempt < S3_TRIES; attempt++) {
+    for (int attempt = 0; attempt < tries; attempt++) {
         struct s3_send sd = {r, 0, NULL, false};
         size_t kept = 0;
         CURL *c;
@@ -504,12 +507,14 @@ static int s3_perform(struct s3 *s, struct s3_req *r, long *code)
             rc = E_IO; /* our side failed (a local disk): another attempt would fail the same */
             break;
         }
+        if (tries == 1)
+            break; /* a probe: its caller reports */
         if (cc == CURLE_OK)
             log_warn("store", "%s %s %.16s: answered %ld (attempt %d of %d)", r->method, s->label,
-                     r->key ? r->key : "", *code, attempt + 1, S3_TRIES);
+                     r->key ? r->key : "(bucket)", *code, attempt + 1, tries);
         else
             log_warn("store", "%s %s %.16s: %s (attempt %d of %d)", r->method, s->label,
-                     r->key ? r->key : "", curl_easy_strerror(cc), attempt + 1, S3_TRIES);
+                     r->key ? r->key : "(bucket)", curl_easy_strerror(cc), attempt + 1, tries);
     }
     curl_slist_free_all(hdr);
     if (rc == OK)
@@ -943,7 +948,8 @@ static int s3_check(void *be)
     struct s3_req r = {.method = "HEAD",
                        .key = NULL,
                        .payload_sha256 = S3_EMPTY_SHA256,
-                       .timeout_ms = S3_CHECK_MS};
+                       .timeout_ms = S3_CHECK_MS,
+                       .tries = 1}; /* readiness is asked again soon: answer now */
     char url[S3_URL_MAX], why[256] = "";
     long code = 0;
     int rc;
