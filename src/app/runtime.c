@@ -20,6 +20,7 @@
 #include "store/blob.h"
 #include "store/blob_cache.h"
 #include "store/blob_ring.h"
+#include "store/blob_s3.h"
 #include "store/blob_switch.h"
 #include "store/ring.h"
 
@@ -360,6 +361,12 @@ int runtime_check_config(const struct config *cfg, char *why, size_t cap)
         return OK;
     rc = ring_parse_spec(cfg->storage.shards, (unsigned)cfg->storage.replicas,
                          (unsigned)cfg->storage.write_quorum, &ring, why, cap);
+    /* an S3 shard needs credentials: say which setting is missing before anything starts */
+    for (size_t i = 0; rc == OK && i < ring->n; i++) {
+        if (blob_s3_is(ring->shards[i].url))
+            rc = blob_s3_check_credentials(cfg->storage.s3_credentials_file, ring->shards[i].id,
+                                           why, cap);
+    }
     ring_free(ring);
     return rc;
 }

@@ -91,13 +91,15 @@ static const struct cfg_entry config_table[] = {
     {"storage", "shards", CFG_STR, "", 0, 0, F(storage.shards),
      "The storage ring: comma-separated ID=URL[;zone=Z][;weight=W] (URL file:///path, "
      "http://host:port of a `tessera storage` node, or s3+http(s)://host[:port]/bucket[/prefix] "
-     "of an S3 bucket), or @FILE with one shard per line; empty: the single store of "
-     "storage.blobs. Changing it needs `tessera ring apply`."},
+     "of an S3 bucket, with an optional ;region=R over storage.s3_region), or @FILE with one "
+     "shard per line; empty: the single store of storage.blobs. Changing it needs `tessera ring "
+     "apply`, `rebalance` or `migrate`."},
     {"storage", "s3_region", CFG_STR, "us-east-1", 0, 0, F(storage.s3_region),
      "Region S3 requests are signed for (AWS SigV4); most other S3 servers take us-east-1."},
     {"storage", "s3_credentials_file", CFG_STR, "", 0, 0, F(storage.s3_credentials_file),
      "File with the S3 access key and secret (aws_access_key_id = ..., aws_secret_access_key "
-     "= ... lines; keep it mode 600); empty: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."},
+     "= ... lines; keep it mode 600): a shard's [ID] section when there is one, else [default] "
+     "or the lines before any section. Empty: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."},
     {"storage", "s3_addressing", CFG_STR, "path", 0, 0, F(storage.s3_addressing),
      "path: requests go to host/bucket/key; virtual: to bucket.host/key (AWS for new "
      "buckets; needs the bucket's name in DNS)."},

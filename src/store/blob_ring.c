@@ -393,9 +393,11 @@ int blob_ring_open(struct ring *ring, const struct blob_ring_opts *o, struct blo
         if (strncmp(url, "file://", 7) == 0) {
             rc = blob_file_open(url + 7, &b->sh[i].bs);
         } else if (blob_s3_is(url)) {
+            const char *region = ring->shards[i].region;
             struct blob_s3_opts so = {b->tmp,
-                                      o->s3_region,
+                                      region[0] ? region : o->s3_region,
                                       o->s3_credentials_file,
+                                      ring->shards[i].id,
                                       o->s3_virtual_host,
                                       o->s3_multipart_bytes,
                                       o->connect_ms,

@@ -196,52 +196,82 @@ static bool s3_cred_line(const char *line, const char *name, char *out, size_t c
 }
 
 /*
- * s3_credentials loads the access key and secret: from file (the first values found, so a
- * shared AWS credentials file with one profile works) or else from the environment.
+ * s3_load_credentials reads the access key and secret (capacity S3_SECRET_MAX each): from
+ * file, in its [profile] section when there is one, else its [default] section or the lines
+ * before any section (so an AWS shared credentials file works, and each shard of a ring may
+ * have its own keys); or from the environment when file is NULL or "". On failure a
+ * sentence naming the setting goes to why (capacity cap) and E_INVALID is returned.
+ * Never logs the values.
  */
-static int s3_credentials(struct s3 *s, const char *file)
+static int s3_load_credentials(const char *file, const char *profile, char *access, char *secret,
+                               char *why, size_t cap)
 {
-    char line[1024];
+    char line[1024], section[128] = "";
+    char pa[S3_SECRET_MAX] = "", ps[S3_SECRET_MAX] = ""; /* of [profile] */
     FILE *fp;
 
+    access[0] = secret[0] = '\0';
     if (file == NULL || file[0] == '\0') {
         const char *a = getenv("AWS_ACCESS_KEY_ID");
         const char *k = getenv("AWS_SECRET_ACCESS_KEY");
-        s->cred_source = "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY";
-        if (a == NULL || k == NULL || a[0] == '\0' || k[0] == '\0' ||
-            strlen(a) >= sizeof(s->access) || strlen(k) >= sizeof(s->secret)) {
-            log_error("store",
-                      "%s: no S3 credentials: set storage.s3_credentials_file or "
-                      "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
-                      s->label);
+        if (a == NULL || k == NULL || a[0] == '\0' || k[0] == '\0' || strlen(a) >= S3_SECRET_MAX ||
+            strlen(k) >= S3_SECRET_MAX) {
+            snprintf(why, cap,
+                     "no S3 credentials: set storage.s3_credentials_file, or "
+                     "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY");
             return E_INVALID;
         }
-        snprintf(s->access, sizeof(s->access), "%s", a);
-        snprintf(s->secret, sizeof(s->secret), "%s", k);
+        snprintf(access, S3_SECRET_MAX, "%s", a);
+        snprintf(secret, S3_SECRET_MAX, "%s", k);
         return OK;
     }
-    s->cred_source = "storage.s3_credentials_file";
     fp = fopen(file, "re");
     if (fp == NULL) {
-        log_error("store", "storage.s3_credentials_file: cannot open '%s': %s", file,
-                  strerror(errno));
+        snprintf(why, cap, "storage.s3_credentials_file: cannot open '%s': %s", file,
+                 strerror(errno));
         return E_INVALID;
     }
     while (fgets(line, sizeof(line), fp) != NULL) {
-        if (s->access[0] == '\0')
-            s3_cred_line(line, "aws_access_key_id", s->access, sizeof(s->access));
-        if (s->secret[0] == '\0')
-            s3_cred_line(line, "aws_secret_access_key", s->secret, sizeof(s->secret));
+        const char *p = line + strspn(line, " \t");
+        if (*p == '[') {
+            size_t n = strcspn(p + 1, "]\r\n");
+            snprintf(section, sizeof(section), "%.*s", (int)n, p + 1);
+            continue;
+        }
+        bool mine = profile != NULL && profile[0] != '\0' && strcmp(section, profile) == 0;
+        bool fallback = section[0] == '\0' || strcmp(section, "default") == 0;
+        char *ka = mine ? pa : fallback ? access : NULL;
+        char *ks = mine ? ps : fallback ? secret : NULL;
+        if (ka != NULL && ka[0] == '\0')
+            s3_cred_line(p, "aws_access_key_id", ka, S3_SECRET_MAX);
+        if (ks != NULL && ks[0] == '\0')
+            s3_cred_line(p, "aws_secret_access_key", ks, S3_SECRET_MAX);
     }
+    explicit_bzero(line, sizeof(line));
     fclose(fp);
-    if (s->access[0] == '\0' || s->secret[0] == '\0') {
-        log_error("store",
-                  "storage.s3_credentials_file: '%s' has no aws_access_key_id and "
-                  "aws_secret_access_key lines",
-                  file);
+    if (pa[0] != '\0' && ps[0] != '\0') {
+        memcpy(access, pa, S3_SECRET_MAX);
+        memcpy(secret, ps, S3_SECRET_MAX);
+    }
+    explicit_bzero(ps, sizeof(ps));
+    if (access[0] == '\0' || secret[0] == '\0') {
+        snprintf(why, cap,
+                 "storage.s3_credentials_file: '%s' has no aws_access_key_id and "
+                 "aws_secret_access_key lines%s%s%s",
+                 file, profile && profile[0] ? " (in [" : "", profile ? profile : "",
+                 profile && profile[0] ? "] or [default])" : "");
         return E_INVALID;
     }
     return OK;
+}
+
+int blob_s3_check_credentials(const char *file, const char *profile, char *why, size_t cap)
+{
+    char access[S3_SECRET_MAX], secret[S3_SECRET_MAX];
+    int rc = s3_load_credentials(file, profile, access, secret, why, cap);
+
+    explicit_bzero(secret, sizeof(secret));
+    return rc;
 }
 
 /* --- handles and requests --- */
@@ -1148,8 +1178,13 @@ int blob_s3_open(const char *url, const struct blob_s3_opts *o, struct blob_stor
     s = xcalloc(1, sizeof(*s));
     pthread_mutex_init(&s->lock, NULL);
     s->label = xstrdup(url);
-    rc = s3_credentials(s, o->credentials_file);
+    s->cred_source = o->credentials_file != NULL && o->credentials_file[0] != '\0'
+                         ? "storage.s3_credentials_file"
+                         : "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY";
+    rc = s3_load_credentials(o->credentials_file, o->profile, s->access, s->secret, buf,
+                             sizeof(buf));
     if (rc != OK) {
+        log_error("store", "%s: %s", url, buf);
         s3_free(s);
         return rc;
     }

@@ -53,7 +53,7 @@ static const char *s3_creds; /* TESSERA_TEST_S3_CREDENTIALS: its credentials fil
 /* s3_opts: the options of an S3 store whose downloads go to f->tmp. */
 static struct blob_s3_opts s3_opts(const struct fixture *f, const char *creds)
 {
-    struct blob_s3_opts o = {f->tmp, "us-east-1", creds, false, BLOB_S3_MIN_PART, 1000, 5000};
+    struct blob_s3_opts o = {f->tmp, "us-east-1", creds, NULL, false, BLOB_S3_MIN_PART, 1000, 5000};
     return o;
 }
 
@@ -808,6 +808,42 @@ static void test_s3_not_ready(void **state)
     log_min_level = LOG_WARN;
 }
 
+/* A shard's own [ID] section of the credentials file wins over [default]. */
+static void test_s3_profiles(void **state)
+{
+    struct fixture *f = *state;
+    char creds[160], access[256], secret[256], why[256];
+    struct blob_s3_opts o = s3_opts(f, NULL);
+    struct blob_store *bs = NULL;
+    FILE *fp;
+
+    cred_value("aws_access_key_id", access, sizeof(access));
+    cred_value("aws_secret_access_key", secret, sizeof(secret));
+    snprintf(creds, sizeof(creds), "%s/profiles", f->dir);
+    fp = fopen(creds, "w");
+    assert_non_null(fp);
+    fprintf(fp,
+            "[default]\naws_access_key_id = %s\naws_secret_access_key = wrong\n\n"
+            "[main]\naws_access_key_id = %s\naws_secret_access_key = %s\n",
+            access, access, secret);
+    fclose(fp);
+    o.credentials_file = creds;
+    o.profile = "main";
+    assert_int_equal(blob_s3_open(f->s3url, &o, &bs), OK);
+    assert_int_equal(blob_store_check(bs), OK);
+    blob_store_free(bs);
+    o.profile = "other"; /* no [other]: [default], whose secret is wrong */
+    log_min_level = LOG_OFF;
+    assert_int_equal(blob_s3_open(f->s3url, &o, &bs), OK);
+    assert_int_equal(blob_store_check(bs), E_UNAVAILABLE);
+    blob_store_free(bs);
+    log_min_level = LOG_WARN;
+    assert_int_equal(blob_s3_check_credentials(creds, "main", why, sizeof(why)), OK);
+    assert_int_equal(blob_s3_check_credentials("/nonexistent", "main", why, sizeof(why)),
+                     E_INVALID);
+    assert_non_null(strstr(why, "storage.s3_credentials_file"));
+}
+
 static void test_s3_urls(void **state)
 {
     const char *good[] = {"s3+http://127.0.0.1:18081/tessera",
@@ -847,6 +883,7 @@ int main(void)
             cmocka_unit_test_setup_teardown(test_s3_mismatch_not_served, setup, teardown),
             cmocka_unit_test_setup_teardown(test_s3_list, setup, teardown),
             cmocka_unit_test_setup_teardown(test_s3_not_ready, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_s3_profiles, setup, teardown),
         };
         return cmocka_run_group_tests_name("blob_s3", s3_tests, NULL, NULL);
     }
