@@ -6,8 +6,11 @@ Covers: corpus round trip byte-exact (every accepted corpus file), ranged reads,
 delete; /readyz naming the bucket when it is wrong; Swift stopped -> uploads 503 with
 Retry-After and nothing answered 201 lost, blobs in the local cache still served; Swift
 started again -> uploads work; a restart with an empty local cache reads everything back
-from the bucket. Skips (exit 77) with the reason when Swift is not installed.
+from the bucket. Then a ring of two prefixes (R=2): a copy overwritten with wrong bytes is
+never served, `tessera repair` (listing with ListObjectsV2) rewrites it. Skips (exit 77)
+with the reason when Swift is not installed.
 """
+import http.client
 import os
 import shutil
 import socket
@@ -56,6 +59,25 @@ class Swift:
     @property
     def credentials(self):
         return os.path.join(self.dir, "credentials")
+
+    def swift_api(self, method, path, body=None):
+        """A request to Swift's own API (token auth): to look at or spoil an object behind the
+        S3 API's back. path is BUCKET/OBJECT."""
+        port = int(self.env["TESSERA_S3_PORT"])
+        creds = dict(l.split(" = ", 1) for l in open(self.credentials).read().splitlines()
+                     if " = " in l)
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        c.request("GET", "/auth/v1.0", headers={"X-Storage-User": creds["aws_access_key_id"],
+                                                "X-Storage-Pass": creds["aws_secret_access_key"]})
+        r = c.getresponse()
+        r.read()
+        token, url = r.getheader("X-Auth-Token"), r.getheader("X-Storage-Url")
+        c.request(method, url.split(str(port), 1)[1] + "/" + path, body=body,
+                  headers={"X-Auth-Token": token})
+        r = c.getresponse()
+        out = r.status, r.read()
+        c.close()
+        return out
 
     def destroy(self):
         subprocess.run([S3SH, "destroy"], env=self.env, stdout=subprocess.DEVNULL,
@@ -161,6 +183,36 @@ def main():
                 if tf.request(srv, "GET", tf.path_of(u))[2] != d]
         c.check(not lost, "every upload answered 201 is read back from S3 (%d)" % len(ledger),
                 ", ".join(lost[:5]))
+        srv.stop()
+        srv = None
+
+        # two prefixes as two shards (R=2), no local cache: every read goes to the bucket
+        base = swift.sh("url")
+        ring = ["--storage.shards", "a=%s/rep-a,b=%s/rep-b" % (base, base),
+                "--storage.replicas", "2", "--storage.write_quorum", "2",
+                "--storage.s3_credentials_file", swift.credentials]
+        srv = tf.Server(ring + ["--storage.cache_bytes", "0", "--log.access=false"])
+        srv.start()
+        stored = {}
+        for n in range(5):
+            st, _, _, j = tf.upload(srv, tf.tiny_png(500 + n, size=7))
+            if c.check(st == 201, "upload to the two-shard ring"):
+                stored[j["sha256"]] = (tf.path_of(j["url"]),
+                                       tf.request(srv, "GET", tf.path_of(j["url"]))[2])
+        key = next(iter(stored))
+        bucket = base.rsplit("/", 1)[1]
+        st, _ = swift.swift_api("PUT", "%s/rep-a/%s" % (bucket, key), b"rotten bytes")
+        c.check(st == 201, "one copy overwritten with wrong bytes", str(st))
+        bad = [k for k, (p, d) in stored.items() if tf.request(srv, "GET", p)[2] != d]
+        c.check(not bad, "reads stay correct with a rotten copy (never served)", str(bad))
+        r = subprocess.run([tf.tessera_bin(), "repair", "--data-dir", srv.data_dir,
+                            "--log.level=warn"] + ring, capture_output=True, text=True,
+                           timeout=300)
+        out = r.stdout + r.stderr
+        c.check(r.returncode == 0 and "1 corrupt rewritten" in out,
+                "repair finds the rotten copy in the listing and rewrites it", out[-1200:])
+        st, body = swift.swift_api("GET", "%s/rep-a/%s" % (bucket, key))
+        c.check(st == 200 and tf.sha256(body) == key, "the copy in the bucket is right again")
     finally:
         if srv is not None:
             srv.stop()
