@@ -15,9 +15,11 @@ import argparse
 import http.client
 import json
 import os
+import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -32,10 +34,11 @@ S3SH = os.path.join(ROOT, "deploy", "local", "s3.sh")
 
 
 def port_run(n):
-    """The first of n consecutive free loopback ports (s3.sh uses PORT..PORT+4)."""
-    import socket
-    for _ in range(200):
-        base = free_port()
+    """The first of n consecutive free loopback ports (s3.sh uses PORT..PORT+4), below the
+    kernel's ephemeral range: a port there may be taken meanwhile by the local side of any
+    outgoing connection (Swift's own, this benchmark's), and Swift binds after this check."""
+    for _ in range(500):
+        base = random.randrange(20000, 32000)
         socks = []
         try:
             for p in range(base, base + n):

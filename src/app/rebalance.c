@@ -75,10 +75,10 @@ out:
     return rc;
 }
 
-void rebalance_copy(struct rebalance *rb, long rate, struct progress *p)
+void rebalance_copy(struct rebalance *rb, long rate, unsigned jobs, struct progress *p)
 {
     if (rb->store != NULL)
-        ring_move_copy(rb->store, rb->nw, &rb->listing, rate, p, &rb->res);
+        ring_move_copy(rb->store, rb->nw, &rb->listing, rate, jobs, p, &rb->res);
 }
 
 int rebalance_begin(struct rebalance *rb)

@@ -18,6 +18,7 @@
 #include "core/log.h"
 #include "core/progress.h"
 #include "store/ring.h"
+#include "store/ring_move.h"
 #include "store/ring_sim.h"
 
 #include <stdarg.h>
@@ -209,7 +210,7 @@ static int ring_move(const struct config *cfg, const struct ring_move_args *a)
                         "move stays unfinished (reads fall back): run it again\n");
         goto out;
     }
-    rebalance_copy(&rb, a->rate, p);
+    rebalance_copy(&rb, a->rate, 1, p);
     rc = rebalance_finish(&rb);
     if (rc != OK) {
         if (rb.res.errors > 0)
@@ -251,6 +252,7 @@ struct ring_migrate_args {
     bool finish;
     bool json;
     long rate;
+    long jobs; /* blobs copied at once */
 };
 
 /* ring_migrate_target parses --to with R and W that fit it (one bucket: R = W = 1). */
@@ -375,7 +377,7 @@ static int ring_migrate(const struct config *cfg, const struct ring_migrate_args
         }
     }
     int64_t t0 = time_mono_us(); /* the copy alone: its speed is what a migration costs */
-    rebalance_copy(&rb, a->rate, p);
+    rebalance_copy(&rb, a->rate, (unsigned)a->jobs, p);
     double secs = (double)(time_mono_us() - t0) / 1e6;
     if (rb.res.errors > 0) {
         fprintf(stderr,
@@ -530,10 +532,10 @@ static int ring_simulate(int argc, char **argv)
 }
 
 /* ring_migrate_cmd parses `ring migrate --to SPEC [--replicas R] [--write-quorum W]
- * [--rate N] [--json]` or `ring migrate --finish [--json]`. */
+ * [--rate N] [--jobs N] [--json]` or `ring migrate --finish [--jobs N] [--json]`. */
 static int ring_migrate_cmd(const struct config *cfg, int argc, char **argv)
 {
-    struct ring_migrate_args a = {NULL, 0, 0, false, false, 0};
+    struct ring_migrate_args a = {NULL, 0, 0, false, false, 0, 4};
     bool bad = false;
 
     for (int i = 2; i < argc; i++) {
@@ -550,16 +552,22 @@ static int ring_migrate_cmd(const struct config *cfg, int argc, char **argv)
             a.quorum = strtol(argv[++i], NULL, 10);
         else if (strcmp(o, "--rate") == 0 && i + 1 < argc)
             a.rate = strtol(argv[++i], NULL, 10);
+        else if (strcmp(o, "--jobs") == 0 && i + 1 < argc)
+            a.jobs = strtol(argv[++i], NULL, 10);
         else
             bad = true;
     }
-    if (bad || (a.to == NULL) == !a.finish || a.replicas < 0 || a.quorum < 0 || a.rate < 0) {
-        fprintf(stderr, "usage: tessera ring migrate --to SHARDS [--replicas R] [--write-quorum W] "
-                        "[--rate KEYS_PER_S] [--json]\n"
-                        "       tessera ring migrate --finish [--json]\n"
-                        "  SHARDS as storage.shards, e.g. main=s3+http://127.0.0.1:18081/bucket or "
-                        "@/etc/tessera/nodes.txt;\n"
-                        "  R defaults to storage.replicas (at most the shards of SHARDS)\n");
+    if (bad || (a.to == NULL) == !a.finish || a.replicas < 0 || a.quorum < 0 || a.rate < 0 ||
+        a.jobs < 1 || a.jobs > RING_MOVE_MAX_JOBS) {
+        fprintf(stderr,
+                "usage: tessera ring migrate --to SHARDS [--replicas R] [--write-quorum W] "
+                "[--rate KEYS_PER_S] [--json]\n"
+                "       tessera ring migrate --finish [--json]\n"
+                "  SHARDS as storage.shards, e.g. main=s3+http://127.0.0.1:18081/bucket or "
+                "@/etc/tessera/nodes.txt;\n"
+                "  R defaults to storage.replicas (at most the shards of SHARDS); N blobs are "
+                "copied at once (default 4, at most %d)\n",
+                RING_MOVE_MAX_JOBS);
         return 2;
     }
     return ring_migrate(cfg, &a) == OK ? 0 : 1;

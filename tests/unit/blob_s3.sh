@@ -15,7 +15,7 @@ fi
 port=$(/usr/bin/python3 - <<'PY'
 import random, socket
 for _ in range(200):
-    base = random.randrange(20000, 40000)
+    base = random.randrange(20000, 32000)  # below the ephemeral range (32768-)
     socks = []
     try:
         for p in range(base, base + 5):
