@@ -142,6 +142,8 @@ account_autocreate = true
 [filter:s3api]
 use = egg:swift#s3api
 location = us-east-1
+# virtual-hosted requests: BUCKET.localhost (curl resolves *.localhost to loopback itself)
+storage_domain = localhost
 
 [filter:tempauth]
 use = egg:swift#tempauth

@@ -844,6 +844,37 @@ static void test_s3_profiles(void **state)
     assert_non_null(strstr(why, "storage.s3_credentials_file"));
 }
 
+/* Virtual-host addressing: BUCKET.HOST (Swift's storage_domain is localhost in s3.sh). */
+static void test_s3_virtual_host(void **state)
+{
+    struct fixture *f = *state;
+    struct blob_s3_opts o = s3_opts(f, s3_creds);
+    const char *port = strrchr(s3_base, ':');
+    char url[600], key[SHA256_HEX];
+    struct blob_entry e[2];
+    struct blob_store *bs = NULL;
+    uint64_t size = 0;
+    size_t n = 0;
+    int fd = -1;
+
+    assert_non_null(port); /* s3+http://127.0.0.1:PORT/BUCKET */
+    snprintf(url, sizeof(url), "s3+http://localhost%s/vh", port);
+    o.virtual_host = true;
+    assert_int_equal(blob_s3_open(url, &o, &bs), OK);
+    assert_int_equal(blob_store_check(bs), OK);
+    write_file(f->src, 3000, 8);
+    key_of_file(f->src, key);
+    assert_int_equal(blob_put_path(bs, key, f->src), OK);
+    assert_int_equal(blob_open(bs, key, &fd, &size), OK);
+    assert_int_equal(size, 3000);
+    close(fd);
+    assert_int_equal(blob_list(bs, "", e, 2, &n), OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(e[0].key, key);
+    assert_int_equal(blob_delete(bs, key), OK);
+    blob_store_free(bs);
+}
+
 static void test_s3_urls(void **state)
 {
     const char *good[] = {"s3+http://127.0.0.1:18081/tessera",
@@ -884,6 +915,7 @@ int main(void)
             cmocka_unit_test_setup_teardown(test_s3_list, setup, teardown),
             cmocka_unit_test_setup_teardown(test_s3_not_ready, setup, teardown),
             cmocka_unit_test_setup_teardown(test_s3_profiles, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_s3_virtual_host, setup, teardown),
         };
         return cmocka_run_group_tests_name("blob_s3", s3_tests, NULL, NULL);
     }
