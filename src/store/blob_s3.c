@@ -166,7 +166,7 @@ static void s3_object_url(const struct s3 *s, const char *key, const char *query
 
 /* --- credentials --- */
 
-/* s3_cred_value copies the value of "name = value" lines (AWS credentials file syntax). */
+/* s3_cred_line copies the value of a "name = value" line (AWS credentials file syntax). */
 static bool s3_cred_line(const char *line, const char *name, char *out, size_t cap)
 {
     size_t n = strlen(name);
@@ -317,9 +317,8 @@ struct s3_req {
     int fd;
     uint64_t off, len;
     const char *check_key; /* when sending a whole file: abort unless it hashes to this */
-    /* or body from memory */
+    /* or body from memory: [0, len) of body */
     const char *body;
-    size_t body_len;
     /*
      * answers: into answer (XML or error text; NULL: discarded), or into sink, which is
      * also called with a NULL buffer before each attempt and returns how many bytes it
@@ -437,8 +436,8 @@ static void s3_pause(int attempt)
  * s3_perform sends r, trying again after transport failures, timeouts and retryable
  * answers (with back-off), and sets *code (0 when nothing answered). The sink must be
  * able to start over: before each attempt r->sink is called with a NULL buffer to rewind.
- * Returns OK when something answered (look at *code), E_UNAVAILABLE otherwise, E_INVALID
- * when the file did not hash to its key.
+ * Returns OK when something answered (look at *code), E_UNAVAILABLE when nothing did,
+ * E_INVALID when the file sent did not hash to its key, E_IO when a local file failed.
  */
 static int s3_perform(struct s3 *s, struct s3_req *r, long *code)
 {
@@ -446,7 +445,6 @@ static int s3_perform(struct s3 *s, struct s3_req *r, long *code)
     char line[256];
     int rc = E_UNAVAILABLE;
     CURLcode cc = CURLE_OK;
-
     int tries = r->tries > 0 ? r->tries : S3_TRIES;
 
     *code = 0;
