@@ -5,8 +5,9 @@ S3 server (OpenStack Swift with s3api, started by deploy/local/s3.sh on free loo
 Covers: corpus round trip byte-exact (every accepted corpus file), ranged reads, variants,
 delete; /readyz naming the bucket when it is wrong; Swift stopped -> uploads 503 with
 Retry-After and nothing answered 201 lost, blobs in the local cache still served; Swift
-started again -> uploads work; a restart with an empty local cache reads everything back
-from the bucket. Then a ring of two prefixes (R=2): a copy overwritten with wrong bytes is
+started again -> uploads work; Swift killed and started under an uploader -> only 201s and
+503s with Retry-After; a restart with an empty local cache reads every upload answered 201
+back from the bucket. Then a ring of two prefixes (R=2): a copy overwritten with wrong bytes is
 never served, `tessera repair` (listing with ListObjectsV2) rewrites it. Skips (exit 77)
 with the reason when Swift is not installed.
 """
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -175,6 +177,46 @@ def main():
 
         c.check(tf.wait_for(upload_ok, 30, "an upload after Swift came back"),
                 "upload after Swift came back")
+
+        # the drill under load: Swift killed (SIGKILL) and started while an uploader runs;
+        # every answer is 201 or 503 + Retry-After, and every 201 is in the ledger
+        answers, stop = [], threading.Event()
+
+        def uploader():
+            n = 3000
+            while not stop.is_set():
+                n += 1
+                try:
+                    st, h, _, j = tf.upload(srv, tf.tiny_png(n, size=5))
+                except OSError as e:
+                    answers.append(("error", str(e)))
+                    continue
+                answers.append((st, "retry-after" in {k.lower() for k in h}))
+                if st == 201:
+                    got = tf.request(srv, "GET", tf.path_of(j["url"]))[2]
+                    ledger[j["id"]] = (got, j["delete_token"], j["url"], j["variants"])
+
+        t = threading.Thread(target=uploader)
+        t.start()
+        try:
+            tf.wait_for(lambda: sum(a[0] == 201 for a in answers) >= 5, 30, "5 uploads")
+            swift.sh("kill")
+            tf.wait_for(lambda: sum(a[0] == 503 for a in answers) >= 5, 30, "5 answers 503")
+            swift.sh("start")
+            n201 = sum(a[0] == 201 for a in answers)
+            tf.wait_for(lambda: sum(a[0] == 201 for a in answers) >= n201 + 5, 60,
+                        "5 uploads after the restart")
+        finally:
+            stop.set()
+            t.join()
+        odd = [a for a in answers if a[0] not in (201, 503) or (a[0] == 503 and not a[1])]
+        print("  drill: %d uploads answered 201, %d 503" % (sum(a[0] == 201 for a in answers),
+                                                          sum(a[0] == 503 for a in answers)))
+        c.check(not odd, "Swift killed and started under load: only 201s and 503s with "
+                "Retry-After", str(odd[:5]))
+        c.check(sum(a[0] == 503 for a in answers) >= 5 and
+                sum(a[0] == 201 for a in answers) >= 10, "uploads fail while Swift is down and "
+                "work again after", str(answers[-10:]))
 
         # nothing acknowledged lost: a restart with an empty local cache reads from the bucket
         srv.terminate()
