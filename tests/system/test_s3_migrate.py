@@ -3,7 +3,8 @@
 shards (R=2) has its blobs moved to a bucket of a real S3 server (Swift with s3api, started by
 deploy/local/s3.sh) and then back, while a reader and an uploader run against it.
 
-Checks: zero failed reads and uploads during each move; serve follows without a restart;
+Checks: a migration killed while copying is resumed by the next run; zero failed reads and
+uploads during each move; serve follows without a restart;
 before --finish the old shards keep every copy, after it they hold none (so every read is
 served by the bucket) and every image still reads back byte-exact; the move back puts every
 blob on both file shards again. Skips (exit 77) when Swift is not installed.
@@ -122,12 +123,33 @@ def main():
                    if tf.sha256(tf.request(srv, "GET", p)[2]) != sha]
             c.check(not bad, what + " (%d images)" % len(images), ", ".join(bad[:5]))
 
-        # --- to S3, under load
+        # --- a migration killed (SIGKILL) while it copies: the next run resumes it
         before = {sha for _, sha in images.values()}
+        first = subprocess.Popen([tf.tessera_bin(), "ring", "migrate", "--to", bucket, "--json",
+                                  "--rate", "4", "--jobs", "1", "--data-dir", srv.data_dir,
+                                  "--log.level=warn"] + common,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        plan1 = None
+        for line in first.stdout:  # JSON lines: the plan, then progress about once a second
+            m = re.search(r"(\d+) copies to make", line)
+            plan1 = int(m.group(1)) if m and plan1 is None else plan1
+            if '"phase":"copying"' in line and not re.search(r'"done":0[,}]', line):
+                break
+        first.kill()
+        first.wait()
+        first.stdout.close()
+        c.check(plan1 is not None and plan1 > 0, "the first run planned copies", str(plan1))
+
+        # --- resumed, to S3, under load
         with Load(srv, images) as load:
             rc, out = tool("ring", "migrate", "--to", bucket)
         c.check(rc == 0 and "copies made and verified" in out, "ring migrate --to s3 exits 0",
                 out[-1500:])
+        m = re.search(r"(\d+) copies to make", out)
+        # the killed run had put the new ring in force: uploads since went to S3 already
+        c.check(m is not None and plan1 is not None and int(m.group(1)) < plan1,
+                "the resumed run copies only what the killed one left (%s of %s)"
+                % (m.group(1) if m else None, plan1))
         m = re.search(r"(\d+) copies made and verified \(SHA-256\) in ([\d.]+) s "
                       r"\(([\d.]+) blobs/s, ([\d.]+) MB/s\)", out)
         if m:
