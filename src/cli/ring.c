@@ -296,6 +296,29 @@ static int ring_migrate_in_force(const struct runtime *rt, struct ring **out)
     return rc;
 }
 
+/*
+ * ring_migrate_unfinished refuses to start a move to nw while one to another ring is open:
+ * blobs uploaded since that one began live only on its ring, which a new move from the
+ * previous ring would leave behind. Moving to the ring in force again resumes it.
+ */
+static int ring_migrate_unfinished(const struct runtime *rt, const struct ring *nw)
+{
+    char epoch[64] = "", *prev = NULL;
+    int rc = ring_state_previous(rt->meta, &prev);
+
+    if (rc == OK && prev[0] != '\0' && ring_state_epoch(rt->meta, epoch, sizeof(epoch)) == OK &&
+        strcmp(epoch, nw->epoch) != 0) {
+        fprintf(stderr,
+                "tessera ring migrate: a move to epoch %s is unfinished (uploads since went "
+                "there): finish it first (`tessera ring migrate --finish`, or `ring rebalance`), "
+                "or give --to that ring again to resume it\n",
+                epoch);
+        rc = E_INVALID;
+    }
+    free(prev);
+    return rc;
+}
+
 static void ring_migrate_say(bool json, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -337,6 +360,8 @@ static int ring_migrate(const struct config *cfg, const struct ring_migrate_args
     if (rc != OK)
         goto out;
     rc = a->finish ? ring_migrate_in_force(&rt, &nw) : ring_migrate_target(cfg, a, &nw);
+    if (rc == OK && !a->finish)
+        rc = ring_migrate_unfinished(&rt, nw);
     if (rc != OK)
         goto out;
     p = progress_new("migrate", a->json, a->json ? stdout : stderr);
