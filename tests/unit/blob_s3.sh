@@ -34,5 +34,6 @@ PY
 dir=$(mktemp -d /tmp/tessera-s3-test-XXXXXX)
 export TESSERA_S3_DIR=$dir TESSERA_S3_PORT=$port
 trap '"$root/deploy/local/s3.sh" destroy >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+trap 'exit 143' TERM INT # a timeout's signal still runs the EXIT trap: no Swift left behind
 "$root/deploy/local/s3.sh" up
 TESSERA_TEST_S3_URL=$("$root/deploy/local/s3.sh" url) TESSERA_TEST_S3_CREDENTIALS=$dir/credentials "$bin"
