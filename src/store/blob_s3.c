@@ -867,21 +867,6 @@ static size_t s3_write(char *p, size_t size, size_t n, void *ud)
     return total;
 }
 
-/* s3_tmpfile opens an unlinked file in dir: it disappears with its last descriptor. */
-static int s3_tmpfile(const char *dir)
-{
-    char path[4096];
-    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-
-    if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
-        return fd;
-    snprintf(path, sizeof(path), "%s/download-XXXXXX", dir);
-    fd = mkostemp(path, O_CLOEXEC);
-    if (fd >= 0)
-        unlink(path);
-    return fd;
-}
-
 /*
  * s3_open downloads the object into an unlinked temporary while hashing it. A download cut
  * short is resumed with a ranged GET from where it stopped (s3_perform's attempts).
@@ -899,7 +884,7 @@ static int s3_open(void *be, const char *key, int *fd, uint64_t *size)
     long code = 0;
     int rc;
 
-    d.fd = s3_tmpfile(s->tmp);
+    d.fd = blob_tmp_unlinked(s->tmp);
     if (d.fd < 0) {
         log_error("store", "cannot create a download file in '%s': %s", s->tmp, strerror(errno));
         rc = E_IO;
