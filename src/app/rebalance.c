@@ -21,7 +21,6 @@
 int rebalance_open(const struct runtime *rt, const struct ring *nw, struct rebalance *rb,
                    struct progress *p, char *err, size_t cap)
 {
-    const struct config *cfg = rt->cfg;
     struct ring *uni = NULL;
     char *text = NULL;
     int rc;
@@ -55,9 +54,8 @@ int rebalance_open(const struct runtime *rt, const struct ring *nw, struct rebal
     rc = ring_union(rb->old, nw, &uni, err, cap);
     if (rc != OK)
         goto out;
-    struct blob_ring_opts o = {rt->tmp_dir, (long)cfg->storage.connect_timeout_ms,
-                               (long)cfg->storage.read_timeout_ms,
-                               (long)cfg->storage.down_backoff_ms, &cfg->storage_secret};
+    struct blob_ring_opts o;
+    runtime_ring_opts(rt, &o);
     rc = blob_ring_open(uni, &o, &rb->store);
     if (rc != OK) {
         snprintf(err, cap, "cannot open the shards of both rings: %s", err_str(rc));
@@ -77,10 +75,10 @@ out:
     return rc;
 }
 
-void rebalance_copy(struct rebalance *rb, long rate, struct progress *p)
+void rebalance_copy(struct rebalance *rb, long rate, unsigned jobs, struct progress *p)
 {
     if (rb->store != NULL)
-        ring_move_copy(rb->store, rb->nw, &rb->listing, rate, p, &rb->res);
+        ring_move_copy(rb->store, rb->nw, &rb->listing, rate, jobs, p, &rb->res);
 }
 
 int rebalance_begin(struct rebalance *rb)

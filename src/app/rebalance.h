@@ -53,8 +53,11 @@ struct rebalance {
 int rebalance_open(const struct runtime *rt, const struct ring *nw, struct rebalance *rb,
                    struct progress *p, char *err, size_t cap);
 
-/* rebalance_copy makes the plan's copies (at most rate keys a second, 0: no limit) into rb->res. */
-void rebalance_copy(struct rebalance *rb, long rate, struct progress *p);
+/*
+ * rebalance_copy makes the plan's copies (at most rate keys a second, 0: no limit; jobs keys
+ * at once) into rb->res.
+ */
+void rebalance_copy(struct rebalance *rb, long rate, unsigned jobs, struct progress *p);
 
 /*
  * rebalance_begin records the old ring as the previous one, then nw as the

@@ -20,6 +20,7 @@
 #include "store/blob.h"
 #include "store/blob_cache.h"
 #include "store/blob_ring.h"
+#include "store/blob_s3.h"
 #include "store/blob_switch.h"
 #include "store/ring.h"
 
@@ -149,6 +150,22 @@ static int rt_ring_check(struct runtime *rt, const struct ring *ring)
     return rc;
 }
 
+void runtime_ring_opts(const struct runtime *rt, struct blob_ring_opts *o)
+{
+    const struct config *cfg = rt->cfg;
+
+    memset(o, 0, sizeof(*o));
+    o->tmp_dir = rt->tmp_dir;
+    o->connect_ms = (long)cfg->storage.connect_timeout_ms;
+    o->read_ms = (long)cfg->storage.read_timeout_ms;
+    o->backoff_ms = (long)cfg->storage.down_backoff_ms;
+    o->s3_region = cfg->storage.s3_region;
+    o->s3_credentials_file = cfg->storage.s3_credentials_file;
+    o->s3_virtual_host = strcmp(cfg->storage.s3_addressing, "virtual") == 0;
+    o->s3_multipart_bytes = (uint64_t)cfg->storage.s3_multipart_bytes;
+    o->node_key = &cfg->storage_secret;
+}
+
 static int rt_blobs(const struct config *cfg, unsigned parts, struct runtime *rt)
 {
     struct ring *ring = NULL;
@@ -179,9 +196,8 @@ static int rt_blobs(const struct config *cfg, unsigned parts, struct runtime *rt
     }
     log_info("ring", "ring epoch %s: %zu shards, %u replicas, write quorum %u", ring->epoch,
              ring->n, ring->replicas, ring->write_quorum);
-    struct blob_ring_opts o = {rt->tmp_dir, (long)cfg->storage.connect_timeout_ms,
-                               (long)cfg->storage.read_timeout_ms,
-                               (long)cfg->storage.down_backoff_ms, &cfg->storage_secret};
+    struct blob_ring_opts o;
+    runtime_ring_opts(rt, &o);
     char epoch[sizeof(ring->epoch)];
     snprintf(epoch, sizeof(epoch), "%s", ring->epoch);
     rc = blob_ring_open(ring, &o, &rt->blobs);
@@ -347,6 +363,12 @@ int runtime_check_config(const struct config *cfg, char *why, size_t cap)
         return OK;
     rc = ring_parse_spec(cfg->storage.shards, (unsigned)cfg->storage.replicas,
                          (unsigned)cfg->storage.write_quorum, &ring, why, cap);
+    /* an S3 shard needs credentials: say which setting is missing before anything starts */
+    for (size_t i = 0; rc == OK && i < ring->n; i++) {
+        if (blob_s3_is(ring->shards[i].url))
+            rc = blob_s3_check_credentials(cfg->storage.s3_credentials_file, ring->shards[i].id,
+                                           why, cap);
+    }
     ring_free(ring);
     return rc;
 }

@@ -71,6 +71,14 @@ int runtime_open(const struct config *cfg, unsigned parts, struct runtime *rt);
  */
 int runtime_check_config(const struct config *cfg, char *why, size_t cap);
 
+struct blob_ring_opts;
+
+/*
+ * runtime_ring_opts fills o from the storage section of rt's configuration: timeouts,
+ * back-off, the S3 settings, rt's tmp_dir (o borrows rt's and the configuration's strings).
+ */
+void runtime_ring_opts(const struct runtime *rt, struct blob_ring_opts *o);
+
 struct jobs_opts;
 
 /* runtime_jobs_opts fills o from the jobs section of cfg. */

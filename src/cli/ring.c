@@ -3,7 +3,8 @@
  *
  * The ring in force is recorded in the metadata store (app/ring_state.h);
  * show compares it with the configured one, apply records the configured
- * one, plan and rebalance move the blobs to it (app/rebalance.h), simulate
+ * one, plan and rebalance move the blobs to it (app/rebalance.h), migrate moves
+ * them to a ring given on the command line (another backend) with the same protocol, simulate
  * measures placement (store/ring_sim.h). Results go to stdout, progress to
  * stderr; with --json both are JSON lines on stdout.
  */
@@ -17,8 +18,10 @@
 #include "core/log.h"
 #include "core/progress.h"
 #include "store/ring.h"
+#include "store/ring_move.h"
 #include "store/ring_sim.h"
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -207,7 +210,7 @@ static int ring_move(const struct config *cfg, const struct ring_move_args *a)
                         "move stays unfinished (reads fall back): run it again\n");
         goto out;
     }
-    rebalance_copy(&rb, a->rate, p);
+    rebalance_copy(&rb, a->rate, 1, p);
     rc = rebalance_finish(&rb);
     if (rc != OK) {
         if (rb.res.errors > 0)
@@ -230,6 +233,213 @@ static int ring_move(const struct config *cfg, const struct ring_move_args *a)
         sleep((unsigned)a->wait_s);
     rebalance_prune(&rb, p);
     ring_print_done(&rb, true, (double)(time_mono_us() - t0) / 1e6, a->json);
+    if (rb.res.errors > 0)
+        rc = E_IO;
+out:
+    progress_free(p);
+    rebalance_release(&rb);
+    runtime_close(&rt);
+    ring_free(nw);
+    return rc;
+}
+
+/* --- migrate: to another backend (nodes <-> S3), online, the old copies kept until --finish --- */
+
+struct ring_migrate_args {
+    const char *to; /* the new ring: storage.shards syntax; NULL with finish */
+    long replicas;  /* 0: storage.replicas, at most the new ring's shards */
+    long quorum;    /* 0: storage.write_quorum, at most replicas */
+    bool finish;
+    bool json;
+    long rate;
+    long jobs; /* blobs copied at once */
+};
+
+/* ring_migrate_target parses --to with R and W that fit it (one bucket: R = W = 1). */
+static int ring_migrate_target(const struct config *cfg, const struct ring_migrate_args *a,
+                               struct ring **out)
+{
+    struct ring *probe = NULL;
+    char err[512];
+    long r = a->replicas, w = a->quorum;
+    int rc;
+
+    /* count the shards first: R defaults to storage.replicas, capped by them */
+    rc = ring_parse_spec(a->to, 1, 1, &probe, err, sizeof(err));
+    if (rc == OK) {
+        if (r <= 0)
+            r = cfg->storage.replicas < (int64_t)probe->n ? (long)cfg->storage.replicas
+                                                          : (long)probe->n;
+        if (w <= 0)
+            w = cfg->storage.write_quorum < r ? (long)cfg->storage.write_quorum : r;
+        rc = ring_parse_spec(a->to, (unsigned)r, (unsigned)w, out, err, sizeof(err));
+    }
+    ring_free(probe);
+    if (rc != OK)
+        fprintf(stderr, "tessera ring migrate: --to: %s\n", err);
+    return rc;
+}
+
+/* ring_migrate_in_force reads the ring in force (what --finish completes the move to). */
+static int ring_migrate_in_force(const struct runtime *rt, struct ring **out)
+{
+    char err[512], *text = NULL;
+    int rc = ring_state_config(rt->meta, &text);
+
+    if (rc == OK)
+        rc = ring_parse_described(text, out, err, sizeof(err));
+    else
+        snprintf(err, sizeof(err), "no ring in force: %s", err_str(rc));
+    if (rc != OK)
+        fprintf(stderr, "tessera ring migrate: %s\n", err);
+    free(text);
+    return rc;
+}
+
+/*
+ * ring_migrate_unfinished refuses to start a move to nw while one to another ring is open:
+ * blobs uploaded since that one began live only on its ring, which a new move from the
+ * previous ring would leave behind. Moving to the ring in force again resumes it.
+ */
+static int ring_migrate_unfinished(const struct runtime *rt, const struct ring *nw)
+{
+    char epoch[64] = "", *prev = NULL;
+    int rc = ring_state_previous(rt->meta, &prev);
+
+    if (rc == OK && prev[0] != '\0' && ring_state_epoch(rt->meta, epoch, sizeof(epoch)) == OK &&
+        strcmp(epoch, nw->epoch) != 0) {
+        fprintf(stderr,
+                "tessera ring migrate: a move to epoch %s is unfinished (uploads since went "
+                "there): finish it first (`tessera ring migrate --finish`, or `ring rebalance`), "
+                "or give --to that ring again to resume it\n",
+                epoch);
+        rc = E_INVALID;
+    }
+    free(prev);
+    return rc;
+}
+
+static void ring_migrate_say(bool json, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ring_migrate_say prints one result line: a sentence, or {"op":"migrate","event":...} with --json.
+ */
+static void ring_migrate_say(bool json, const char *event, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (json)
+        printf("{\"op\":\"migrate\",\"event\":\"%s\",\"message\":\"%s\"}\n", event, line);
+    else
+        printf("ring migrate: %s\n", line);
+    fflush(stdout);
+}
+
+/*
+ * ring_migrate moves every blob to the ring of --to, with rebalance's protocol: the new ring
+ * in force first with the old one recorded as previous (services write to the new backend,
+ * read it first and the old one as a fallback), then every listed blob copied and verified.
+ * The previous ring stays recorded, with its copies, until --finish: that copies what is
+ * still missing, stops the fallback, waits for the services, and only then removes the old
+ * copies. Run again after a crash, it resumes from the recorded previous ring.
+ */
+static int ring_migrate(const struct config *cfg, const struct ring_migrate_args *a)
+{
+    struct runtime rt = {0};
+    struct ring *nw = NULL;
+    struct rebalance rb = {0};
+    struct progress *p = NULL;
+    char err[1024];
+    int rc;
+
+    rc = runtime_open(cfg, RT_META, &rt);
+    if (rc != OK)
+        goto out;
+    rc = a->finish ? ring_migrate_in_force(&rt, &nw) : ring_migrate_target(cfg, a, &nw);
+    if (rc == OK && !a->finish)
+        rc = ring_migrate_unfinished(&rt, nw);
+    if (rc != OK)
+        goto out;
+    p = progress_new("migrate", a->json, a->json ? stdout : stderr);
+    rc = rebalance_open(&rt, nw, &rb, p, err, sizeof(err));
+    if (rc != OK) {
+        fprintf(stderr, "tessera ring migrate: %s\n", err);
+        goto out;
+    }
+    if (rb.store == NULL) {
+        ring_migrate_say(a->json, "nothing", "epoch %s is in force and no migration is open%s",
+                         nw->epoch, a->finish ? ": nothing to finish" : "");
+        goto out;
+    }
+    ring_migrate_say(a->json, "plan",
+                     "epoch %s -> %s: %zu blobs, %zu copies to make (%llu bytes), %zu old "
+                     "copies (%llu bytes) kept until --finish",
+                     rb.old->epoch, nw->epoch, rb.plan.keys, rb.plan.add,
+                     (unsigned long long)rb.plan.add_bytes, rb.plan.remove,
+                     (unsigned long long)rb.plan.remove_bytes);
+    if (!a->finish) {
+        rc = rebalance_begin(&rb);
+        if (rc != OK) {
+            fprintf(stderr, "tessera ring migrate: cannot record the new ring: %s\n", err_str(rc));
+            goto out;
+        }
+        long follow_ms = rebalance_follow_ms(&rb);
+        ring_migrate_say(a->json, "switched",
+                         "epoch %s in force (uploads go there; reads fall back to epoch %s); "
+                         "waiting %.1f s for the services to follow",
+                         nw->epoch, rb.old->epoch, (double)follow_ms / 1000);
+        usleep((useconds_t)follow_ms * 1000);
+        /* what services wrote to the old placement before they followed is listed now */
+        rc = rebalance_relist(&rb, p);
+        if (rc != OK) {
+            fprintf(stderr, "tessera ring migrate: every shard must be listed to copy safely; "
+                            "run it again (reads fall back meanwhile)\n");
+            goto out;
+        }
+    }
+    int64_t t0 = time_mono_us(); /* the copy alone: its speed is what a migration costs */
+    rebalance_copy(&rb, a->rate, (unsigned)a->jobs, p);
+    double secs = (double)(time_mono_us() - t0) / 1e6;
+    if (rb.res.errors > 0) {
+        fprintf(stderr,
+                "tessera ring migrate: %zu copies failed (listed above); the old copies stay "
+                "and reads fall back to them: run it again\n",
+                rb.res.errors);
+        rc = E_IO;
+        goto out;
+    }
+    ring_migrate_say(a->json, "copied",
+                     "%zu copies made and verified (SHA-256) in %.1f s (%.1f blobs/s, %.2f MB/s)",
+                     rb.res.copied, secs, secs > 0 ? (double)rb.res.copied / secs : 0.0,
+                     secs > 0 ? (double)rb.plan.add_bytes / secs / 1e6 : 0.0);
+    if (!a->finish) {
+        ring_migrate_say(a->json, "migrated",
+                         "every blob is on epoch %s; the old backend keeps its copies (and is "
+                         "read as a fallback) until `tessera ring migrate --finish`; set "
+                         "storage.shards to the new ring in every service's configuration",
+                         nw->epoch);
+        goto out;
+    }
+    rc = rebalance_finish(&rb);
+    if (rc != OK) {
+        fprintf(stderr, "tessera ring migrate: cannot clear the previous ring: %s\n", err_str(rc));
+        goto out;
+    }
+    long follow_ms = rebalance_follow_ms(&rb);
+    ring_migrate_say(a->json, "finishing",
+                     "no fallback to epoch %s any more; removing its copies in %.1f s (once "
+                     "the services followed)",
+                     rb.old->epoch, (double)follow_ms / 1000);
+    usleep((useconds_t)follow_ms * 1000);
+    rebalance_prune(&rb, p);
+    ring_migrate_say(a->json, "finished",
+                     "%zu old copies removed, %zu kept (not on every new "
+                     "home), %zu errors",
+                     rb.res.removed, rb.res.skipped, rb.res.errors);
     if (rb.res.errors > 0)
         rc = E_IO;
 out:
@@ -346,6 +556,48 @@ static int ring_simulate(int argc, char **argv)
     return 0;
 }
 
+/* ring_migrate_cmd parses `ring migrate --to SPEC [--replicas R] [--write-quorum W]
+ * [--rate N] [--jobs N] [--json]` or `ring migrate --finish [--jobs N] [--json]`. */
+static int ring_migrate_cmd(const struct config *cfg, int argc, char **argv)
+{
+    struct ring_migrate_args a = {NULL, 0, 0, false, false, 0, 4};
+    bool bad = false;
+
+    for (int i = 2; i < argc; i++) {
+        const char *o = argv[i];
+        if (strcmp(o, "--finish") == 0)
+            a.finish = true;
+        else if (strcmp(o, "--json") == 0)
+            a.json = true;
+        else if (strcmp(o, "--to") == 0 && i + 1 < argc)
+            a.to = argv[++i];
+        else if (strcmp(o, "--replicas") == 0 && i + 1 < argc)
+            a.replicas = strtol(argv[++i], NULL, 10);
+        else if (strcmp(o, "--write-quorum") == 0 && i + 1 < argc)
+            a.quorum = strtol(argv[++i], NULL, 10);
+        else if (strcmp(o, "--rate") == 0 && i + 1 < argc)
+            a.rate = strtol(argv[++i], NULL, 10);
+        else if (strcmp(o, "--jobs") == 0 && i + 1 < argc)
+            a.jobs = strtol(argv[++i], NULL, 10);
+        else
+            bad = true;
+    }
+    if (bad || (a.to == NULL) == !a.finish || a.replicas < 0 || a.quorum < 0 || a.rate < 0 ||
+        a.jobs < 1 || a.jobs > RING_MOVE_MAX_JOBS) {
+        fprintf(stderr,
+                "usage: tessera ring migrate --to SHARDS [--replicas R] [--write-quorum W] "
+                "[--rate KEYS_PER_S] [--json]\n"
+                "       tessera ring migrate --finish [--json]\n"
+                "  SHARDS as storage.shards, e.g. main=s3+http://127.0.0.1:18081/bucket or "
+                "@/etc/tessera/nodes.txt;\n"
+                "  R defaults to storage.replicas (at most the shards of SHARDS); N blobs are "
+                "copied at once (default 4, at most %d)\n",
+                RING_MOVE_MAX_JOBS);
+        return 2;
+    }
+    return ring_migrate(cfg, &a) == OK ? 0 : 1;
+}
+
 int ring_cmd(const struct config *cfg, int argc, char **argv)
 {
     const char *sub = argc >= 2 ? argv[1] : "";
@@ -354,6 +606,8 @@ int ring_cmd(const struct config *cfg, int argc, char **argv)
 
     if (strcmp(sub, "simulate") == 0)
         return ring_simulate(argc, argv);
+    if (strcmp(sub, "migrate") == 0)
+        return ring_migrate_cmd(cfg, argc, argv);
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--rate") == 0 && i + 1 < argc)
             a.rate = strtol(argv[++i], NULL, 10);
@@ -376,7 +630,7 @@ int ring_cmd(const struct config *cfg, int argc, char **argv)
     } else {
         fprintf(stderr,
                 "usage: tessera ring show | apply | plan [--json] | rebalance [--rate KEYS_PER_S] "
-                "[--wait S] [--json] | simulate ...\n"
+                "[--wait S] [--json] | migrate --to SHARDS | migrate --finish | simulate ...\n"
                 "  the ring in force is recorded in the metadata store; plan, rebalance and "
                 "apply move it to the configured storage.shards\n");
         return 2;

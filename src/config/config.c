@@ -91,9 +91,23 @@ static const struct cfg_entry config_table[] = {
     {"storage", "db", CFG_STR, "", 0, 0, F(storage.db),
      "SQLite database path; empty: <data_dir>/meta.db."},
     {"storage", "shards", CFG_STR, "", 0, 0, F(storage.shards),
-     "The storage ring: comma-separated ID=URL[;zone=Z][;weight=W] (URL file:///path or "
-     "http://host:port of a `tessera storage` node), or @FILE with one shard per line; empty: "
-     "the single store of storage.blobs. Changing it needs `tessera ring apply`."},
+     "The storage ring: comma-separated ID=URL[;zone=Z][;weight=W] (URL file:///path, "
+     "http://host:port of a `tessera storage` node, or s3+http(s)://host[:port]/bucket[/prefix] "
+     "of an S3 bucket, with an optional ;region=R over storage.s3_region), or @FILE with one "
+     "shard per line; empty: the single store of storage.blobs. Changing it needs `tessera ring "
+     "apply`, `rebalance` or `migrate`."},
+    {"storage", "s3_region", CFG_STR, "us-east-1", 0, 0, F(storage.s3_region),
+     "Region S3 requests are signed for (AWS SigV4); most other S3 servers take us-east-1."},
+    {"storage", "s3_credentials_file", CFG_STR, "", 0, 0, F(storage.s3_credentials_file),
+     "File with the S3 access key and secret (aws_access_key_id = ..., aws_secret_access_key "
+     "= ... lines; keep it mode 600): a shard's [ID] section when there is one, else [default] "
+     "or the lines before any section. Empty: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."},
+    {"storage", "s3_addressing", CFG_STR, "path", 0, 0, F(storage.s3_addressing),
+     "path: requests go to host/bucket/key; virtual: to bucket.host/key (AWS for new "
+     "buckets; needs the bucket's name in DNS)."},
+    {"storage", "s3_multipart_bytes", CFG_SIZE, "64M", 5 * MiB, 5 * GiB,
+     F(storage.s3_multipart_bytes),
+     "Blobs larger than this go to S3 as a multipart upload in parts of this size."},
     {"storage", "replicas", CFG_INT, "2", 1, 8, F(storage.replicas),
      "R: copies of every blob, on distinct shards (and zones while there are enough)."},
     {"storage", "write_quorum", CFG_INT, "2", 1, 8, F(storage.write_quorum),
@@ -751,6 +765,10 @@ static int cfg_validate(struct config *cfg, struct cfg_err *e)
         return cfg_fail(e, "storage.blobs: \"%s\" is not a file:/// URL", cfg->storage.blobs);
     if (cfg->storage.data_dir[0] == '\0')
         return cfg_fail(e, "storage.data_dir: must not be empty");
+    if (strcmp(cfg->storage.s3_addressing, "path") != 0 &&
+        strcmp(cfg->storage.s3_addressing, "virtual") != 0)
+        return cfg_fail(e, "storage.s3_addressing: \"%s\" is not path or virtual",
+                        cfg->storage.s3_addressing);
     for (size_t i = 0; i < cfg_n_checks; i++) {
         char why[512] = "";
         if (cfg_checks[i](cfg, why, sizeof(why)) != OK)

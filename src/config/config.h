@@ -55,6 +55,10 @@ struct config {
         char *blobs;  /* blob store URL; "" = file://<data_dir>/blobs */
         char *db;     /* SQLite path; "" = <data_dir>/meta.db */
         char *shards; /* the ring: "ID=URL[;zone=Z][;weight=W], ..." or "@FILE"; "" = blobs */
+        char *s3_region;
+        char *s3_credentials_file; /* "": AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY */
+        char *s3_addressing;       /* "path" or "virtual" */
+        int64_t s3_multipart_bytes;
         int64_t replicas;
         int64_t write_quorum;
         int64_t connect_timeout_ms;

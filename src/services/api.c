@@ -70,7 +70,9 @@ int api_ready(void *app, char *why, size_t cap)
         return E_UNAVAILABLE;
     }
     if (blob_store_check(a->blobs) != OK) {
-        snprintf(why, cap, "blob store not writable");
+        char detail[200];
+        blob_store_why(a->blobs, detail, sizeof(detail));
+        snprintf(why, cap, "blob store not writable%s%s", detail[0] ? ": " : "", detail);
         return E_UNAVAILABLE;
     }
     return OK;

@@ -12,9 +12,12 @@
 #include "core/xalloc.h"
 #include "store/blob_int.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define BLOB_FILE_SCHEME "file://"
 
@@ -95,6 +98,14 @@ int blob_store_check(struct blob_store *bs)
     return bs->ops->check(bs->be);
 }
 
+void blob_store_why(struct blob_store *bs, char *buf, size_t cap)
+{
+    if (cap > 0)
+        buf[0] = '\0';
+    if (bs->ops->why != NULL)
+        bs->ops->why(bs->be, buf, cap);
+}
+
 int blob_list(struct blob_store *bs, const char *after, struct blob_entry *out, size_t cap,
               size_t *n)
 {
@@ -129,6 +140,20 @@ int blob_each(struct blob_store *bs, blob_each_fn *fn, void *arg)
 bool blob_store_may_block(const struct blob_store *bs)
 {
     return bs->ops->may_block != NULL && bs->ops->may_block(bs->be);
+}
+
+int blob_tmp_unlinked(const char *dir)
+{
+    char path[4096];
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+
+    if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
+        return fd;
+    snprintf(path, sizeof(path), "%s/download-XXXXXX", dir);
+    fd = mkostemp(path, O_CLOEXEC);
+    if (fd >= 0)
+        unlink(path);
+    return fd;
 }
 
 int blob_tmp_name(const char *dir, char *buf, size_t cap)

@@ -58,6 +58,13 @@ int blob_tmp_path(struct blob_store *bs, char *buf, size_t cap);
 /* blob_store_check tells whether the store can take writes now (readiness): OK or E_UNAVAILABLE. */
 int blob_store_check(struct blob_store *bs);
 
+/*
+ * blob_store_why writes into buf (capacity cap) why the last blob_store_check failed, naming
+ * the shard and the setting when the backend knows ("S3 bucket x does not exist at ..."),
+ * or "" when it has nothing to add to the status. Never blocks; thread-safe.
+ */
+void blob_store_why(struct blob_store *bs, char *buf, size_t cap);
+
 /* One blob of a listing. */
 struct blob_entry {
     char key[BLOB_KEY_LEN + 1];

@@ -187,6 +187,11 @@ static int bc_check(void *be)
     return blob_store_check(((struct bc *)be)->inner);
 }
 
+static void bc_why(void *be, char *buf, size_t cap)
+{
+    blob_store_why(((struct bc *)be)->inner, buf, cap);
+}
+
 static int bc_list(void *be, const char *after, struct blob_entry *out, size_t cap, size_t *n)
 {
     return blob_list(((struct bc *)be)->inner, after, out, cap, n);
@@ -218,6 +223,7 @@ static const struct blob_ops bc_ops = {
     .del = bc_del,
     .tmp_path = bc_tmp_path,
     .check = bc_check,
+    .why = bc_why,
     .list = bc_list,
     .may_block = bc_may_block,
 };

@@ -252,21 +252,6 @@ static size_t bh_write(char *p, size_t size, size_t n, void *ud)
     return total;
 }
 
-/* bh_tmpfile opens an unlinked file in dir: it disappears with its last descriptor. */
-static int bh_tmpfile(const char *dir)
-{
-    char path[4096];
-    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-
-    if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
-        return fd;
-    snprintf(path, sizeof(path), "%s/download-XXXXXX", dir);
-    fd = mkostemp(path, O_CLOEXEC);
-    if (fd >= 0)
-        unlink(path);
-    return fd;
-}
-
 /*
  * bh_open downloads the blob into an unlinked temporary while hashing it and
  * returns that descriptor: the caller sees a regular file (sendfile works),
@@ -284,7 +269,7 @@ static int bh_open(void *be, const char *key, int *fd, uint64_t *size)
     long code = 0;
     int rc;
 
-    d.fd = bh_tmpfile(b->tmp);
+    d.fd = blob_tmp_unlinked(b->tmp);
     if (d.fd < 0) {
         log_error("store", "cannot create a download file in '%s': %s", b->tmp, strerror(errno));
         rc = E_IO;

@@ -22,6 +22,7 @@ struct blob_ops {
     int (*del)(void *be, const char *key);
     int (*tmp_path)(void *be, char *buf, size_t cap);
     int (*check)(void *be);
+    void (*why)(void *be, char *buf, size_t cap); /* NULL: check's status says it all */
     int (*list)(void *be, const char *after, struct blob_entry *out, size_t cap, size_t *n);
     bool (*may_block)(void *be); /* NULL: local disk only */
 };
@@ -37,6 +38,13 @@ struct blob_store {
  * not fit.
  */
 int blob_tmp_name(const char *dir, char *buf, size_t cap);
+
+/*
+ * blob_tmp_unlinked opens a new read-write file in dir that has no name (O_TMPFILE, else a
+ * temporary unlinked at once): downloads from remote shards disappear with their last
+ * descriptor. Returns the descriptor, or -1 with errno set.
+ */
+int blob_tmp_unlinked(const char *dir);
 
 /* blob_store_new wraps a backend's state; blob_store_free later calls ops->free(be). */
 struct blob_store *blob_store_new(const struct blob_ops *ops, void *be);

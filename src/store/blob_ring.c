@@ -17,6 +17,7 @@
 #include "core/metrics.h"
 #include "core/xalloc.h"
 #include "store/blob_int.h"
+#include "store/blob_s3.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -311,6 +312,26 @@ static int br_check(void *be)
     return ready >= b->ring->write_quorum ? OK : E_UNAVAILABLE;
 }
 
+/* br_why names the shards whose last probe failed, with their backends' reasons. */
+static void br_why(void *be, char *buf, size_t cap)
+{
+    struct br *b = be;
+    size_t used = 0;
+
+    for (size_t i = 0; i < b->ring->n && used < cap; i++) {
+        char one[256];
+        int rc = atomic_load(&b->sh[i].check_rc);
+        if (rc == OK)
+            continue;
+        blob_store_why(b->sh[i].bs, one, sizeof(one));
+        int w = snprintf(buf + used, cap - used, "%sshard %s: %s", used ? "; " : "",
+                         b->ring->shards[i].id, one[0] ? one : err_str(rc));
+        if (w < 0)
+            break;
+        used += (size_t)w;
+    }
+}
+
 static void br_free(void *be)
 {
     struct br *b = be;
@@ -346,6 +367,7 @@ static const struct blob_ops br_ops = {
     .del = br_delete,
     .tmp_path = br_tmp_path,
     .check = br_check,
+    .why = br_why,
     .list = NULL, /* list the shards one by one */
 };
 
@@ -368,10 +390,22 @@ int blob_ring_open(struct ring *ring, const struct blob_ring_opts *o, struct blo
     for (size_t i = 0; i < ring->n; i++) {
         const char *url = ring->shards[i].url;
         atomic_store(&b->sh[i].checked_us, INT64_MIN / 2);
-        if (strncmp(url, "file://", 7) == 0)
+        if (strncmp(url, "file://", 7) == 0) {
             rc = blob_file_open(url + 7, &b->sh[i].bs);
-        else
+        } else if (blob_s3_is(url)) {
+            const char *region = ring->shards[i].region;
+            struct blob_s3_opts so = {b->tmp,
+                                      region[0] ? region : o->s3_region,
+                                      o->s3_credentials_file,
+                                      ring->shards[i].id,
+                                      o->s3_virtual_host,
+                                      o->s3_multipart_bytes,
+                                      o->connect_ms,
+                                      o->read_ms};
+            rc = blob_s3_open(url, &so, &b->sh[i].bs);
+        } else {
             rc = blob_http_open(url, b->tmp, o->connect_ms, o->read_ms, o->node_key, &b->sh[i].bs);
+        }
         if (rc != OK) {
             log_error("store", "shard %s (%s): %s", ring->shards[i].id, url, err_str(rc));
             goto out;

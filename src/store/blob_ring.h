@@ -15,16 +15,21 @@
 
 struct blob_ring_opts {
     const char *tmp_dir; /* local: uploads' temporaries, downloads from remote shards */
-    long connect_ms;     /* to a storage node */
-    long read_ms;        /* no progress from a storage node for this long fails the request */
+    long connect_ms;     /* to a storage node or S3 endpoint */
+    long read_ms;        /* no progress from a remote shard for this long fails the request */
     long backoff_ms;     /* first pause of a shard marked down (doubles, up to 16x) */
     const struct secret *node_key; /* signs requests to storage nodes; NULL: unsigned */
+    /* s3+http(s):// shards (borrowed strings: they must outlive the store) */
+    const char *s3_region;
+    const char *s3_credentials_file; /* "": the AWS_* environment */
+    bool s3_virtual_host;
+    uint64_t s3_multipart_bytes;
 };
 
 /*
  * blob_ring_open opens a store over ring (which it takes on success, freeing
  * it with the store; on failure the caller keeps it) with one backend per
- * shard: file:///path or http://host:port.
+ * shard: file:///path, http://host:port or s3+http(s)://host[:port]/bucket[/prefix].
  * E_INVALID for a bad shard or options, E_IO if a file:// shard is unusable.
  * Remote shards are not contacted here: a node may be down at start.
  */

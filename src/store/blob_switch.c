@@ -144,6 +144,14 @@ static int sw_check(void *be)
     return rc;
 }
 
+static void sw_why(void *be, char *buf, size_t cap)
+{
+    struct sw_ref *c = sw_take(be, NULL);
+
+    blob_store_why(c->bs, buf, cap);
+    sw_ref_drop(c);
+}
+
 static bool sw_may_block(void *be)
 {
     struct sw_ref *p = NULL;
@@ -177,6 +185,7 @@ static const struct blob_ops sw_ops = {
     .del = sw_del,
     .tmp_path = sw_tmp_path,
     .check = sw_check,
+    .why = sw_why,
     .list = NULL, /* list the shards of a ring one by one */
 };
 

@@ -16,6 +16,7 @@
 #include "core/hash.h"
 #include "core/str.h"
 #include "core/xalloc.h"
+#include "store/blob_s3.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -272,11 +273,16 @@ static bool ring_chars_ok(const char *p, size_t len, size_t max, const char *ext
     return true;
 }
 
-/* ring_url_ok accepts file:///abs/path (not "/") and http://host:port with no path. */
+/*
+ * ring_url_ok accepts file:///abs/path (not "/"), http://host:port with no path, and
+ * s3+http(s)://host[:port]/bucket[/prefix].
+ */
 static bool ring_url_ok(const char *u)
 {
     if (strncmp(u, "file:///", 8) == 0)
         return u[8] != '\0';
+    if (blob_s3_is(u))
+        return blob_s3_url_ok(u);
     if (strncmp(u, "http://", 7) == 0) {
         const char *host = u + 7;
         const char *colon = strrchr(host, ':');
@@ -326,8 +332,8 @@ static int ring_parse_entry(const char *p, size_t len, struct ring_shard *s, str
         s->url[--url.len] = '\0';
     if (!ring_url_ok(s->url))
         return ring_fail(e,
-                         "storage.shards: shard %s: \"%s\" is not file:///absolute/path or "
-                         "http://host:port",
+                         "storage.shards: shard %s: \"%s\" is not file:///absolute/path, "
+                         "http://host:port or s3+http(s)://host[:port]/bucket[/prefix]",
                          s->id, s->url);
     while ((opt = strtok_r(NULL, ";", &save)) != NULL) {
         struct str o = ring_trim(opt, strlen(opt));
@@ -350,10 +356,17 @@ static int ring_parse_entry(const char *p, size_t len, struct ring_shard *s, str
                                  "storage.shards: shard %s: weight \"%s\" is not a number in "
                                  "(0, 1000000]",
                                  s->id, num);
+        } else if (o.len > 7 && strncmp(o.p, "region=", 7) == 0) {
+            if (!blob_s3_is(s->url) || !ring_chars_ok(o.p + 7, o.len - 7, RING_REGION_MAX - 1, "-"))
+                return ring_fail(e,
+                                 "storage.shards: shard %s: region \"%.*s\" must be 1 to %d of "
+                                 "a-z 0-9 -, on an s3+http(s):// shard",
+                                 s->id, (int)(o.len - 7), o.p + 7, RING_REGION_MAX - 1);
+            memcpy(s->region, o.p + 7, o.len - 7);
         } else {
             return ring_fail(e,
-                             "storage.shards: shard %s: unknown option \"%.*s\" (zone=Z or "
-                             "weight=W)",
+                             "storage.shards: shard %s: unknown option \"%.*s\" (zone=Z, "
+                             "weight=W or region=R)",
                              s->id, (int)o.len, o.p);
         }
     }
@@ -369,7 +382,7 @@ static int ring_cmp_id(const void *a, const void *b)
 char *ring_describe(const struct ring *r)
 {
     struct ring_shard *sorted = xmalloc((r->n ? r->n : 1) * sizeof(*sorted));
-    size_t cap = 64 + r->n * (RING_ID_MAX + RING_URL_MAX + RING_ZONE_MAX + 40);
+    size_t cap = 64 + r->n * (RING_ID_MAX + RING_URL_MAX + RING_ZONE_MAX + RING_REGION_MAX + 48);
     char *text = xmalloc(cap);
     size_t len;
 
@@ -378,9 +391,10 @@ char *ring_describe(const struct ring *r)
     len = (size_t)snprintf(text, cap, "# replicas=%u write_quorum=%u\n", r->replicas,
                            r->write_quorum);
     for (size_t i = 0; i < r->n; i++)
-        len += (size_t)snprintf(text + len, cap - len, "%s=%s;weight=%.9g%s%s\n", sorted[i].id,
+        len += (size_t)snprintf(text + len, cap - len, "%s=%s;weight=%.9g%s%s%s%s\n", sorted[i].id,
                                 sorted[i].url, sorted[i].weight, sorted[i].zone[0] ? ";zone=" : "",
-                                sorted[i].zone);
+                                sorted[i].zone, sorted[i].region[0] ? ";region=" : "",
+                                sorted[i].region);
     free(sorted);
     return text;
 }

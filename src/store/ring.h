@@ -18,16 +18,18 @@
 #define RING_MAX_REPLICAS 8
 #define RING_ID_MAX       32 /* shard ids: [a-z0-9_-]{1,32} */
 #define RING_ZONE_MAX     32 /* zones: [A-Za-z0-9_.-]{1,32} */
+#define RING_REGION_MAX   32 /* an S3 shard's signing region: [a-z0-9-]{1,31} */
 #define RING_URL_MAX      1024
 #define RING_EPOCH_LEN    16 /* hex digits of the epoch */
 
 struct ring_shard {
     char id[RING_ID_MAX + 1];
-    char url[RING_URL_MAX];   /* file:///abs/path or http://host:port */
-    char zone[RING_ZONE_MAX]; /* "" when the ring has no zones */
-    double weight;            /* > 0; 1 is a plain shard */
-    uint64_t seed;            /* from the id: placement depends on ids, not list order */
-    unsigned zone_idx;        /* index into the ring's distinct zones */
+    char url[RING_URL_MAX];       /* file:///abs/path, http://host:port or s3+http(s)://h/bucket */
+    char zone[RING_ZONE_MAX];     /* "" when the ring has no zones */
+    char region[RING_REGION_MAX]; /* S3 shards: "" for storage.s3_region */
+    double weight;                /* > 0; 1 is a plain shard */
+    uint64_t seed;                /* from the id: placement depends on ids, not list order */
+    unsigned zone_idx;            /* index into the ring's distinct zones */
 };
 
 struct ring {
@@ -44,7 +46,8 @@ struct ring {
 
 /*
  * ring_parse builds a ring from the text of storage.shards: entries separated
- * by commas or newlines, each "ID=URL[;zone=Z][;weight=W]"; blank entries and
+ * by commas or newlines, each "ID=URL[;zone=Z][;weight=W][;region=R]" (region: S3
+ * shards only, overriding storage.s3_region); blank entries and
  * lines starting with '#' are ignored. replicas and write_quorum must satisfy
  * 1 <= W <= R <= number of shards. On error returns E_INVALID with a sentence
  * naming the entry in err (capacity cap) and sets *out to NULL. The caller

@@ -14,6 +14,7 @@
 #include "store/blob.h"
 #include "store/blob_ring.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,40 +124,101 @@ static int move_one(struct blob_store *store, const struct ring_copy *copies, si
     return rc;
 }
 
-void ring_move_copy(struct blob_store *store, const struct ring *nw, const struct ring_listing *l,
-                    long rate, struct progress *p, struct ring_move_result *res)
-{
-    const struct ring *uni = blob_ring_ring(store);
-    struct ring_plan plan;
-    int64_t t0 = time_mono_us();
-    size_t walked = 0;
+/* The shared state of the copying threads: each takes the next key's copies in turn. */
+struct mv_copy {
+    struct blob_store *store;
+    const struct ring *uni, *nw;
+    const struct ring_listing *l;
+    struct progress *p;
+    long rate;
+    int64_t t0;
+    pthread_mutex_t lock; /* guards what follows */
+    size_t next;          /* the first copy of the next key to take */
+    size_t walked;        /* keys taken */
+    size_t copied, errors;
+};
 
-    ring_plan(uni, nw, l, &plan);
-    progress_phase(p, "copying", plan.add, plan.add_bytes);
-    for (size_t i = 0, j; i < l->n; i = j) {
+/* mv_take hands out the next key's copies [*i, *j) and how many keys were taken; false at the end.
+ */
+static bool mv_take(struct mv_copy *m, size_t *i, size_t *j, size_t *walked)
+{
+    bool more;
+
+    pthread_mutex_lock(&m->lock);
+    more = m->next < m->l->n;
+    if (more) {
+        *i = m->next;
+        *j = ring_walk_group(m->l, *i);
+        m->next = *j;
+        *walked = ++m->walked;
+    }
+    pthread_mutex_unlock(&m->lock);
+    return more;
+}
+
+static void *mv_copy_keys(void *arg)
+{
+    struct mv_copy *m = arg;
+    size_t i, j, walked;
+
+    while (mv_take(m, &i, &j, &walked)) {
         struct ring_key_plan kp;
-        j = ring_walk_group(l, i);
-        ring_key_plan(uni, nw, &l->v[i], j - i, &kp);
-        for (size_t a = 0; a < kp.nadd; a++) {
-            int rc = move_one(store, &l->v[i], j - i, kp.add[a]);
-            if (rc != OK) {
-                progress_note(p, "%s -> %s: %s", l->v[i].key, uni->shards[kp.add[a]].id,
-                              err_str(rc));
-                res->errors++;
-            } else {
-                res->copied++;
-            }
-            progress_add(p, 1, l->v[i].size);
-        }
-        walked++;
-        if (rate > 0) {
-            /* throttle: at most rate keys a second */
-            int64_t due = t0 + (int64_t)(1000000.0 * (double)walked / (double)rate);
+        size_t ok = 0, bad = 0;
+        if (m->rate > 0) {
+            /* throttle: at most rate keys a second, over every thread */
+            int64_t due = m->t0 + (int64_t)(1000000.0 * (double)(walked - 1) / (double)m->rate);
             int64_t wait = due - time_mono_us();
             if (wait > 0)
                 usleep((useconds_t)wait);
         }
+        ring_key_plan(m->uni, m->nw, &m->l->v[i], j - i, &kp);
+        for (size_t a = 0; a < kp.nadd; a++) {
+            int rc = move_one(m->store, &m->l->v[i], j - i, kp.add[a]);
+            if (rc != OK) {
+                progress_note(m->p, "%s -> %s: %s", m->l->v[i].key, m->uni->shards[kp.add[a]].id,
+                              err_str(rc));
+                bad++;
+            } else {
+                ok++;
+            }
+            progress_add(m->p, 1, m->l->v[i].size);
+        }
+        pthread_mutex_lock(&m->lock);
+        m->copied += ok;
+        m->errors += bad;
+        pthread_mutex_unlock(&m->lock);
     }
+    return NULL;
+}
+
+void ring_move_copy(struct blob_store *store, const struct ring *nw, const struct ring_listing *l,
+                    long rate, unsigned jobs, struct progress *p, struct ring_move_result *res)
+{
+    struct mv_copy m = {.store = store,
+                        .uni = blob_ring_ring(store),
+                        .nw = nw,
+                        .l = l,
+                        .p = p,
+                        .rate = rate,
+                        .t0 = time_mono_us()};
+    pthread_t tid[RING_MOVE_MAX_JOBS];
+    unsigned started = 0;
+    struct ring_plan plan;
+
+    if (jobs > RING_MOVE_MAX_JOBS)
+        jobs = RING_MOVE_MAX_JOBS;
+    pthread_mutex_init(&m.lock, NULL);
+    ring_plan(m.uni, nw, l, &plan);
+    progress_phase(p, "copying", plan.add, plan.add_bytes);
+    /* this thread copies too: jobs - 1 more (fewer if threads cannot be made) */
+    while (started + 1 < jobs && pthread_create(&tid[started], NULL, mv_copy_keys, &m) == 0)
+        started++;
+    mv_copy_keys(&m);
+    for (unsigned t = 0; t < started; t++)
+        pthread_join(tid[t], NULL);
+    pthread_mutex_destroy(&m.lock);
+    res->copied += m.copied;
+    res->errors += m.errors;
     progress_flush(p);
 }
 

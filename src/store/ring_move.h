@@ -72,15 +72,19 @@ struct ring_move_result {
     size_t errors;  /* copies or removals that failed */
 };
 
+#define RING_MOVE_MAX_JOBS 64
+
 /*
  * ring_move_copy copies every key of l to each new home that lacks it (store:
  * a ring store over uni; nw the new ring), walking at most rate keys a second
- * (0: no limit). Each copy is read from a listed copy that verifies and
- * verified once written. Reports a phase "copying" (one item a copy, its
- * bytes) and each failure to p; adds to res. Blocks for the whole copy.
+ * (0: no limit), with jobs keys copied at once (0 or 1: one at a time; at most
+ * RING_MOVE_MAX_JOBS) — on a remote store a copy is mostly waiting. Each copy
+ * is read from a listed copy that verifies and verified once written. Reports
+ * a phase "copying" (one item a copy, its bytes) and each failure to p; adds
+ * to res. Blocks for the whole copy.
  */
 void ring_move_copy(struct blob_store *store, const struct ring *nw, const struct ring_listing *l,
-                    long rate, struct progress *p, struct ring_move_result *res);
+                    long rate, unsigned jobs, struct progress *p, struct ring_move_result *res);
 
 /*
  * ring_move_prune removes the copies off their new homes, for each key of l

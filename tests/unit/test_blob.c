@@ -1,8 +1,11 @@
 /*
- * test_blob.c - the blob store contract, against the file:// backend.
+ * test_blob.c - the blob store contract, against the file:// backend, and against the
+ * s3+http:// backend when TESSERA_TEST_S3_URL names a bucket (tests/unit/blob_s3.sh starts
+ * a real Swift with s3api and sets it, with TESSERA_TEST_S3_CREDENTIALS).
  *
- * Each test gets a fresh mkdtemp directory; the disk-full test mounts a 64 KiB
- * tmpfs when it runs as root (and skips otherwise), unmounting it afterwards.
+ * Each test gets a fresh mkdtemp directory (and, on S3, a fresh prefix of the bucket);
+ * the disk-full test mounts a 64 KiB tmpfs when it runs as root (and skips otherwise),
+ * unmounting it afterwards. Checks of the file layout run on file:// only.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,10 +17,12 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "store/blob.h"
+#include "store/blob_s3.h"
 #include "store/blob_switch.h"
 #include "store/node_auth.h"
 
 #include <cmocka.h>
+#include <curl/curl.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -33,12 +38,25 @@
 #include <unistd.h>
 
 struct fixture {
-    char dir[64];  /* everything of the test lives here */
-    char root[96]; /* the store's root */
-    char src[96];  /* a source file */
-    char mnt[64];  /* the tmpfs mount point, when mounted */
+    char dir[64];    /* everything of the test lives here */
+    char root[96];   /* the store's root */
+    char src[96];    /* a source file */
+    char mnt[64];    /* the tmpfs mount point, when mounted */
+    char tmp[128];   /* where the store makes its temporaries */
+    char s3url[512]; /* on S3: the bucket and this test's prefix */
+    bool file;       /* the file:// backend: its layout can be checked */
     struct blob_store *bs;
 };
+
+static const char *s3_base;  /* TESSERA_TEST_S3_URL: s3+http://host:port/bucket */
+static const char *s3_creds; /* TESSERA_TEST_S3_CREDENTIALS: its credentials file */
+
+/* s3_opts: the options of an S3 store whose downloads go to f->tmp. */
+static struct blob_s3_opts s3_opts(const struct fixture *f, const char *creds)
+{
+    struct blob_s3_opts o = {f->tmp, "us-east-1", creds, NULL, false, BLOB_S3_MIN_PART, 1000, 5000};
+    return o;
+}
 
 static int setup(void **state)
 {
@@ -50,6 +68,18 @@ static int setup(void **state)
         return -1;
     snprintf(f->root, sizeof(f->root), "%s/store/shard-1", f->dir); /* created by open */
     snprintf(f->src, sizeof(f->src), "%s/src.bin", f->dir);
+    if (s3_base != NULL) {
+        /* a prefix of its own: tests never see each other's objects */
+        snprintf(f->tmp, sizeof(f->tmp), "%s/tmp", f->dir);
+        snprintf(f->s3url, sizeof(f->s3url), "%s/t/%s", s3_base, f->dir + strlen("/tmp/"));
+        struct blob_s3_opts o = s3_opts(f, s3_creds);
+        if (mkdir(f->tmp, 0700) != 0 || blob_s3_open(f->s3url, &o, &f->bs) != OK)
+            return -1;
+        *state = f;
+        return 0;
+    }
+    f->file = true;
+    snprintf(f->tmp, sizeof(f->tmp), "%s/tmp", f->root);
     snprintf(url, sizeof(url), "file://%s", f->root);
     if (blob_store_open(url, &f->bs) != OK)
         return -1;
@@ -116,10 +146,13 @@ static int dir_entries(const char *path)
     return n;
 }
 
+/* tmp_entries counts the temporaries left in a file:// store's root/tmp; 0 on S3 (none kept). */
 static int tmp_entries(const char *root)
 {
     char tmp[160];
 
+    if (s3_base != NULL)
+        return 0;
     assert_true((size_t)snprintf(tmp, sizeof(tmp), "%s/tmp", root) < sizeof(tmp));
     return dir_entries(tmp);
 }
@@ -146,14 +179,17 @@ static void test_roundtrip(void **state)
     assert_int_equal(blob_exists(f->bs, key, &exists), OK);
     assert_true(exists);
     snprintf(path, sizeof(path), "%s/%.2s/%.2s/%s", f->root, key, key + 2, key);
-    assert_int_equal(stat(path, &st), 0); /* the documented layout */
-    assert_int_equal(st.st_size, 200000);
+    if (f->file) {
+        assert_int_equal(stat(path, &st), 0); /* the documented layout */
+        assert_int_equal(st.st_size, 200000);
+    }
 
     assert_int_equal(blob_open(f->bs, key, &fd, &size), OK);
     assert_true(fd >= 0);
     assert_int_equal(size, 200000);
     assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
-    assert_int_equal(fcntl(fd, F_GETFL) & O_ACCMODE, O_RDONLY);
+    if (f->file) /* a remote store hands out its private download (read-write) */
+        assert_int_equal(fcntl(fd, F_GETFL) & O_ACCMODE, O_RDONLY);
     ssize_t got = 0, n;
     while ((n = read(fd, buf + got, sizeof(buf) - (size_t)got)) > 0)
         got += n;
@@ -195,13 +231,15 @@ static void test_idempotent_put(void **state)
     key_of_file(f->src, key);
     assert_int_equal(blob_put_path(f->bs, key, f->src), OK);
     snprintf(path, sizeof(path), "%s/%.2s/%.2s/%s", f->root, key, key + 2, key);
-    assert_int_equal(stat(path, &st1), 0);
+    assert_int_equal(stat(path, &st1), f->file ? 0 : -1);
     assert_int_equal(blob_put_path(f->bs, key, f->src), OK);
     /* Already there: not even the source is read. */
     snprintf(missing, sizeof(missing), "%s/does-not-exist", f->dir);
     assert_int_equal(blob_put_path(f->bs, key, missing), OK);
-    assert_int_equal(stat(path, &st2), 0);
-    assert_int_equal(st1.st_ino, st2.st_ino);
+    if (f->file) {
+        assert_int_equal(stat(path, &st2), 0);
+        assert_int_equal(st1.st_ino, st2.st_ino);
+    }
     assert_int_equal(tmp_entries(f->root), 0);
 }
 
@@ -245,7 +283,8 @@ static void test_bad_keys(void **state)
         assert_int_equal(blob_delete(f->bs, bad[i]), E_INVALID);
     }
     /* Nothing was created: the root holds only its empty tmp directory. */
-    assert_int_equal(dir_entries(f->root), 1);
+    if (f->file)
+        assert_int_equal(dir_entries(f->root), 1);
     assert_int_equal(tmp_entries(f->root), 0);
 }
 
@@ -266,7 +305,8 @@ static void test_failed_put_leaves_nothing(void **state)
     assert_int_equal(blob_exists(f->bs, key, &exists), OK);
     assert_false(exists);
     assert_int_equal(tmp_entries(f->root), 0);
-    assert_int_equal(dir_entries(f->root), 1);
+    if (f->file)
+        assert_int_equal(dir_entries(f->root), 1);
 }
 
 static void test_tmp_path(void **state)
@@ -277,7 +317,7 @@ static void test_tmp_path(void **state)
     assert_int_equal(blob_tmp_path(f->bs, a, sizeof(a)), OK);
     assert_int_equal(blob_tmp_path(f->bs, b, sizeof(b)), OK);
     assert_string_not_equal(a, b);
-    snprintf(prefix, sizeof(prefix), "%s/tmp/", f->root);
+    snprintf(prefix, sizeof(prefix), "%s/", f->tmp);
     assert_int_equal(strncmp(a, prefix, strlen(prefix)), 0);
     assert_int_equal(strlen(a), strlen(prefix) + 32 + 4);
     assert_string_equal(a + strlen(a) - 4, ".tmp");
@@ -384,9 +424,20 @@ static void test_concurrent_same_key(void **state)
         pthread_join(th[i], NULL);
         assert_int_equal(r[i].rc, OK);
     }
-    snprintf(path, sizeof(path), "%s/%.2s/%.2s/%s", f->root, key, key + 2, key);
-    key_of_file(path, again);
-    assert_string_equal(key, again);
+    if (f->file) {
+        snprintf(path, sizeof(path), "%s/%.2s/%.2s/%s", f->root, key, key + 2, key);
+        key_of_file(path, again);
+        assert_string_equal(key, again);
+    } else {
+        uint64_t size = 0;
+        uint8_t d[SHA256_LEN];
+        int fd = -1;
+        assert_int_equal(blob_open(f->bs, key, &fd, &size), OK);
+        assert_int_equal(sha256_fd(fd, d), OK);
+        close(fd);
+        hex_encode(d, sizeof(d), again);
+        assert_string_equal(key, again);
+    }
     assert_int_equal(tmp_entries(f->root), 0);
 }
 
@@ -623,9 +674,326 @@ static void test_node_auth(void **state)
                      E_UNAUTHORIZED);
 }
 
+/* --- S3 only: what a bucket adds to the contract --- */
+
+/* cred_value reads "name = value" from the credentials file of the Swift under test. */
+static void cred_value(const char *name, char *out, size_t cap)
+{
+    char line[512];
+    FILE *fp = fopen(s3_creds, "r");
+
+    assert_non_null(fp);
+    out[0] = '\0';
+    while (fgets(line, sizeof(line), fp) != NULL) {
+        if (strncmp(line, name, strlen(name)) == 0) {
+            const char *v = strchr(line, '=');
+            assert_non_null(v);
+            snprintf(out, cap, "%s", v + 2);
+            out[strcspn(out, "\r\n")] = '\0';
+        }
+    }
+    fclose(fp);
+}
+
+/* raw_put stores bytes as object name under the test's prefix, bypassing the blob store. */
+static void raw_put(const struct fixture *f, const char *name, const char *bytes)
+{
+    char access[256], secret[256], url[700], line[128];
+    struct curl_slist *h = NULL;
+    CURL *c = curl_easy_init();
+    uint8_t d[SHA256_LEN];
+    char hex[SHA256_HEX];
+    long code = 0;
+
+    cred_value("aws_access_key_id", access, sizeof(access));
+    cred_value("aws_secret_access_key", secret, sizeof(secret));
+    sha256_buf(bytes, strlen(bytes), d);
+    hex_encode(d, sizeof(d), hex);
+    snprintf(line, sizeof(line), "x-amz-content-sha256: %s", hex);
+    h = curl_slist_append(h, line);
+    /* s3+http://host:port/bucket/prefix -> http://host:port/bucket/prefix/name */
+    snprintf(url, sizeof(url), "%s/%s", f->s3url + 3, name);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_AWS_SIGV4, "aws:amz:us-east-1:s3");
+    curl_easy_setopt(c, CURLOPT_USERNAME, access);
+    curl_easy_setopt(c, CURLOPT_PASSWORD, secret);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "PUT");
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, bytes);
+    assert_int_equal(curl_easy_perform(c), CURLE_OK);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+    assert_int_equal(code, 200);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+}
+
+/* Above storage.s3_multipart_bytes a blob goes up in parts, and comes back whole. */
+static void test_s3_multipart(void **state)
+{
+    struct fixture *f = *state;
+    char key[SHA256_HEX], again[SHA256_HEX];
+    uint8_t d[SHA256_LEN];
+    uint64_t size = 0;
+    int fd = -1;
+
+    write_file(f->src, 2 * BLOB_S3_MIN_PART + 12345, 21); /* three parts */
+    key_of_file(f->src, key);
+    assert_int_equal(blob_put_path(f->bs, key, f->src), OK);
+    assert_true(has(f->bs, key));
+    assert_int_equal(blob_open(f->bs, key, &fd, &size), OK);
+    assert_int_equal(size, 2 * BLOB_S3_MIN_PART + 12345);
+    assert_int_equal(sha256_fd(fd, d), OK);
+    close(fd);
+    hex_encode(d, sizeof(d), again);
+    assert_string_equal(key, again);
+}
+
+/* A file that does not hash to its key is refused, small or multipart: nothing is stored. */
+static void test_s3_wrong_file(void **state)
+{
+    struct fixture *f = *state;
+    const char *key = "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
+
+    log_min_level = LOG_OFF;
+    write_file(f->src, 1000, 4);
+    assert_int_equal(blob_put_path(f->bs, key, f->src), E_INVALID);
+    write_file(f->src, BLOB_S3_MIN_PART + 1, 4);
+    assert_int_equal(blob_put_path(f->bs, key, f->src), E_INVALID);
+    write_file(f->src, 0, 0);
+    assert_int_equal(blob_put_path(f->bs, key, f->src), E_INVALID);
+    log_min_level = LOG_WARN;
+    assert_false(has(f->bs, key));
+}
+
+/* Bytes that do not hash to their key are not served: the object counts as missing. */
+static void test_s3_mismatch_not_served(void **state)
+{
+    struct fixture *f = *state;
+    const char *key = "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
+    uint64_t size = 0;
+    int fd = -1;
+
+    raw_put(f, key, "rotten bytes");
+    assert_true(has(f->bs, key));
+    log_min_level = LOG_OFF;
+    assert_int_equal(blob_open(f->bs, key, &fd, &size), E_NOTFOUND);
+    log_min_level = LOG_WARN;
+    assert_int_equal(fd, -1);
+}
+
+struct collect {
+    char keys[8][SHA256_HEX];
+    size_t n;
+};
+
+static int collect_one(void *arg, const struct blob_entry *e)
+{
+    struct collect *c = arg;
+
+    assert_true(c->n < 8);
+    memcpy(c->keys[c->n++], e->key, SHA256_HEX);
+    return OK;
+}
+
+/* Listing: key order, pages from "after", objects that are not blobs skipped. */
+static void test_s3_list(void **state)
+{
+    struct fixture *f = *state;
+    char keys[5][SHA256_HEX];
+    struct blob_entry page[3];
+    struct collect all = {0};
+    size_t n = 0;
+
+    raw_put(f, "README.txt", "not a blob");
+    for (int i = 0; i < 5; i++) {
+        write_file(f->src, 100 + (size_t)i, (unsigned)i + 40);
+        key_of_file(f->src, keys[i]);
+        assert_int_equal(blob_put_path(f->bs, keys[i], f->src), OK);
+    }
+    for (int i = 0; i < 5; i++) /* sorted, as a listing is */
+        for (int j = i + 1; j < 5; j++)
+            if (strcmp(keys[j], keys[i]) < 0) {
+                char t[SHA256_HEX];
+                memcpy(t, keys[i], sizeof(t));
+                memcpy(keys[i], keys[j], sizeof(t));
+                memcpy(keys[j], t, sizeof(t));
+            }
+    assert_int_equal(blob_list(f->bs, "", page, 3, &n), OK);
+    assert_int_equal(n, 3);
+    assert_string_equal(page[0].key, keys[0]);
+    assert_true(page[0].size >= 100 && page[0].size < 105);
+    assert_true(llabs(page[0].mtime - (int64_t)time(NULL)) < 600);
+    assert_int_equal(blob_list(f->bs, page[2].key, page, 3, &n), OK);
+    assert_int_equal(n, 2); /* fewer than asked: the end */
+    assert_string_equal(page[0].key, keys[3]);
+    assert_string_equal(page[1].key, keys[4]);
+    assert_int_equal(blob_each(f->bs, collect_one, &all), OK);
+    assert_int_equal(all.n, 5);
+    for (int i = 0; i < 5; i++)
+        assert_string_equal(all.keys[i], keys[i]);
+}
+
+/* Wrong credentials, a missing bucket, no server: not ready, and the reason names which. */
+static void test_s3_not_ready(void **state)
+{
+    struct fixture *f = *state;
+    char creds[160], url[600], why[256], key[SHA256_HEX];
+    struct blob_s3_opts o = s3_opts(f, NULL);
+    struct blob_store *bs = NULL;
+    FILE *fp;
+
+    log_min_level = LOG_OFF;
+    write_file(f->src, 10, 1);
+    key_of_file(f->src, key);
+    snprintf(creds, sizeof(creds), "%s/wrong-credentials", f->dir);
+    fp = fopen(creds, "w");
+    assert_non_null(fp);
+    fprintf(fp, "aws_access_key_id = tessera:s3\naws_secret_access_key = wrong\n");
+    fclose(fp);
+    o.credentials_file = creds;
+    assert_int_equal(blob_s3_open(f->s3url, &o, &bs), OK);
+    assert_int_equal(blob_store_check(bs), E_UNAVAILABLE);
+    blob_store_why(bs, why, sizeof(why));
+    assert_non_null(strstr(why, "refused the credentials of storage.s3_credentials_file"));
+    assert_int_equal(blob_put_path(bs, key, f->src), E_UNAVAILABLE);
+    blob_store_free(bs);
+
+    o.credentials_file = s3_creds;
+    snprintf(url, sizeof(url), "%s-missing", s3_base);
+    assert_int_equal(blob_s3_open(url, &o, &bs), OK);
+    assert_int_equal(blob_store_check(bs), E_UNAVAILABLE);
+    blob_store_why(bs, why, sizeof(why));
+    assert_non_null(strstr(why, "does not exist"));
+    blob_store_free(bs);
+
+    /* port 1 on loopback: nothing listens */
+    assert_int_equal(blob_s3_open("s3+http://127.0.0.1:1/tessera", &o, &bs), OK);
+    assert_int_equal(blob_store_check(bs), E_UNAVAILABLE);
+    blob_store_why(bs, why, sizeof(why));
+    assert_non_null(strstr(why, "unreachable"));
+    assert_int_equal(blob_put_path(bs, key, f->src), E_UNAVAILABLE);
+    blob_store_free(bs);
+
+    /* no credentials at all: refused at open, naming the settings */
+    o.credentials_file = "";
+    unsetenv("AWS_ACCESS_KEY_ID");
+    assert_int_equal(blob_s3_open(f->s3url, &o, &bs), E_INVALID);
+    assert_null(bs);
+    log_min_level = LOG_WARN;
+}
+
+/* A shard's own [ID] section of the credentials file wins over [default]. */
+static void test_s3_profiles(void **state)
+{
+    struct fixture *f = *state;
+    char creds[160], access[256], secret[256], why[256];
+    struct blob_s3_opts o = s3_opts(f, NULL);
+    struct blob_store *bs = NULL;
+    FILE *fp;
+
+    cred_value("aws_access_key_id", access, sizeof(access));
+    cred_value("aws_secret_access_key", secret, sizeof(secret));
+    snprintf(creds, sizeof(creds), "%s/profiles", f->dir);
+    fp = fopen(creds, "w");
+    assert_non_null(fp);
+    fprintf(fp,
+            "[default]\naws_access_key_id = %s\naws_secret_access_key = wrong\n\n"
+            "[main]\naws_access_key_id = %s\naws_secret_access_key = %s\n",
+            access, access, secret);
+    fclose(fp);
+    o.credentials_file = creds;
+    o.profile = "main";
+    assert_int_equal(blob_s3_open(f->s3url, &o, &bs), OK);
+    assert_int_equal(blob_store_check(bs), OK);
+    blob_store_free(bs);
+    o.profile = "other"; /* no [other]: [default], whose secret is wrong */
+    log_min_level = LOG_OFF;
+    assert_int_equal(blob_s3_open(f->s3url, &o, &bs), OK);
+    assert_int_equal(blob_store_check(bs), E_UNAVAILABLE);
+    blob_store_free(bs);
+    log_min_level = LOG_WARN;
+    assert_int_equal(blob_s3_check_credentials(creds, "main", why, sizeof(why)), OK);
+    assert_int_equal(blob_s3_check_credentials("/nonexistent", "main", why, sizeof(why)),
+                     E_INVALID);
+    assert_non_null(strstr(why, "storage.s3_credentials_file"));
+}
+
+/* Virtual-host addressing: BUCKET.HOST (Swift's storage_domain is localhost in s3.sh). */
+static void test_s3_virtual_host(void **state)
+{
+    struct fixture *f = *state;
+    struct blob_s3_opts o = s3_opts(f, s3_creds);
+    const char *port = strrchr(s3_base, ':');
+    char url[600], key[SHA256_HEX];
+    struct blob_entry e[2];
+    struct blob_store *bs = NULL;
+    uint64_t size = 0;
+    size_t n = 0;
+    int fd = -1;
+
+    assert_non_null(port); /* s3+http://127.0.0.1:PORT/BUCKET */
+    snprintf(url, sizeof(url), "s3+http://localhost%s/vh", port);
+    o.virtual_host = true;
+    assert_int_equal(blob_s3_open(url, &o, &bs), OK);
+    assert_int_equal(blob_store_check(bs), OK);
+    write_file(f->src, 3000, 8);
+    key_of_file(f->src, key);
+    assert_int_equal(blob_put_path(bs, key, f->src), OK);
+    assert_int_equal(blob_open(bs, key, &fd, &size), OK);
+    assert_int_equal(size, 3000);
+    close(fd);
+    assert_int_equal(blob_list(bs, "", e, 2, &n), OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(e[0].key, key);
+    assert_int_equal(blob_delete(bs, key), OK);
+    blob_store_free(bs);
+}
+
+static void test_s3_urls(void **state)
+{
+    const char *good[] = {"s3+http://127.0.0.1:18081/tessera",
+                          "s3+https://s3.amazonaws.com/my.bucket", "s3+http://h/bkt/some/prefix",
+                          "s3+http://[::1]:9000/bkt"};
+    const char *bad[] = {"s3://h/bkt",           "s3+http://h",        "s3+http://h/",
+                         "s3+http://h/ab",       "s3+http://h/Bucket", "s3+http://h/bkt/",
+                         "s3+http://h/bkt/a//b", "s3+http:///bkt",     "s3+http://h/bkt/a b",
+                         "s3+http://h?x/bkt"};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        assert_true(blob_s3_url_ok(good[i]));
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (blob_s3_url_ok(bad[i]))
+            fail_msg("accepted %s", bad[i]);
+    }
+}
+
 int main(void)
 {
     log_min_level = LOG_WARN;
+    s3_base = getenv("TESSERA_TEST_S3_URL");
+    s3_creds = getenv("TESSERA_TEST_S3_CREDENTIALS");
+    if (s3_base != NULL && s3_base[0] != '\0') {
+        const struct CMUnitTest s3_tests[] = {
+            cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_empty_blob, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_idempotent_put, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_delete_absent, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_bad_keys, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_failed_put_leaves_nothing, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_tmp_path, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_concurrent_same_key, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_s3_multipart, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_s3_wrong_file, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_s3_mismatch_not_served, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_s3_list, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_s3_not_ready, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_s3_profiles, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_s3_virtual_host, setup, teardown),
+        };
+        return cmocka_run_group_tests_name("blob_s3", s3_tests, NULL, NULL);
+    }
+    s3_base = NULL;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
         cmocka_unit_test(test_node_auth),
@@ -642,6 +1010,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_disk_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_switch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_switch_under_readers, setup, teardown),
+        cmocka_unit_test(test_s3_urls),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -257,6 +257,9 @@ static void test_parse_errors(void **state)
     expect_bad("s1=http://a:1;zone=a,s2=http://b:1", 1, 1, "every shard or to none");
     expect_bad("s1=http://a:1,s2=http://b:1", 3, 1, "storage.replicas");
     expect_bad("s1=http://a:1,s2=http://b:1", 1, 2, "storage.write_quorum");
+    expect_bad("s1=s3+http://a:1/ab", 1, 1, "is not file:///");
+    expect_bad("s1=http://a:1;region=eu-west-1", 1, 1, "region");
+    expect_bad("s1=s3+http://a:1/bkt;region=EU", 1, 1, "region");
 
     struct ring *r = NULL;
     char err[256];
@@ -275,6 +278,21 @@ static void test_parse_errors(void **state)
     struct ring *back = NULL;
     assert_int_equal(ring_parse_described(d, &back, err, sizeof(err)), OK);
     assert_string_equal(back->epoch, r->epoch);
+    free(d);
+    ring_free(back);
+    ring_free(r);
+
+    /* S3 shards: a bucket and prefix, a region of their own, kept by the description */
+    assert_int_equal(ring_parse("m=s3+https://s3.example.com/my.bucket/img;region=eu-west-1,"
+                                "n=s3+http://127.0.0.1:18081/tessera",
+                                1, 1, &r, err, sizeof(err)),
+                     OK);
+    assert_string_equal(r->shards[0].region, "eu-west-1");
+    assert_string_equal(r->shards[1].region, "");
+    d = ring_describe(r);
+    assert_int_equal(ring_parse_described(d, &back, err, sizeof(err)), OK);
+    assert_string_equal(back->epoch, r->epoch);
+    assert_string_equal(back->shards[0].region, "eu-west-1");
     free(d);
     ring_free(back);
     ring_free(r);
