@@ -37,6 +37,7 @@ import tessera_fixture as tf  # noqa: E402
 OFF = int(os.environ.get("TESSERA_CHAOS_PORT_OFFSET", "60"))
 SECONDS = float(os.environ.get("TESSERA_CHAOS_SECONDS", "12"))
 RATE = float(os.environ.get("TESSERA_CHAOS_RATE", "150"))
+THREADS = 4  # client threads of the load: at most this many requests in flight
 LB = 8080 + OFF
 PG = 25432 + OFF  # below the ephemeral port range
 PG_NODES = ["pg-1", "pg-2", "pg-3"]  # each run by Patroni; the leader is pg-primary
@@ -182,12 +183,11 @@ class Load:
         if st == 503 and len(self.sample503) < 400:
             with self.lock:
                 self.sample503.append((self.window, op))
-        in_flight = st == 502 and self.window == "fault" and op in ALLOWED_502.get(self.drill, ())
-        if st >= 500 and st != 503 and not in_flight:
+        if st >= 500 and st != 503:
             with self.lock:
                 self.bad.append((self.window, op, st))
 
-    def run(self, threads=4):
+    def run(self, threads=THREADS):
         def worker():
             gap = threads / RATE
             while not self.stop.is_set():
@@ -449,12 +449,12 @@ DRILLS = [
     ("disk-full", drill_disk_full, "storage-3 on a 4 MiB file system: it fills"),
 ]
 # What a fault may cost, by drill, in its window: 503 for these operations (writes while
-# no primary can commit them; reads never), and for kill-write the answers of requests
-# that were in flight on the killed process (502 from the balancer).
+# no primary can commit them; reads never). kill-write: only the requests in flight on the
+# killed process, at most one per client thread (the balancer answers them 503 JSON).
 WRITES = {"upload", "delete"}
 ALLOWED_503 = {"stop-replica": WRITES, "stop-primary": WRITES, "kill-postmaster": WRITES,
-               "host-crash": WRITES, "stop-standbys": WRITES}
-ALLOWED_502 = {"kill-write": WRITES}
+               "host-crash": WRITES, "stop-standbys": WRITES, "kill-write": WRITES}
+MAX_503 = {"kill-write": THREADS}
 
 
 def check_ledger(ledger):
@@ -517,6 +517,11 @@ def main(names):
             by = {}
             for (w, op, o), n in load.counts.items():
                 by[o] = by.get(o, 0) + n
+            allowed_503 = sum(n for (w, op, o), n in load.counts.items()
+                              if o == "503" and w == "fault" and op in ALLOWED_503.get(name, ()))
+            if allowed_503 > MAX_503.get(name, allowed_503):
+                bad.append(("fault", "writes", "%d answered 503, more than the %d in flight"
+                            % (allowed_503, MAX_503[name])))
             ok = not problems and not bad and not_allowed_503 == 0 and rec is not None
             failed |= not ok
             results.append((name, total, by, errs_fault, rec, len(ledger.live),

@@ -1215,7 +1215,7 @@ static bool pg_script_url(const char *node, char *out, size_t cap)
 /*
  * pg_start starts two PostgreSQL nodes (Patroni, etcd, a synchronous standby)
  * with deploy/local/pg.sh in a temporary directory on free ports; pg_url is the
- * multi-host write URL, pg_replica_url the standby's. Returns false (with why)
+ * leader's URL, pg_replica_url the standby's. Returns false (with why)
  * when it cannot.
  */
 static bool pg_start(char *why, size_t cap)
@@ -1263,7 +1263,9 @@ static bool pg_start(char *why, size_t cap)
         snprintf(why, cap, "deploy/local/pg.sh up failed (see %.64s/up.log)", pg_dir);
         return false;
     }
-    if (!pg_script_url("", pg_url, sizeof(pg_url)) ||
+    /* the leader's own URL: the contract tests read their writes (a multi-host URL would
+     * make both nodes read nodes, and a standby may not have replayed the last write) */
+    if (!pg_script_url("pg-primary", pg_url, sizeof(pg_url)) ||
         !pg_script_url("pg-replica-1", pg_replica_url, sizeof(pg_replica_url))) {
         snprintf(why, cap, "deploy/local/pg.sh url failed");
         return false;
