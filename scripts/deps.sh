@@ -23,8 +23,10 @@ pkgs=(
     patroni etcd-server etcd-client jq
     # the S3 endpoint of deploy/local/s3.sh: OpenStack Swift with s3api, and its memcached
     swift swift-proxy swift-object swift-container swift-account python3-swift memcached
-    # fault drills: network namespaces (ip), tmpfs mounts (mount)
-    iproute2 util-linux
+    # fault drills: network namespaces (ip), tmpfs mounts (mount); pkill (procps)
+    iproute2 util-linux procps
+    # the launchers generate secrets with `openssl rand` (libssl-dev does not bring the command)
+    openssl
     # benchmarks
     wrk
 )
