@@ -667,6 +667,29 @@ out:
     return rc;
 }
 
+/*
+ * img_open_stored reads a stored image file into a blob (which owns the
+ * bytes) and sniffs its format: E_NOTFOUND, E_BADIMAGE (not an image), E_IO.
+ */
+static int img_open_stored(const char *src_path, VipsBlob **blob, enum img_format *f,
+                           struct img_error *err)
+{
+    uint8_t *data = NULL;
+    size_t n = 0;
+    int rc = img_read_file(src_path, E_NOTFOUND, &data, &n, err);
+
+    if (rc != OK)
+        return rc;
+    *f = img_sniff(data, n);
+    if (*f == IMG_UNKNOWN) {
+        free(data);
+        img_errf(err, "stored file is not an image");
+        return E_BADIMAGE;
+    }
+    *blob = vips_blob_new(img_blob_free, data, n);
+    return OK;
+}
+
 int img_variant(const char *src_path, const struct img_variant_spec *spec, const char *out_path,
                 struct img_info *info, struct img_error *err)
 {
@@ -677,8 +700,8 @@ int img_variant(const char *src_path, const struct img_variant_spec *spec, const
         .strip = true,
         .effort = IMG_AVIF_EFFORT,
     };
-    uint8_t *data = NULL, *stripped = NULL;
-    size_t n = 0, stripped_len = 0, enc_len = 0;
+    uint8_t *stripped = NULL;
+    size_t stripped_len = 0, enc_len = 0;
     void *enc = NULL;
     VipsBlob *blob = NULL;
     VipsSource *src = NULL;
@@ -696,17 +719,9 @@ int img_variant(const char *src_path, const struct img_variant_spec *spec, const
         rc = E_INVALID;
         goto out;
     }
-    rc = img_read_file(src_path, E_NOTFOUND, &data, &n, err);
+    rc = img_open_stored(src_path, &blob, &f, err);
     if (rc != OK)
         goto out;
-    f = img_sniff(data, n);
-    if (f == IMG_UNKNOWN) {
-        img_errf(err, "stored file is not an image");
-        rc = E_BADIMAGE;
-        goto out;
-    }
-    blob = vips_blob_new(img_blob_free, data, n);
-    data = NULL;
 
     /* Shrink-on-load: the loader decodes at the smallest scale that still
      * covers the box; only the first frame of an animation. */
@@ -761,7 +776,6 @@ out:
         g_object_unref(src);
     if (blob)
         vips_area_unref(VIPS_AREA(blob));
-    free(data);
     free(stripped);
     g_free(enc);
     if (rc != OK && err->msg[0] == '\0')
@@ -820,8 +834,8 @@ int img_transform(const char *src_path, const struct img_ops *o, const struct im
         .strip = true,
         .effort = IMG_AVIF_EFFORT_REQUEST,
     };
-    uint8_t *data = NULL, *stripped = NULL;
-    size_t n = 0, stripped_len = 0, enc_len = 0;
+    uint8_t *stripped = NULL;
+    size_t stripped_len = 0, enc_len = 0;
     void *enc = NULL;
     VipsBlob *blob = NULL;
     VipsSource *src = NULL;
@@ -834,17 +848,9 @@ int img_transform(const char *src_path, const struct img_ops *o, const struct im
 
     memset(info, 0, sizeof(*info));
     err->msg[0] = '\0';
-    rc = img_read_file(src_path, E_NOTFOUND, &data, &n, err);
+    rc = img_open_stored(src_path, &blob, &f, err);
     if (rc != OK)
         goto out;
-    f = img_sniff(data, n);
-    if (f == IMG_UNKNOWN) {
-        img_errf(err, "stored file is not an image");
-        rc = E_BADIMAGE;
-        goto out;
-    }
-    blob = vips_blob_new(img_blob_free, data, n);
-    data = NULL;
 
     /*
      * The plan fixed the exact size, so the resize is forced to it (the
@@ -927,7 +933,6 @@ out:
         g_object_unref(src);
     if (blob)
         vips_area_unref(VIPS_AREA(blob));
-    free(data);
     free(stripped);
     g_free(enc);
     if (rc != OK && err->msg[0] == '\0')
