@@ -12,6 +12,7 @@ off=${TESSERA_PORT_OFFSET:-0}
 lb=$((8080 + off))
 read1=$((8101 + off))
 cluster=deploy/local/cluster
+run_dir=$(realpath -m "${TESSERA_RUN:-run/cluster}")
 img=${BENCH_IMAGE:-../shared/testdata/images/accept_jpeg_baseline_rocket_640x427.jpg}
 work=$(mktemp -d /tmp/tessera-cbench.XXXXXX)
 chmod 755 "$work"
@@ -49,18 +50,56 @@ nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" &
 npid=$!
 sleep 0.5
 
-run() { # name url
-    wrk -t2 -c"$conns" -d"${dur}s" --latency "$2" >"$work/$1.txt"
-    printf '%-34s %12s %10s\n' "$1" "$(awk '/Requests\/sec/ {print $2}' "$work/$1.txt")" \
-        "$(awk '/ 99%/ {print $2}' "$work/$1.txt")"
+# run NAME URL [LABEL:PID,PID...]: wrk against URL; with perf installed, also the CPU time
+# wrk and each group of processes spent per request (perf stat task-clock over the run), which
+# says where the time goes even when other work shares the cores.
+run() {
+    local name=$1 url=$2 i reqs cpu="" labels=() waits=()
+    shift 2
+    if command -v perf >/dev/null; then
+        i=0
+        for g in "$@"; do
+            perf stat -x, -e task-clock -p "${g#*:}" -o "$work/cpu.$i" -- sleep "$dur" 2>/dev/null &
+            waits+=($!)
+            labels+=("${g%%:*}")
+            i=$((i + 1))
+        done
+        perf stat -x, -e task-clock -o "$work/cpu.wrk" -- \
+            wrk -t2 -c"$conns" -d"${dur}s" --latency "$url" >"$work/$name.txt"
+        [ ${#waits[@]} -eq 0 ] || wait "${waits[@]}" # (a bare wait would wait for nginx too)
+        reqs=$(awk '/requests in/ {print $1}' "$work/$name.txt")
+        cpu=$(awk -F, -v n="$reqs" '/task-clock/ {printf "wrk %.0f", $1 * 1000 / n}' "$work/cpu.wrk")
+        for i in "${!labels[@]}"; do
+            cpu+=$(awk -F, -v n="$reqs" -v l="${labels[$i]}" \
+                '/task-clock/ {printf ", %s %.0f", l, $1 * 1000 / n}' "$work/cpu.$i")
+        done
+        cpu="$cpu us/request"
+    else
+        wrk -t2 -c"$conns" -d"${dur}s" --latency "$url" >"$work/$name.txt"
+    fi
+    printf '%-34s %12s %10s  %s\n' "$name" "$(awk '/Requests\/sec/ {print $2}' "$work/$name.txt")" \
+        "$(awk '/ 99%/ {print $2}' "$work/$name.txt")" "$cpu"
+}
+
+pids() { # the pids of the named components, comma-separated (nginx: its workers)
+    local n out=""
+    for n in "$@"; do
+        if [ "$n" = lb ]; then
+            out+=$(pgrep -P "$(cat "$run_dir/pids/lb.pid")" | paste -sd,),
+        else
+            out+=$(cat "$run_dir/pids/$n.pid"),
+        fi
+    done
+    echo "${out%,}"
 }
 
 echo "image: $(stat -c %s "$work/www/img.jpg") bytes; wrk -t2 -c$conns -d${dur}s; all on this machine's 2 cores"
 printf '%-34s %12s %10s\n' what 'requests/s' p99
 wrk -t2 -c"$conns" -d2s "http://127.0.0.1:$lb/i/$id.jpg" >/dev/null # warm-up
-run "nginx static (same bytes)" "http://127.0.0.1:$nport/img.jpg"
-run "read-1 directly (no balancer)" "http://127.0.0.1:$read1/i/$id.jpg"
-run "balancer, 3 read services" "http://127.0.0.1:$lb/i/$id.jpg"
+run "nginx static (same bytes)" "http://127.0.0.1:$nport/img.jpg" "nginx:$(pgrep -P "$npid" | paste -sd,)"
+run "read-1 directly (no balancer)" "http://127.0.0.1:$read1/i/$id.jpg" "read-1:$(pids read-1)"
+run "balancer, 3 read services" "http://127.0.0.1:$lb/i/$id.jpg" "nginx:$(pids lb)" \
+    "reads:$(pids read-1 read-2 read-3)"
 $cluster stop read-3 >/dev/null
 sleep 1
 run "balancer, 2 read services" "http://127.0.0.1:$lb/i/$id.jpg"
