@@ -6,7 +6,8 @@
 #   docker.sh status      running or not, and its DOCKER_HOST
 #   docker.sh host        the DOCKER_HOST of the private daemon
 #   docker.sh base        make the base image local/debian:12 when it is missing (debootstrap)
-#   docker.sh build       build the tessera image (tessera:dev) from local/debian:12
+#   docker.sh build       build the tessera image (tessera:dev) and the servers' image of the
+#                         Compose topology (tessera-infra:dev) from local/debian:12
 #
 # The daemon keeps to its own paths and leaves the host's network alone: no docker0 bridge,
 # no iptables rules, no forwarding or masquerading (--bridge=none --iptables=false ...), so
@@ -15,7 +16,8 @@
 # Environment: TESSERA_DOCKER_ROOT (data root: images, layers, build cache, volumes; default
 # /var/lib/tessera-docker, kept between runs so the base image and build layers are cached),
 # TESSERA_DOCKER_RUN (socket, pid file, exec root; default /run/tessera-docker),
-# TESSERA_IMAGE (the image `build` tags; default tessera:dev).
+# TESSERA_IMAGE, TESSERA_INFRA_IMAGE (the images `build` tags; default tessera:dev and
+# tessera-infra:dev).
 # The base image: no registry is reachable here, so `base` makes Debian 12 with debootstrap
 # (--variant=minbase, from the Debian mirror apt uses) and imports it; about a minute.
 set -euo pipefail
@@ -27,6 +29,7 @@ SOCK=$RUNDIR/docker.sock
 PIDFILE=$RUNDIR/dockerd.pid
 LOG=$DATA/dockerd.log
 IMAGE=${TESSERA_IMAGE:-tessera:dev}
+INFRA_IMAGE=${TESSERA_INFRA_IMAGE:-tessera-infra:dev}
 BASE=local/debian:12
 # Debian's client (20.10, like the daemon): a newer docker earlier on PATH may lack the builder
 # this daemon offers.
@@ -109,13 +112,20 @@ cmd_base() {
     say "$BASE made"
 }
 
-cmd_build() {
+# build_one TAG CONTEXT: BuildKit (built into this daemon; no buildx needed), layers cached in
+# the data root, apt reaching the mirror through the host's network
+build_one() {
     local t0
+    t0=$(date +%s.%N)
+    DOCKER_BUILDKIT=1 "$DOCKER" build --network host --build-arg BASE="$BASE" -t "$1" "$2" >&2
+    say "built $1 in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}') s"
+}
+
+cmd_build() {
     answers || die "no daemon at $DOCKER_HOST (docker.sh up)"
     cmd_base
-    t0=$(date +%s.%N)
-    DOCKER_BUILDKIT=1 "$DOCKER" build --network host --build-arg BASE="$BASE" -t "$IMAGE" "$ROOT" >&2
-    say "built $IMAGE in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}') s"
+    build_one "$IMAGE" "$ROOT"
+    build_one "$INFRA_IMAGE" "$ROOT/deploy/compose/infra"
 }
 
 case "${1:-}" in
@@ -131,7 +141,7 @@ host) echo "$DOCKER_HOST" ;;
 base) cmd_base ;;
 build) cmd_build ;;
 *)
-    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && /^set -euo/ {exit} NR > 1' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac
