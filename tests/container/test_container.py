@@ -113,8 +113,9 @@ def all_healthy(project, service, n):
 class GetLoop:
     """GETs through the balancer from `threads` keep-alive clients until stopped; counts answers."""
 
-    def __init__(self, paths, threads=4):
+    def __init__(self, paths, threads=4, after=50):
         self.paths, self.ok, self.failed, self.stop_flag = paths, 0, [], False
+        self.after = after  # answers to see after the change before the loop stops
         self.lock = threading.Lock()
         self.threads = [threading.Thread(target=self.loop, args=(i,)) for i in range(threads)]
 
@@ -150,7 +151,7 @@ class GetLoop:
 
     def __exit__(self, *exc):
         n = self.ok
-        tf.wait_for(lambda: self.ok >= n + 50, 60, "the GET loop to go on after the change")
+        tf.wait_for(lambda: self.ok >= n + self.after, 60, "the GET loop to go on after the change")
         self.stop_flag = True
         for t in self.threads:
             t.join()
@@ -284,8 +285,12 @@ def topology():
 
     say("topology: one read container killed under a GET loop")
     victim = sorted(containers(PROJECT, "read"))[0]
-    with GetLoop(paths) as loop:
+    # long enough after the kill for every keep-alive connection nginx had to it to be tried
+    with GetLoop(paths, after=3000) as loop:
         docker("kill", victim)  # SIGKILL, delivered when it returns
+    state = docker("inspect", "-f", "{{.State.Status}} {{.RestartCount}} {{.State.ExitCode}}", victim).stdout.split()
+    check(state[0] != "running" or int(state[1]) > 0,
+          "%s was killed (state, restarts, exit code: %s)" % (victim, " ".join(state)))
     check(not loop.failed, "kill -9 of %s: %d GETs, %d failed %s" % (victim, loop.ok, len(loop.failed), loop.failed[:5]))
 
     say("topology: down and up again")
