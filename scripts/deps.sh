@@ -29,7 +29,13 @@ pkgs=(
     openssl
     # benchmarks
     wrk
+    # containers (tests/container, deploy/docker/docker.sh): the daemon, Compose 1.29, the
+    # offline base image's debootstrap
+    docker.io docker-compose debootstrap
 )
+# kubectl renders the Kubernetes manifests (lint.deploy_schemas); Debian 12 has no package of
+# it, so it comes from whatever apt source provides one (the machine image has it)
+if apt-cache show kubectl >/dev/null 2>&1; then pkgs+=(kubectl); fi
 # node and npm from Debian, unless a node with its own npm is there already
 command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
 

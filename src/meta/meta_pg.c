@@ -1891,8 +1891,10 @@ int meta_migrate_pg(const char *url, int *from, int *to)
         *from = 0;
     if (to != NULL)
         *to = 0;
-    /* "any": a replica must be reached to be refused by name, not skipped silently */
-    c = pg_connect_url(url, false, 5000);
+    /* A URL that asks for target_session_attrs=read-write (every node of a cluster: the primary
+     * is whichever takes writes now, not always the first host) gets it; any other is opened
+     * with "any": a replica must be reached to be refused by name, not skipped silently. */
+    c = pg_connect_url(url, strstr(url, "target_session_attrs=read-write") != NULL, 5000);
     if (c == NULL)
         return E_UNAVAILABLE;
     rc = pg_one(c, "SELECT pg_is_in_recovery()", buf, sizeof(buf));

@@ -1148,6 +1148,19 @@ static void test_pg_migrate(void **state)
     assert_int_equal(to, meta_pg_schema_version);
     log_min_level = LOG_OFF;
     assert_int_equal(meta_migrate_pg(pg_replica_url, &from, &to), E_INVALID); /* a replica */
+    log_min_level = LOG_WARN;
+    /* a multi-host URL whose first host is the replica: read-write finds the primary */
+    char multi[700];
+    const char *rp = strstr(pg_replica_url, "127.0.0.1:"), *pp = strstr(pg_url, "127.0.0.1:");
+    assert_non_null(rp);
+    assert_non_null(pp);
+    snprintf(multi, sizeof(multi),
+             "%.*s127.0.0.1:%d,127.0.0.1:%d%s%starget_session_attrs=read-write",
+             (int)(rp - pg_replica_url), pg_replica_url, atoi(rp + 10), atoi(pp + 10),
+             strchr(rp, '/'), strchr(rp, '?') ? "&" : "?");
+    assert_int_equal(meta_migrate_pg(multi, &from, &to), OK);
+    assert_int_equal(to, meta_pg_schema_version);
+    log_min_level = LOG_OFF;
     assert_int_equal(meta_migrate_pg("postgresql://postgres@127.0.0.1:1/postgres", NULL, NULL),
                      E_UNAVAILABLE);
     log_min_level = LOG_WARN;
