@@ -172,6 +172,9 @@ static const struct cfg_entry config_table[] = {
      "Delay before the first retry of a failed job; doubles each attempt (capped at 1 h)."},
     {"jobs", "poll", CFG_DURATION, "500ms", 10, 60000, F(jobs.poll_ms),
      "How often an idle job thread looks for due jobs."},
+    {"jobs", "listen", CFG_STR, "", 0, 0, F(jobs.listen),
+     "host:port where `tessera worker` answers /healthz, /readyz and /metrics (the token of "
+     "metrics.token_file applies); empty: no listener. One port per worker process."},
     {"jobs", "dead_retention", CFG_DURATION, "168h", 0, 3650LL * 24 * 3600000,
      F(jobs.dead_retention_ms),
      "tessera gc deletes dead jobs (failed max_attempts times) whose last attempt is older than "

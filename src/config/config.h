@@ -87,6 +87,7 @@ struct config {
         int64_t backoff_ms;
         int64_t poll_ms;
         int64_t dead_retention_ms;
+        char *listen; /* tessera worker's operational listener; "" = none */
     } jobs;
     struct {
         char *upload_keys;
