@@ -92,8 +92,12 @@ struct config {
     struct {
         char *upload_keys;
         char *admin_keys;
+        char *admin_keys_file;  /* more admin keys, one a line */
         bool list_requires_key; /* listings need an upload or admin key */
     } auth;
+    struct {
+        char *prometheus_url; /* the status page's source of cluster-wide figures; "" = none */
+    } admin;
     struct {
         char *base_url;
         char *purger;     /* "", "varnish", "cloudflare", "fastly", "http" */

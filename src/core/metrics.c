@@ -17,7 +17,7 @@
 #define METRICS_STATUS_MIN 100
 #define METRICS_STATUS_N   500
 
-#define METRICS_CLASSES    5 /* 1xx .. 5xx */
+#define METRICS_CLASSES 5 /* 1xx .. 5xx */
 
 static const double latency_bounds[HISTOGRAM_BUCKETS] = {
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10};
@@ -115,11 +115,10 @@ void histogram_render(struct strbuf *sb, const char *name, const char *labels,
     for (size_t b = 0; b <= LATENCY_N; b++) {
         cum += atomic_load_explicit(&h->bucket[b], memory_order_relaxed);
         if (b < LATENCY_N)
-            strbuf_addf(sb, "%s_bucket{%s%sle=\"%g\"} %lld\n", name, labels, sep,
-                        latency_bounds[b], (long long)cum);
-        else
-            strbuf_addf(sb, "%s_bucket{%s%sle=\"+Inf\"} %lld\n", name, labels, sep,
+            strbuf_addf(sb, "%s_bucket{%s%sle=\"%g\"} %lld\n", name, labels, sep, latency_bounds[b],
                         (long long)cum);
+        else
+            strbuf_addf(sb, "%s_bucket{%s%sle=\"+Inf\"} %lld\n", name, labels, sep, (long long)cum);
     }
     strbuf_addf(sb, "%s_sum%s%s%s %.6f\n", name, sep[0] ? "{" : "", labels, sep[0] ? "}" : "",
                 (double)atomic_load_explicit(&h->sum_us, memory_order_relaxed) / 1e6);
@@ -174,9 +173,10 @@ void metrics_render(struct strbuf *sb)
     for (size_t i = 0; i < n_routes; i++)
         metrics_render_counts(sb, &routes[i], routes[i].name);
     metrics_render_counts(sb, &routes[METRICS_MAX_ROUTES], "unmatched");
-    strbuf_addf(sb, "# HELP tessera_http_request_seconds Time to answer a request, by route and status "
-                    "class.\n"
-                    "# TYPE tessera_http_request_seconds histogram\n");
+    strbuf_addf(sb,
+                "# HELP tessera_http_request_seconds Time to answer a request, by route and status "
+                "class.\n"
+                "# TYPE tessera_http_request_seconds histogram\n");
     for (size_t i = 0; i < n_routes; i++)
         metrics_render_latency(sb, &routes[i], routes[i].name);
     metrics_render_latency(sb, &routes[METRICS_MAX_ROUTES], "unmatched");
