@@ -46,6 +46,7 @@ void api_init(struct api *a, const struct runtime *rt, struct app *app)
     a->app = app;
     a->meta = rt->meta;
     a->blobs = rt->blobs;
+    a->cache = rt->cache;
     snprintf(a->base_url, sizeof(a->base_url), "%s", rt->base_url);
     a->upload_rl =
         ratelimit_new((uint64_t)a->cfg->limits.upload_rate, (uint64_t)a->cfg->limits.upload_burst);
@@ -182,7 +183,7 @@ static bool key_in(const char *key, char *const *keys, size_t n)
     return found;
 }
 
-static bool is_admin(const struct api *a, const struct http_req *req)
+bool api_is_admin(const struct api *a, const struct http_req *req)
 {
     const char *k = bearer(req);
 
@@ -237,12 +238,12 @@ static void h_upload(struct http_req *req)
                              "uploads need an API key (Authorization: Bearer)");
             return;
         }
-        if (!key_in(key, cfg->upload_key, cfg->n_upload_keys) && !is_admin(a, req)) {
+        if (!key_in(key, cfg->upload_key, cfg->n_upload_keys) && !api_is_admin(a, req)) {
             http_reply_error(req, E_UNAUTHORIZED, "the API key is not valid");
             return;
         }
     }
-    if (key != NULL && (cfg->n_upload_keys > 0 || is_admin(a, req))) {
+    if (key != NULL && (cfg->n_upload_keys > 0 || api_is_admin(a, req))) {
         uint8_t d[SHA256_LEN];
         sha256_buf(key, strlen(key), d);
         hex_encode(d, 8, owner);
@@ -310,7 +311,7 @@ static void h_list(struct http_req *req)
                              "Bearer)");
             return;
         }
-        if (!key_in(k, a->cfg->upload_key, a->cfg->n_upload_keys) && !is_admin(a, req)) {
+        if (!key_in(k, a->cfg->upload_key, a->cfg->n_upload_keys) && !api_is_admin(a, req)) {
             http_reply_error(req, E_UNAUTHORIZED, "the API key is not valid");
             return;
         }
@@ -369,7 +370,7 @@ static void h_delete(struct http_req *req)
     struct api *a = http_app(req);
     struct str id = http_param(req, 0);
     const char *token = http_header(req, "X-Delete-Token");
-    bool admin = is_admin(a, req);
+    bool admin = api_is_admin(a, req);
     int rc;
 
     if (!admin && token == NULL) {

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Every role's /metrics and the launcher's Prometheus, on one local cluster.
+"""Every role's /metrics, the launcher's Prometheus and the status page, on one local cluster.
 
 Brings the cluster up (deploy/local/cluster, ports moved by TESSERA_TEST_PORT_OFFSET,
 default 520), then: each role's /metrics (3 read, 2 write, the worker, 3 storage nodes)
@@ -8,12 +8,16 @@ every sample belongs to a family with HELP and TYPE and no series appears twice;
 upload through the balancer moves the uploads counter, the write route's histogram and
 the worker's variants job; Prometheus has every target up and has loaded the alert
 rules; a stopped storage node shows down to the services (tessera_ring_shard_up) and to
-Prometheus (up == 0, TesseraInstanceDown pending), and up again once started.
+Prometheus (up == 0, TesseraInstanceDown pending); with that node and a database standby
+stopped, the status page /admin in Chromium (tests/system/admin_browser.js) shows nothing
+without the admin key and both failures with it; both come back. Screenshots go to
+$TESSERA_ARTEFACTS (default ./artefacts).
 """
 import http.client
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -143,6 +147,21 @@ def prom(path, **q):
     return json.loads(body)["data"] if st == 200 else None
 
 
+def browser(standby):
+    """The status page in Chromium (admin_browser.js): the key comes from its file."""
+    node, art = shutil.which("node"), os.environ.get("TESSERA_ARTEFACTS") or os.path.join(
+        os.getcwd(), "artefacts")
+    if not check(node is not None and os.path.isdir(os.path.join(ROOT, "node_modules",
+                                                                  "playwright-core")),
+                 "node and playwright-core are installed (scripts/deps.sh, scripts/npm-deps.sh)"):
+        return
+    p = subprocess.run([node, os.path.join(ROOT, "tests", "system", "admin_browser.js"),
+                        "http://127.0.0.1:%d" % LB, art, os.path.join(RUN, "secrets", "admin.key"),
+                        "s2", "storage-2", standby], capture_output=True, text=True, timeout=120)
+    print(p.stdout + p.stderr, end="")
+    check(p.returncode == 0, "the status page shows the cluster (screenshots in %s)" % art)
+
+
 def main():
     print("---- up")
     t0 = time.monotonic()
@@ -206,6 +225,15 @@ def main():
     wait("TesseraInstanceDown is pending for storage-2", lambda: [
         a for a in prom("alerts")["alerts"] if a["labels"]["alertname"] == "TesseraInstanceDown"
         and a["labels"].get("instance_name") == "storage-2"], timeout=20)
+
+    print("---- the status page, with storage-2 and a database standby stopped")
+    cluster("stop", "pg-replica-1")
+    status = cluster("status").stdout
+    stopped = [line.split() for line in status.splitlines() if re.match(r"pg-\d .* stopped", line)]
+    check(len(stopped) == 1, "one database node stopped")
+    standby = "127.0.0.1:%s" % stopped[0][2] if stopped else "?"
+    browser(standby)
+    cluster("start", stopped[0][0] if stopped else "pg-replica-1")
     cluster("start", "storage-2")
     wait("read-1 sees shard s2 up again", lambda: values(
         scrape("read-1"), "tessera_ring_shard_up", shard="s2") == [1])
