@@ -18,7 +18,6 @@
 
 #include <pthread.h>
 #include <stdbool.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,34 +85,25 @@ static void kind_ran(const char *kind, int outcome, int64_t us)
 
 static void jobs_metrics_render(struct strbuf *sb, void *arg)
 {
-    static const struct {
-        const char *name, *help;
-        size_t off;
-    } gauges[] = {
-        {"tessera_jobs_queued", "Jobs waiting (due or backing off), by kind.",
-         offsetof(struct meta_job_kind_stats, queued)},
-        {"tessera_jobs_due", "Jobs waiting and due now, by kind.",
-         offsetof(struct meta_job_kind_stats, due)},
-        {"tessera_jobs_running", "Jobs leased by a worker, by kind.",
-         offsetof(struct meta_job_kind_stats, running)},
-        {"tessera_jobs_dead", "Jobs given up after max attempts, by kind.",
-         offsetof(struct meta_job_kind_stats, dead)},
+    /* in the order of the values below */
+    static const char *const gauge[][2] = {
+        {"tessera_jobs_queued", "Jobs waiting (due or backing off), by kind."},
+        {"tessera_jobs_due", "Jobs waiting and due now, by kind."},
+        {"tessera_jobs_running", "Jobs leased by a worker, by kind."},
+        {"tessera_jobs_dead", "Jobs given up after max attempts, by kind."},
         {"tessera_jobs_oldest_due_age_seconds",
-         "How long the longest-waiting due job has waited since it became due, by kind.",
-         offsetof(struct meta_job_kind_stats, oldest_due_age)},
+         "How long the longest-waiting due job has waited since it became due, by kind."},
     };
     char labels[64];
 
     (void)arg;
     pthread_mutex_lock(&kinds_lock);
-    for (size_t g = 0; g < sizeof(gauges) / sizeof(gauges[0]); g++) {
-        strbuf_addf(sb, "# HELP %s %s\n# TYPE %s gauge\n", gauges[g].name, gauges[g].help,
-                    gauges[g].name);
+    for (size_t g = 0; g < sizeof(gauge) / sizeof(gauge[0]); g++) {
+        strbuf_addf(sb, "# HELP %s %s\n# TYPE %s gauge\n", gauge[g][0], gauge[g][1], gauge[g][0]);
         for (size_t i = 0; i < n_kinds; i++) {
-            const char *q = (const char *)&kinds[i].queue;
-            int64_t v;
-            memcpy(&v, q + gauges[g].off, sizeof(v));
-            strbuf_addf(sb, "%s{kind=\"%s\"} %lld\n", gauges[g].name, kinds[i].kind, (long long)v);
+            const struct meta_job_kind_stats *q = &kinds[i].queue;
+            const int64_t v[] = {q->queued, q->due, q->running, q->dead, q->oldest_due_age};
+            strbuf_addf(sb, "%s{kind=\"%s\"} %lld\n", gauge[g][0], kinds[i].kind, (long long)v[g]);
         }
     }
     strbuf_addf(sb, "# HELP tessera_job_runs_total Job runs by this process, by kind and outcome "
