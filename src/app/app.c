@@ -266,6 +266,17 @@ int app_image_get(struct app *a, const char *id, size_t len, struct image_rec *o
     return rc == OK || rc == E_NOTFOUND ? rc : E_UNAVAILABLE;
 }
 
+int app_image_peek(struct app *a, const char *id, size_t len, struct image_rec *out)
+{
+    char buf[IMAGE_ID_MAX + 1];
+
+    if (!image_id_valid(id, len))
+        return E_NOTFOUND;
+    memcpy(buf, id, len);
+    buf[len] = '\0';
+    return cache_image_peek(a->cache, buf, out);
+}
+
 int app_list(struct app *a, int64_t before, size_t limit, struct image_rec *out, size_t *n,
              bool *more)
 {

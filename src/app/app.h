@@ -92,6 +92,12 @@ int app_upload(struct app *a, const char *body_path, const char *owner, struct a
 int app_image_get(struct app *a, const char *id, size_t len, struct image_rec *out);
 
 /*
+ * app_image_peek is app_image_get for a thread that must not block: from this
+ * process's cache only, E_AGAIN when that does not know (app_image_get can).
+ */
+int app_image_peek(struct app *a, const char *id, size_t len, struct image_rec *out);
+
+/*
  * app_list fills out (capacity limit + 1) with the live images older than seq
  * before (0: from the newest), newest first; *n how many, *more whether
  * older ones remain. E_INVALID for a limit of 0 or over limits.max_list,

@@ -366,6 +366,28 @@ static void lru_fill(struct cache *c, const char *id, const struct image_rec *re
         count(&c->fills_refused, 1);
 }
 
+/* lru_lookup answers from the LRU: OK, E_NOTFOUND (a tombstone or negative entry) or E_AGAIN. */
+static int lru_lookup(struct cache *c, const char *id, struct image_rec *out, bool count_miss)
+{
+    int64_t t0;
+    enum lru_state st;
+
+    if (!lru_usable(c))
+        return E_AGAIN;
+    t0 = time_mono_us();
+    st = lru_get(c->lru, id, t0, out);
+    if (st != LRU_MISS || count_miss)
+        layer_done(c, CL_LRU, t0,
+                   st == LRU_MISS ? &c->layer[CL_LRU].misses : &c->layer[CL_LRU].hits);
+    return st == LRU_VALUE ? OK : st == LRU_GONE ? E_NOTFOUND : E_AGAIN;
+}
+
+int cache_image_peek(struct cache *c, const char *id, struct image_rec *out)
+{
+    /* a miss is counted by the cache_image_get that follows */
+    return c == NULL ? E_AGAIN : lru_lookup(c, id, out, false);
+}
+
 int cache_image_get(struct cache *c, struct meta_store *ms, const char *id, struct image_rec *out)
 {
     const struct cache_opts *o;
@@ -377,16 +399,9 @@ int cache_image_get(struct cache *c, struct meta_store *ms, const char *id, stru
     if (c == NULL)
         return meta_image_get(ms, id, out);
     o = &c->o;
-    if (lru_usable(c)) {
-        t0 = time_mono_us();
-        enum lru_state st = lru_get(c->lru, id, t0, out);
-        layer_done(c, CL_LRU, t0,
-                   st == LRU_MISS ? &c->layer[CL_LRU].misses : &c->layer[CL_LRU].hits);
-        if (st == LRU_VALUE)
-            return OK;
-        if (st == LRU_GONE)
-            return E_NOTFOUND;
-    }
+    rc = lru_lookup(c, id, out, true);
+    if (rc != E_AGAIN)
+        return rc;
     redis_key(id, key, sizeof(key));
     if (c->rc != NULL) {
         t0 = time_mono_us();

@@ -69,6 +69,13 @@ void cache_free(struct cache *c);
 int cache_image_get(struct cache *c, struct meta_store *ms, const char *id, struct image_rec *out);
 
 /*
+ * cache_image_peek is cache_image_get's first step alone, for a thread that
+ * must not block: OK or E_NOTFOUND from this process's LRU, E_AGAIN when the
+ * LRU does not know (or may not be used) and only cache_image_get can tell.
+ */
+int cache_image_peek(struct cache *c, const char *id, struct image_rec *out);
+
+/*
  * cache_image_deleted is called after the image's row was deleted: tombstones
  * it in this process's LRU, writes a tombstone over its Redis entry,
  * publishes the id on the invalidation channel and waits (at most

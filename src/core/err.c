@@ -34,6 +34,7 @@ static const struct err_info err_table[] = {
     {E_NOSPACE, 503, "unavailable", "no space left on device"},
     {E_HEADERS, 431, "request_header_fields_too_large", "request headers too large"},
     {E_FULL, 507, "insufficient_storage", "storage node full"},
+    {E_AGAIN, 500, "internal", "would block"},
 };
 
 static const struct err_info *err_find(int rc)

@@ -27,6 +27,7 @@ enum err {
     E_NOSPACE = -16,     /* disk full: 507 on storage, 503 to clients */
     E_HEADERS = -17,     /* request headers over the limit: 431 */
     E_FULL = -18,        /* a storage node's disk is full: 507 (its clients try another) */
+    E_AGAIN = -19,       /* needs a blocking call: ask again off the event thread (never sent) */
 };
 
 /* err_str returns a static lowercase description of rc ("ok" for OK). */

@@ -106,6 +106,15 @@ const char *http_query(const struct http_req *req, const char *name);
 const char *http_request_id(const struct http_req *req);
 /* http_client_addr writes the connecting peer's address as text ("?" if unknown). */
 void http_client_addr(const struct http_req *req, char *out, size_t cap);
+/*
+ * http_inline tells a handler of a ROUTE_TRY_INLINE route that it runs on an
+ * epoll thread, which it must not block: it answers from what it holds in
+ * memory or on local disk, or calls http_defer and returns without an answer.
+ * The request then goes to a worker thread, where the handler is called again
+ * with http_inline false (headers set before http_defer are dropped).
+ */
+bool http_inline(const struct http_req *req);
+void http_defer(struct http_req *req);
 /* http_body_path is the file holding the upload body (ROUTE_BODY_UPLOAD), its length in bytes. */
 const char *http_body_path(const struct http_req *req);
 uint64_t http_body_len(const struct http_req *req);

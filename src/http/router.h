@@ -36,6 +36,8 @@ struct route {
 
 #define ROUTE_BODY_UPLOAD (1u << 0) /* stream the body (raw or multipart part "file") to a file */
 #define ROUTE_BLOCKING    (1u << 1) /* the handler may block: run it off the epoll threads */
+/* with ROUTE_BLOCKING: try it on the epoll thread first; the handler calls http_defer to move */
+#define ROUTE_TRY_INLINE (1u << 2)
 
 struct route_match {
     const struct route *route; /* NULL: no route for this method (see status) */

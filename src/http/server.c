@@ -100,6 +100,10 @@ struct http_req {
     bool multipart;
     bool saw_file;
 
+    /* ROUTE_TRY_INLINE: the handler runs on the epoll thread; it asked for a worker */
+    bool inline_try;
+    bool deferred;
+
     /* answer */
     struct MHD_Response *resp;
     int status;
@@ -110,6 +114,15 @@ struct http_req {
     size_t arena_used;
     char arena[HTTP_HDR_ARENA];
 };
+
+static struct metric m_inline = {
+    "tessera_http_inline_answers_total",
+    "Requests of routes that may block answered on an event thread from memory and local disk.",
+    "counter", 0};
+static struct metric m_deferred = {
+    "tessera_http_deferred_total",
+    "Requests of such routes that needed a blocking call and moved to a worker thread.", "counter",
+    0};
 
 /* --- built-in operational routes --- */
 
@@ -170,6 +183,23 @@ static void ops_metrics(struct http_req *req)
 void *http_app(const struct http_req *req)
 {
     return req->srv->opts.app;
+}
+
+bool http_inline(const struct http_req *req)
+{
+    return req->inline_try;
+}
+
+void http_defer(struct http_req *req)
+{
+    if (!req->inline_try || req->resp != NULL) {
+        log_error("http", "http_defer outside an inline try of %s: ignored",
+                  req->match.route->name);
+        return;
+    }
+    req->deferred = true;
+    req->nhdr = 0;
+    req->arena_used = 0;
 }
 
 unsigned http_method(const struct http_req *req)
@@ -925,6 +955,14 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
             http_reply_error(req, E_UNAVAILABLE, "cannot store the upload: %s",
                              err_str(req->body_rc));
     } else if ((req->match.route->flags & ROUTE_BLOCKING) && req->srv->workers.nthreads > 0) {
+        if (req->match.route->flags & ROUTE_TRY_INLINE) {
+            req->inline_try = true;
+            req->match.route->handler(req);
+            req->inline_try = false;
+            metric_add(req->deferred ? &m_deferred : &m_inline, 1);
+            if (!req->deferred)
+                return req_queue(req);
+        }
         /* off the epoll thread: suspend, run on a worker, resume to queue the answer */
         req->state = REQ_RUNNING;
         MHD_suspend_connection(req->conn);
@@ -1021,6 +1059,8 @@ int http_server_start(const struct http_server_opts *opts, struct http_server **
     const union MHD_DaemonInfo *info;
     int rc = OK;
 
+    metric_register(&m_inline);
+    metric_register(&m_deferred);
     srv->opts = *opts;
     pthread_mutex_init(&srv->gate_lock, NULL);
     rc = parse_listen(opts->listen, &sa);

@@ -282,12 +282,34 @@ static bool lookup(struct api *a, struct http_req *req, struct str s, struct ima
     return rc == OK;
 }
 
+/*
+ * peek is lookup on an epoll thread (http_inline): the image from this
+ * process's cache and, when fd is not NULL, its bytes opened from local disk
+ * (*fd). Anything else needs a blocking call: the request is deferred to a
+ * worker thread and peek returns false, as it does after answering 404.
+ */
+static bool peek(struct api *a, struct http_req *req, struct str s, struct image_rec *img, int *fd)
+{
+    uint64_t size;
+    int rc = app_image_peek(a->app, s.p, s.len, img);
+
+    if (rc == E_NOTFOUND) {
+        http_reply_error(req, E_NOTFOUND, "no such image");
+        return false;
+    }
+    if (rc == OK && (fd == NULL || blob_peek(a->blobs, img->key, fd, &size) == OK))
+        return true;
+    http_defer(req);
+    return false;
+}
+
 static void h_image_get(struct http_req *req)
 {
     struct api *a = http_app(req);
     struct image_rec img;
 
-    if (lookup(a, req, http_param(req, 0), &img))
+    if (http_inline(req) ? peek(a, req, http_param(req, 0), &img, NULL)
+                         : lookup(a, req, http_param(req, 0), &img))
         http_reply_json(req, 200, image_json(a, &img));
 }
 
@@ -400,8 +422,9 @@ static void h_delete(struct http_req *req)
 /* --- bytes --- */
 
 /*
- * send_blob answers with the bytes of blob key: from made_fd when it is open
- * (a variant made but not stored; send_blob closes it), else from the store.
+ * send_blob answers with the bytes of blob key: from fd when it is open (the
+ * blob opened already, or a variant made but not stored; send_blob closes it),
+ * else from the store.
  */
 static void send_blob(struct api *a, struct http_req *req, const char *id, const char *key,
                       const char *mime, int64_t created_at, int made_fd)
@@ -489,17 +512,20 @@ static void h_bytes(struct http_req *req)
     struct api *a = http_app(req);
     struct str id, ext;
     struct image_rec img;
+    int fd = -1;
 
     api_split_ext(http_param(req, 0), &id, &ext);
-    if (!lookup(a, req, id, &img))
+    if (!(http_inline(req) ? peek(a, req, id, &img, &fd) : lookup(a, req, id, &img)))
         return;
     enum img_format f = img_format_from_name(str_from(img.format));
     if (ext.len > 0 && img_format_from_ext(ext) != f) {
+        if (fd >= 0)
+            close(fd);
         http_reply_error(req, E_NOTFOUND, "image %s is %s, not .%.*s", img.id, img.format,
                          (int)ext.len, ext.p);
         return;
     }
-    send_blob(a, req, img.id, img.key, img_format_mime(f), img.created_at, -1);
+    send_blob(a, req, img.id, img.key, img_format_mime(f), img.created_at, fd);
 }
 
 /* --- variants --- */
@@ -646,9 +672,10 @@ const struct route api_routes[] = {
     /* decoding, fsyncs and page building block: they run on the worker threads */
     {HTTP_POST, "/api/v1/images", "upload", h_upload, ROUTE_BODY_UPLOAD | ROUTE_BLOCKING},
     {HTTP_GET, "/api/v1/images", "list", h_list, ROUTE_BLOCKING},
-    {HTTP_GET, "/api/v1/images/*", "image", h_image_get, 0},
+    /* answered on the epoll threads when this process holds the record and the bytes */
+    {HTTP_GET, "/api/v1/images/*", "image", h_image_get, ROUTE_TRY_INLINE},
     {HTTP_DELETE, "/api/v1/images/*", "delete", h_delete, ROUTE_BLOCKING},
-    {HTTP_GET, "/i/*", "bytes", h_bytes, 0},
+    {HTTP_GET, "/i/*", "bytes", h_bytes, ROUTE_TRY_INLINE},
     {HTTP_GET, "/i/*/*", "variant", h_variant, ROUTE_BLOCKING},
     {HTTP_GET, "/i/*/t/*", "transform", h_transform, ROUTE_BLOCKING},
 };

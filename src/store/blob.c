@@ -73,6 +73,17 @@ int blob_open(struct blob_store *bs, const char *key, int *fd, uint64_t *size)
     return bs->ops->open(bs->be, key, fd, size);
 }
 
+int blob_peek(struct blob_store *bs, const char *key, int *fd, uint64_t *size)
+{
+    *fd = -1;
+    *size = 0;
+    if (!key_ok(key))
+        return E_INVALID;
+    if (bs->ops->peek != NULL)
+        return bs->ops->peek(bs->be, key, fd, size);
+    return blob_store_may_block(bs) ? E_AGAIN : bs->ops->open(bs->be, key, fd, size);
+}
+
 int blob_exists(struct blob_store *bs, const char *key, bool *exists)
 {
     *exists = false;

@@ -42,6 +42,13 @@ int blob_put_path(struct blob_store *bs, const char *key, const char *src_path);
  */
 int blob_open(struct blob_store *bs, const char *key, int *fd, uint64_t *size);
 
+/*
+ * blob_peek is blob_open when it needs no network request (a local backend,
+ * or the copy a local blob cache holds), for a thread that must not block;
+ * E_AGAIN when only blob_open can tell.
+ */
+int blob_peek(struct blob_store *bs, const char *key, int *fd, uint64_t *size);
+
 /* blob_exists sets *exists; E_INVALID bad key, E_IO. */
 int blob_exists(struct blob_store *bs, const char *key, bool *exists);
 

@@ -120,25 +120,36 @@ out:
     return rc;
 }
 
-static int bc_open(void *be, const char *key, int *fd, uint64_t *size)
+/* bc_peek opens the local copy of key: OK (a hit, counted) or E_AGAIN (none: only bc_open can
+ * tell). */
+static int bc_peek(void *be, const char *key, int *fd, uint64_t *size)
 {
     struct bc *c = be;
     char path[4200];
     struct stat st;
+
+    if (lru_get(c->lru, key, 0, size) != LRU_VALUE)
+        return E_AGAIN;
+    bc_path(c, key, path, sizeof(path));
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd >= 0 && fstat(*fd, &st) == 0) {
+        *size = (uint64_t)st.st_size;
+        metric_add(&m_hits, 1);
+        return OK;
+    }
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1; /* evicted meanwhile */
+    return E_AGAIN;
+}
+
+static int bc_open(void *be, const char *key, int *fd, uint64_t *size)
+{
+    struct bc *c = be;
     int rc;
 
-    if (lru_get(c->lru, key, 0, size) == LRU_VALUE) {
-        bc_path(c, key, path, sizeof(path));
-        *fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (*fd >= 0 && fstat(*fd, &st) == 0) {
-            *size = (uint64_t)st.st_size;
-            metric_add(&m_hits, 1);
-            return OK;
-        }
-        if (*fd >= 0)
-            close(*fd);
-        *fd = -1; /* evicted meanwhile: fetch it */
-    }
+    if (bc_peek(c, key, fd, size) == OK)
+        return OK;
     metric_add(&m_misses, 1);
     rc = blob_open(c->inner, key, fd, size);
     if (rc != OK || *size > c->cap / 8)
@@ -232,6 +243,7 @@ static const struct blob_ops bc_ops = {
     .list = bc_list,
     .may_block = bc_may_block,
     .shards = bc_shards,
+    .peek = bc_peek,
 };
 
 static int bc_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
