@@ -10,7 +10,8 @@ the worker's variants job; Prometheus has every target up and has loaded the ale
 rules; a stopped storage node shows down to the services (tessera_ring_shard_up) and to
 Prometheus (up == 0, TesseraInstanceDown pending); with that node and a database standby
 stopped, the status page /admin in Chromium (tests/system/admin_browser.js) shows nothing
-without the admin key and both failures with it; both come back. Screenshots go to
+without the admin key and both failures with it; both come back; with Prometheus stopped
+the status answer still carries what the service sees itself. Screenshots go to
 $TESSERA_ARTEFACTS (default ./artefacts).
 """
 import http.client
@@ -237,6 +238,18 @@ def main():
     cluster("start", "storage-2")
     wait("read-1 sees shard s2 up again", lambda: values(
         scrape("read-1"), "tessera_ring_shard_up", shard="s2") == [1])
+
+    print("---- the status answer without Prometheus")
+    cluster("stop", "prometheus")
+    with open(os.path.join(RUN, "secrets", "admin.key")) as f:
+        key = f.read().strip()
+    st, body = request(ROLES["read-2"], "GET", "/admin/status", token=False,
+                       headers={"Authorization": "Bearer " + key})
+    s = json.loads(body) if st == 200 else {}
+    check(st == 200 and s.get("prometheus") == "unreachable" and "instances" not in s
+          and len(s.get("ring", {}).get("shards", [])) == 3,
+          "Prometheus stopped: /admin/status still answers what read-2 sees (%d %s)"
+          % (st, s.get("prometheus")))
 
 
 if __name__ == "__main__":
