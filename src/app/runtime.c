@@ -7,6 +7,7 @@
  */
 #include "app/runtime.h"
 
+#include "app/repair.h"
 #include "app/ring_follow.h"
 #include "app/ring_state.h"
 #include "cache/cache.h"
@@ -269,6 +270,28 @@ static void metric_head(struct strbuf *sb, const char *name, const char *type, c
     strbuf_addf(sb, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* repair_metrics renders what the last complete repair walk left (none before the first). */
+static void repair_metrics(struct strbuf *sb, struct meta_store *meta)
+{
+    struct repair_last r;
+
+    if (repair_last_get(meta, &r) != OK)
+        return;
+    metric_head(sb, "tessera_repair_last_walk_timestamp_seconds", "gauge",
+                "When the last complete `tessera repair` walk (dry run or not) ended.");
+    strbuf_addf(sb, "tessera_repair_last_walk_timestamp_seconds %lld\n", (long long)r.at);
+    metric_head(sb, "tessera_ring_copies_away_from_home", "gauge",
+                "Blob copies off their home shards (hinted copies waiting) as of the last "
+                "repair walk: a dry run counts them, a real run moves them (0).");
+    strbuf_addf(sb, "tessera_ring_copies_away_from_home %lld\n", (long long)r.away);
+    metric_head(sb, "tessera_ring_copies_missing", "gauge",
+                "Home copies missing as of the last repair walk (a real run makes them: 0).");
+    strbuf_addf(sb, "tessera_ring_copies_missing %lld\n", (long long)r.missing);
+    metric_head(sb, "tessera_ring_blobs_lost", "gauge",
+                "Referenced blobs with no good copy on any shard, as of the last repair walk.");
+    strbuf_addf(sb, "tessera_ring_blobs_lost %lld\n", (long long)r.lost);
+}
+
 /*
  * runtime_metrics renders what this process sees of the shared parts: each
  * database server (reachable, leading, lag, traffic) and the ring's shards
@@ -319,6 +342,8 @@ static void runtime_metrics(struct strbuf *sb, void *arg)
 
         blob_store_check(rt->blobs); /* refreshes the shards' probes when they are stale */
         n = blob_store_shards(rt->blobs, sh, RING_MAX_SHARDS, epoch);
+        if (n > 0 && rt->meta != NULL)
+            repair_metrics(sb, rt->meta);
         if (n > 0) {
             metric_head(sb, "tessera_ring_shard_up", "gauge",
                         "1 when the shard answered its last probe and is not backing off.");

@@ -227,6 +227,19 @@ def main():
         a for a in prom("alerts")["alerts"] if a["labels"]["alertname"] == "TesseraInstanceDown"
         and a["labels"].get("instance_name") == "storage-2"], timeout=20)
 
+    print("---- uploads while storage-2 is down leave hinted copies")
+    hinted0 = sum(total(scrape(n), "tessera_ring_hinted_writes_total") for n in ("write-1", "write-2"))
+    for i in range(12):  # a key has s2 among its 2 homes with odds 2/3
+        img = subprocess.run(["convert", "-size", "%dx9" % (10 + i), "xc:orange", "png:-"],
+                             capture_output=True, check=True).stdout
+        st, _ = request(LB, "POST", "/api/v1/images", body=img, token=False)
+        hinted = sum(total(scrape(n), "tessera_ring_hinted_writes_total")
+                     for n in ("write-1", "write-2"))
+        if st != 201 or hinted > hinted0:
+            break
+    check(st == 201 and hinted > hinted0, "an upload with storage-2 down wrote a hinted copy "
+          "(tessera_ring_hinted_writes_total %d -> %d)" % (hinted0, hinted))
+
     print("---- the status page, with storage-2 and a database standby stopped")
     cluster("stop", "pg-replica-1")
     status = cluster("status").stdout
@@ -238,6 +251,20 @@ def main():
     cluster("start", "storage-2")
     wait("read-1 sees shard s2 up again", lambda: values(
         scrape("read-1"), "tessera_ring_shard_up", shard="s2") == [1])
+
+    print("---- tessera repair records what it found: copies away from home")
+    check(("tessera_ring_copies_away_from_home", ()) not in scrape("read-1"),
+          "no repair walk yet: no tessera_ring_copies_away_from_home")
+    for args, away in ((["--dry-run"], lambda v: v >= 1), ([], lambda v: v == 0)):
+        p = subprocess.run([BIN, "repair", *args, "--config", os.path.join(RUN, "cluster.ini"),
+                            "--storage.data_dir", os.path.join(RUN, "repair")],
+                           capture_output=True, text=True, timeout=120)
+        s = scrape("read-1")
+        v = s.get(("tessera_ring_copies_away_from_home", ()))
+        check(p.returncode == 0 and v is not None and away(v) and
+              s.get(("tessera_ring_blobs_lost", ())) == 0,
+              "after tessera repair %s: %s copies away from home, none lost"
+              % (" ".join(args), v))
 
     print("---- the status answer without Prometheus")
     cluster("stop", "prometheus")
