@@ -99,6 +99,12 @@
       ring.appendChild(div);
     }
 
+    const lr = s.ring.last_repair;
+    $('repair').textContent = !s.ring.shards.length ? '' : !lr ? 'No complete tessera repair walk yet.'
+      : 'Last repair walk ' + new Date(lr.at * 1000).toLocaleString() + ': ' + lr.away + ' copies away from home, ' +
+        lr.missing + ' home copies missing, ' + lr.lost + ' lost.';
+    $('repair').classList.toggle('error', !!(lr && lr.lost > 0));
+
     const redis = $('redis');
     redis.replaceChildren();
     if (!s.redis.length) redis.appendChild(el('li', {}, 'no Redis configured'));

@@ -2,13 +2,14 @@
  * admin.c - the operators' status page: GET /admin (the page, no data) and
  * GET /admin/status (the cluster as JSON, for an admin key only).
  *
- * What this process knows itself (database nodes, the ring's shards, Redis
- * nodes, the job queue) comes from its own stores; what no single process
+ * What this process knows itself (database nodes, the ring's shards and the
+ * last repair walk, Redis nodes, the job queue) comes from its own stores; what no single process
  * knows (every instance's health, shard usage, request and error rates over
  * the last minutes) comes from the Prometheus of admin.prometheus_url.
  */
 #include "services/admin.h"
 
+#include "app/repair.h"
 #include "cache/cache.h"
 #include "cache/rcluster.h"
 #include "core/err.h"
@@ -80,6 +81,7 @@ static json_t *admin_ring(struct api *a)
     struct blob_shard_state *sh = xcalloc(RING_MAX_SHARDS, sizeof(*sh));
     char epoch[BLOB_EPOCH_MAX + 1];
     json_t *arr = json_array();
+    struct repair_last rl;
     size_t n;
 
     blob_store_check(a->blobs); /* probes the shards again when the last probe is stale */
@@ -88,7 +90,13 @@ static json_t *admin_ring(struct api *a)
         json_array_append_new(
             arr, json_pack("{s:s,s:s,s:b}", "id", sh[i].id, "addr", sh[i].addr, "up", sh[i].up));
     free(sh);
-    return json_pack("{s:s,s:o}", "epoch", epoch, "shards", arr);
+    json_t *ring = json_pack("{s:s,s:o}", "epoch", epoch, "shards", arr);
+    if (n > 0 && repair_last_get(a->meta, &rl) == OK)
+        json_object_set_new(ring, "last_repair",
+                            json_pack("{s:I,s:I,s:I,s:I}", "at", (json_int_t)rl.at, "away",
+                                      (json_int_t)rl.away, "missing", (json_int_t)rl.missing,
+                                      "lost", (json_int_t)rl.lost));
+    return ring;
 }
 
 static json_t *admin_redis(struct api *a)

@@ -69,6 +69,8 @@ async function main() {
     check(true, `instance ${downInstance} shows down`);
     check(await page.locator(`#ring .shard.bad[data-shard="${downShard}"]`).count() === 1, `shard ${downShard} shows down on the ring`);
     check(await page.locator('#ring .shard:not(.bad)').count() >= 2, 'the other shards show up');
+    const repair = await page.locator('#repair').textContent();
+    check(/repair walk/.test(repair), 'the ring says what the last repair walk found', repair);
     const dbDown = await page.locator('#db tr').evaluateAll((rows, addr) => rows.filter((r) =>
       r.children[1].textContent === addr && /down/.test(r.children[3].textContent)).length, downDb);
     check(dbDown === 1, `database node ${downDb} shows down`);
