@@ -294,8 +294,9 @@ static void repair_metrics(struct strbuf *sb, struct meta_store *meta)
 
 /*
  * runtime_metrics renders what this process sees of the shared parts: each
- * database server (reachable, leading, lag, traffic) and the ring's shards
- * (probed now if the last probe is older than the ring's check interval).
+ * database server (reachable, leading, lag, traffic), the ring's shards
+ * (probed now if the last probe is older than the ring's check interval) and
+ * what the last repair walk found.
  */
 static void runtime_metrics(struct strbuf *sb, void *arg)
 {
@@ -342,9 +343,9 @@ static void runtime_metrics(struct strbuf *sb, void *arg)
 
         blob_store_check(rt->blobs); /* refreshes the shards' probes when they are stale */
         n = blob_store_shards(rt->blobs, sh, RING_MAX_SHARDS, epoch);
-        if (n > 0 && rt->meta != NULL)
-            repair_metrics(sb, rt->meta);
         if (n > 0) {
+            if (rt->meta != NULL)
+                repair_metrics(sb, rt->meta);
             metric_head(sb, "tessera_ring_shard_up", "gauge",
                         "1 when the shard answered its last probe and is not backing off.");
             for (size_t i = 0; i < n; i++)
