@@ -27,6 +27,8 @@ pkgs=(
     iproute2 util-linux procps
     # the launchers generate secrets with `openssl rand` (libssl-dev does not bring the command)
     openssl
+    # monitoring of the local cluster: Prometheus and promtool (alert rules and their tests)
+    prometheus
     # benchmarks
     wrk
     # containers (tests/container, deploy/docker/docker.sh): the daemon, Compose 1.29, the

@@ -31,6 +31,10 @@
 #include <time.h>
 #include <unistd.h>
 
+static struct metric m_uploads = {"tessera_uploads_total", "Images stored by uploads here.",
+                                  "counter", 0};
+static struct metric m_upload_bytes = {"tessera_upload_bytes_total",
+                                       "Bytes of the images stored by uploads here.", "counter", 0};
 static struct metric m_made = {"tessera_renditions_made_total",
                                "Renditions (/i/{id}/t/) this process encoded.", "counter", 0};
 static struct metric m_refused = {"tessera_renditions_refused_total",
@@ -71,6 +75,8 @@ void app_init(struct app *a, const struct runtime *rt)
     pthread_condattr_destroy(&mono);
     pthread_mutex_init(&a->key_lock, NULL);
     a->budget = app_budget(a->cfg);
+    metric_register(&m_uploads);
+    metric_register(&m_upload_bytes);
     metric_register(&m_made);
     metric_register(&m_refused);
     metric_register(&m_budget);
@@ -237,6 +243,8 @@ int app_upload(struct app *a, const char *body_path, const char *owner, struct a
         memset(out->token, 0, sizeof(out->token));
         goto out;
     }
+    metric_add(&m_uploads, 1);
+    metric_add(&m_upload_bytes, (int64_t)img->bytes);
     log_info("app", "uploaded %s %s %ux%u %llu bytes key %.16s", img->id, img->format, img->width,
              img->height, (unsigned long long)img->bytes, img->key);
 out:

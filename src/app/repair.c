@@ -19,6 +19,8 @@
 #include "store/blob_ring.h"
 #include "store/ring_walk.h"
 
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -103,6 +105,34 @@ static void clear_previous(const struct runtime *rt, struct progress *p)
     free(prev);
 }
 
+#define REPAIR_LAST "repair.last"
+
+int repair_last_get(struct meta_store *meta, struct repair_last *out)
+{
+    char v[128];
+    long long at, away, missing, lost;
+    int rc = meta_setting_get(meta, REPAIR_LAST, v, sizeof(v));
+
+    if (rc != OK)
+        return rc;
+    if (sscanf(v, "%lld %lld %lld %lld", &at, &away, &missing, &lost) != 4)
+        return E_NOTFOUND; /* none recorded (or not in this form) */
+    *out = (struct repair_last){at, away, missing, lost};
+    return OK;
+}
+
+/* repair_last_record writes what a complete walk left (see struct repair_last). */
+static void repair_last_record(const struct runtime *rt, bool dry_run,
+                               const struct repair_result *res, struct progress *p)
+{
+    char v[128];
+
+    snprintf(v, sizeof(v), "%lld %zu %zu %zu", (long long)time(NULL),
+             dry_run ? res->k.moved_home : 0, dry_run ? res->k.restored : 0, res->k.lost);
+    if (meta_setting_set(rt->meta, REPAIR_LAST, v) != OK)
+        progress_note(p, "the result was not recorded for /metrics (metadata store unavailable)");
+}
+
 int repair_run(const struct runtime *rt, const struct repair_opts *o, struct progress *p,
                struct repair_result *res)
 {
@@ -144,6 +174,8 @@ int repair_run(const struct runtime *rt, const struct repair_opts *o, struct pro
     if (repair_check_meta(rt, &l, p, res) != OK)
         res->k.errors++;
     res->seconds = (double)(time_mono_us() - t0) / 1e6;
+    if (res->shards_unlisted == 0 && res->k.errors == 0 && after[0] == '\0')
+        repair_last_record(rt, o->dry_run, res, p);
     if (rc == OK && (res->k.lost > 0 || res->k.errors > 0))
         rc = E_IO;
     /* a complete run after `ring apply`: every blob is home, reads need no fallback now */

@@ -40,4 +40,23 @@ struct repair_result {
 int repair_run(const struct runtime *rt, const struct repair_opts *o, struct progress *p,
                struct repair_result *res);
 
+struct meta_store;
+
+/*
+ * What the last complete repair walk (every shard listed, from the first key)
+ * left, recorded in the metadata store (setting "repair.last") for /metrics and
+ * the status page: after a dry run, the copies it would move home and the home
+ * copies it would make; after a real run, 0 for both (it moved and made them).
+ */
+struct repair_last {
+    int64_t at;      /* unix seconds */
+    int64_t away;    /* copies off their homes (hinted or left by a move) */
+    int64_t missing; /* home copies missing */
+    int64_t lost;    /* referenced blobs with no good copy */
+};
+
+/* repair_last_get reads the record: OK, E_NOTFOUND when no complete walk ran, or the store's error.
+ */
+int repair_last_get(struct meta_store *meta, struct repair_last *out);
+
 #endif

@@ -7,13 +7,17 @@
  */
 #include "app/runtime.h"
 
+#include "app/repair.h"
 #include "app/ring_follow.h"
 #include "app/ring_state.h"
 #include "cache/cache.h"
 #include "cdn/cdn.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/str.h"
+#include "core/strbuf.h"
+#include "core/xalloc.h"
 #include "image/image.h"
 #include "jobs/jobs.h"
 #include "meta/meta.h"
@@ -260,6 +264,101 @@ static void rt_cdn_opts(const struct config *cfg, const struct runtime *rt, stru
     o->n_variants = cfg->n_variants;
 }
 
+/* metric_head writes the HELP and TYPE lines of one metric. */
+static void metric_head(struct strbuf *sb, const char *name, const char *type, const char *help)
+{
+    strbuf_addf(sb, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* repair_metrics renders what the last complete repair walk left (none before the first). */
+static void repair_metrics(struct strbuf *sb, struct meta_store *meta)
+{
+    struct repair_last r;
+
+    if (repair_last_get(meta, &r) != OK)
+        return;
+    metric_head(sb, "tessera_repair_last_walk_timestamp_seconds", "gauge",
+                "When the last complete `tessera repair` walk (dry run or not) ended.");
+    strbuf_addf(sb, "tessera_repair_last_walk_timestamp_seconds %lld\n", (long long)r.at);
+    metric_head(sb, "tessera_ring_copies_away_from_home", "gauge",
+                "Blob copies off their home shards (hinted copies waiting) as of the last "
+                "repair walk: a dry run counts them, a real run moves them (0).");
+    strbuf_addf(sb, "tessera_ring_copies_away_from_home %lld\n", (long long)r.away);
+    metric_head(sb, "tessera_ring_copies_missing", "gauge",
+                "Home copies missing as of the last repair walk (a real run makes them: 0).");
+    strbuf_addf(sb, "tessera_ring_copies_missing %lld\n", (long long)r.missing);
+    metric_head(sb, "tessera_ring_blobs_lost", "gauge",
+                "Referenced blobs with no good copy on any shard, as of the last repair walk.");
+    strbuf_addf(sb, "tessera_ring_blobs_lost %lld\n", (long long)r.lost);
+}
+
+/*
+ * runtime_metrics renders what this process sees of the shared parts: each
+ * database server (reachable, leading, lag, traffic), the ring's shards
+ * (probed now if the last probe is older than the ring's check interval) and
+ * what the last repair walk found.
+ */
+static void runtime_metrics(struct strbuf *sb, void *arg)
+{
+    struct runtime *rt = arg;
+
+    if (rt->meta != NULL) {
+        struct meta_node nodes[META_NODES_MAX];
+        size_t n = 0;
+        static const char *const name[] = {"tessera_db_up", "tessera_db_usable",
+                                           "tessera_db_primary", "tessera_db_queries_total",
+                                           "tessera_db_errors_total"};
+        static const char *const help[] = {
+            "1 when the database server answered the last probe.",
+            "1 when reads may use the server (reachable, not backing off, within the lag limit).",
+            "1 when the server leads (takes writes); the write pool always does.",
+            "Statements answered, by database server.",
+            "Failed statements and connection attempts, by database server."};
+
+        meta_nodes(rt->meta, nodes, META_NODES_MAX, &n);
+        for (size_t m = 0; m < sizeof(name) / sizeof(name[0]); m++) {
+            metric_head(sb, name[m], m < 3 ? "gauge" : "counter", help[m]);
+            for (size_t i = 0; i < n; i++) {
+                int64_t v = m == 0   ? nodes[i].reachable
+                            : m == 1 ? nodes[i].usable
+                            : m == 2 ? strcmp(nodes[i].role, "replica") != 0
+                            : m == 3 ? nodes[i].queries
+                                     : nodes[i].errors;
+                strbuf_addf(sb, "%s{node=\"%s\",addr=\"%s\"} %lld\n", name[m], nodes[i].name,
+                            nodes[i].addr, (long long)v);
+            }
+        }
+        metric_head(sb, "tessera_db_replica_lag_seconds", "gauge",
+                    "Replay lag of each standby as last measured (absent: unknown).");
+        for (size_t i = 0; i < n; i++) {
+            if (strcmp(nodes[i].role, "replica") == 0 && nodes[i].lag_ms >= 0)
+                strbuf_addf(sb, "tessera_db_replica_lag_seconds{node=\"%s\",addr=\"%s\"} %.3f\n",
+                            nodes[i].name, nodes[i].addr, (double)nodes[i].lag_ms / 1000.0);
+        }
+    }
+    if (rt->blobs != NULL) {
+        struct blob_shard_state *sh = xcalloc(RING_MAX_SHARDS, sizeof(*sh));
+        char epoch[BLOB_EPOCH_MAX + 1];
+        size_t n;
+
+        blob_store_check(rt->blobs); /* refreshes the shards' probes when they are stale */
+        n = blob_store_shards(rt->blobs, sh, RING_MAX_SHARDS, epoch);
+        if (n > 0) {
+            if (rt->meta != NULL)
+                repair_metrics(sb, rt->meta);
+            metric_head(sb, "tessera_ring_shard_up", "gauge",
+                        "1 when the shard answered its last probe and is not backing off.");
+            for (size_t i = 0; i < n; i++)
+                strbuf_addf(sb, "tessera_ring_shard_up{shard=\"%s\",addr=\"%s\"} %d\n", sh[i].id,
+                            sh[i].addr, sh[i].up ? 1 : 0);
+            metric_head(sb, "tessera_ring_info", "gauge",
+                        "The ring in force: its epoch (a digest of its description) as a label.");
+            strbuf_addf(sb, "tessera_ring_info{epoch=\"%s\"} 1\n", epoch);
+        }
+        free(sh);
+    }
+}
+
 int runtime_open(const struct config *cfg, unsigned parts, struct runtime *rt)
 {
     int rc;
@@ -320,15 +419,18 @@ int runtime_open(const struct config *cfg, unsigned parts, struct runtime *rt)
             log_warn("runtime", "no CDN purger: deletes leave the CDN's copies to expire");
     }
 out:
-    if (rc != OK)
+    if (rc != OK) {
         runtime_close(rt);
-    else
+    } else {
         rt->parts = parts;
+        metrics_add_renderer(runtime_metrics, rt);
+    }
     return rc;
 }
 
 void runtime_close(struct runtime *rt)
 {
+    metrics_remove_renderer(runtime_metrics, rt);
     ring_follow_stop(rt->follow);
     rt->follow = NULL;
     cdn_free(rt->cdn);

@@ -537,6 +537,11 @@ out:
 
 /* --- metrics --- */
 
+size_t cache_redis_nodes(struct cache *c, struct rcluster_node_info *out, size_t cap)
+{
+    return c != NULL && c->rc != NULL ? rcluster_nodes(c->rc, out, cap) : 0;
+}
+
 static void cache_metrics(struct strbuf *sb, void *arg)
 {
     struct cache *c = arg;

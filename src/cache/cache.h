@@ -118,4 +118,13 @@ size_t cache_seal(const struct secret *key, const char *domain, const char *id, 
 int cache_unseal(const struct secret *key, const char *domain, const char *id, const char *buf,
                  size_t *len);
 
+struct rcluster_node_info;
+
+/*
+ * cache_redis_nodes fills out (capacity cap) with the Redis nodes the cache
+ * talks to and their state; returns how many (0: no Redis, or c is NULL).
+ * Never blocks; thread-safe.
+ */
+size_t cache_redis_nodes(struct cache *c, struct rcluster_node_info *out, size_t cap);
+
 #endif

@@ -172,6 +172,9 @@ static const struct cfg_entry config_table[] = {
      "Delay before the first retry of a failed job; doubles each attempt (capped at 1 h)."},
     {"jobs", "poll", CFG_DURATION, "500ms", 10, 60000, F(jobs.poll_ms),
      "How often an idle job thread looks for due jobs."},
+    {"jobs", "listen", CFG_STR, "", 0, 0, F(jobs.listen),
+     "host:port where `tessera worker` answers /healthz, /readyz and /metrics (the token of "
+     "metrics.token_file applies); empty: no listener. One port per worker process."},
     {"jobs", "dead_retention", CFG_DURATION, "168h", 0, 3650LL * 24 * 3600000,
      F(jobs.dead_retention_ms),
      "tessera gc deletes dead jobs (failed max_attempts times) whose last attempt is older than "
@@ -182,6 +185,9 @@ static const struct cfg_entry config_table[] = {
      "32`); empty: anyone may upload."},
     {"auth", "admin_keys", CFG_STR, "", 0, 0, F(auth.admin_keys),
      "Comma-separated API keys that may delete any image (and upload); 24 characters or more."},
+    {"auth", "admin_keys_file", CFG_STR, "", 0, 0, F(auth.admin_keys_file),
+     "File of more admin keys, one a line (added to auth.admin_keys): keeps them out of the "
+     "configuration file."},
     {"auth", "list_requires_key", CFG_BOOL, "false", 0, 1, F(auth.list_requires_key),
      "GET /api/v1/images (the listing) needs an upload or admin key (Authorization: Bearer), "
      "else 401; images stay readable by their URLs. Needs auth.upload_keys or auth.admin_keys."},
@@ -258,6 +264,11 @@ static const struct cfg_entry config_table[] = {
      "request reads different bytes)."},
     {"image", "variants", CFG_STR, "thumb:256x256:webp:80", 0, 0, F(image.variants),
      "Variant presets, comma-separated name:WxH:format:quality; 'thumb' must exist."},
+
+    {"admin", "prometheus_url", CFG_STR, "", 0, 0, F(admin.prometheus_url),
+     "Base URL of the Prometheus that scrapes the cluster (http://host:port); the status page "
+     "/admin shows every instance's health and the request and error rates from it. Empty: the "
+     "page shows only what this process sees."},
 
     {"metrics", "token_file", CFG_STR, "", 0, 0, F(metrics.token_file),
      "File holding a bearer token (24 bytes or more); when set, GET /metrics needs "
@@ -555,21 +566,23 @@ static int cfg_split_keys(const char *list, char **keys, size_t *n, const char *
 
 /*
  * cfg_read_keys_file adds each line of path to keys: a key is the line's
- * bytes without its line end ("\n" or "\r\n"); empty lines are skipped.
+ * bytes without its line end ("\n" or "\r\n"); empty lines are skipped. name is the
+ * setting, for errors.
  */
-static int cfg_read_keys_file(const char *path, char **keys, size_t *n, struct cfg_err *e)
+static int cfg_read_keys_file(const char *name, const char *path, char **keys, size_t *n,
+                              struct cfg_err *e)
 {
     FILE *f = fopen(path, "r");
     char line[1024];
     int lineno = 0, rc = OK;
 
     if (f == NULL)
-        return cfg_fail(e, "transforms.keys_file: %s: cannot open: %s", path, strerror(errno));
+        return cfg_fail(e, "%s: %s: cannot open: %s", name, path, strerror(errno));
     while (rc == OK && fgets(line, sizeof(line), f) != NULL) {
         size_t len = strlen(line);
         lineno++;
         if (len == sizeof(line) - 1 && line[len - 1] != '\n') {
-            rc = cfg_fail(e, "transforms.keys_file: %s:%d: line too long", path, lineno);
+            rc = cfg_fail(e, "%s: %s:%d: line too long", name, path, lineno);
             break;
         }
         if (len > 0 && line[len - 1] == '\n')
@@ -579,10 +592,10 @@ static int cfg_read_keys_file(const char *path, char **keys, size_t *n, struct c
         if (len == 0)
             continue;
         if (*n == CONFIG_MAX_KEYS)
-            rc = cfg_fail(e, "transforms.keys_file: more than %d keys", CONFIG_MAX_KEYS);
+            rc = cfg_fail(e, "%s: more than %d keys", name, CONFIG_MAX_KEYS);
         else if (len < CONFIG_KEY_MIN)
-            rc = cfg_fail(e, "transforms.keys_file: %s:%d: a key shorter than %d characters", path,
-                          lineno, CONFIG_KEY_MIN);
+            rc = cfg_fail(e, "%s: %s:%d: a key shorter than %d characters", name, path, lineno,
+                          CONFIG_KEY_MIN);
         else
             keys[(*n)++] = xstrndup(line, len);
     }
@@ -801,6 +814,9 @@ static int cfg_validate(struct config *cfg, struct cfg_err *e)
         return rc;
     rc = cfg_split_keys(cfg->auth.admin_keys, cfg->admin_key, &cfg->n_admin_keys, "auth.admin_keys",
                         e);
+    if (rc == OK && cfg->auth.admin_keys_file[0] != '\0')
+        rc = cfg_read_keys_file("auth.admin_keys_file", cfg->auth.admin_keys_file, cfg->admin_key,
+                                &cfg->n_admin_keys, e);
     if (rc != OK)
         return rc;
     if (cfg->auth.list_requires_key && cfg->n_upload_keys == 0 && cfg->n_admin_keys == 0)
@@ -809,8 +825,8 @@ static int cfg_validate(struct config *cfg, struct cfg_err *e)
     rc = cfg_split_keys(cfg->transforms.keys, cfg->transform_key, &cfg->n_transform_keys,
                         "transforms.keys", e);
     if (rc == OK && cfg->transforms.keys_file[0] != '\0')
-        rc = cfg_read_keys_file(cfg->transforms.keys_file, cfg->transform_key,
-                                &cfg->n_transform_keys, e);
+        rc = cfg_read_keys_file("transforms.keys_file", cfg->transforms.keys_file,
+                                cfg->transform_key, &cfg->n_transform_keys, e);
     if (rc == OK)
         rc = cfg_parse_srcset(cfg, e);
     return rc;

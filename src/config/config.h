@@ -87,12 +87,17 @@ struct config {
         int64_t backoff_ms;
         int64_t poll_ms;
         int64_t dead_retention_ms;
+        char *listen; /* tessera worker's operational listener; "" = none */
     } jobs;
     struct {
         char *upload_keys;
         char *admin_keys;
+        char *admin_keys_file;  /* more admin keys, one a line */
         bool list_requires_key; /* listings need an upload or admin key */
     } auth;
+    struct {
+        char *prometheus_url; /* the status page's source of cluster-wide figures; "" = none */
+    } admin;
     struct {
         char *base_url;
         char *purger;     /* "", "varnish", "cloudflare", "fastly", "http" */

@@ -1,30 +1,32 @@
 /*
  * metrics.c - the metric registry and the per-route request statistics.
  *
- * Per route: a counter per HTTP status (100..599) and one latency histogram.
- * Memory is fixed at start: METRICS_MAX_ROUTES x 500 counters.
+ * Per route: a counter per HTTP status (100..599) and a latency histogram per
+ * status class (1xx..5xx). Memory is fixed at start: METRICS_MAX_ROUTES x 500
+ * counters and 5 histograms.
  */
 #include "core/metrics.h"
 
 #include "core/strbuf.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 #define METRICS_MAX        64
 #define METRICS_STATUS_MIN 100
 #define METRICS_STATUS_N   500
 
-static const double latency_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                        0.1,    0.25,  0.5,    1,     2.5,  10};
-#define LATENCY_N (sizeof(latency_bounds) / sizeof(latency_bounds[0]))
+#define METRICS_CLASSES 5 /* 1xx .. 5xx */
+
+static const double latency_bounds[HISTOGRAM_BUCKETS] = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10};
+#define LATENCY_N HISTOGRAM_BUCKETS
 
 struct route_stats {
     const char *name;
     _Atomic int64_t status[METRICS_STATUS_N];
-    _Atomic int64_t bucket[LATENCY_N + 1];
-    _Atomic int64_t sum_us;
-    _Atomic int64_t count;
+    struct histogram latency[METRICS_CLASSES];
 };
 
 static struct metric *registry[METRICS_MAX];
@@ -92,20 +94,47 @@ out:
     return id;
 }
 
-void metrics_request(int rid, int status, int64_t duration_us)
+void histogram_observe(struct histogram *h, int64_t duration_us)
 {
-    struct route_stats *rs = &routes[rid >= 0 ? (size_t)rid : METRICS_MAX_ROUTES];
     double secs = (double)duration_us / 1e6;
     size_t b = 0;
 
-    if (status >= METRICS_STATUS_MIN && status < METRICS_STATUS_MIN + METRICS_STATUS_N)
-        atomic_fetch_add_explicit(&rs->status[status - METRICS_STATUS_MIN], 1,
-                                  memory_order_relaxed);
     while (b < LATENCY_N && secs > latency_bounds[b])
         b++;
-    atomic_fetch_add_explicit(&rs->bucket[b], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&rs->sum_us, duration_us, memory_order_relaxed);
-    atomic_fetch_add_explicit(&rs->count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->bucket[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->sum_us, duration_us, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
+}
+
+void histogram_render(struct strbuf *sb, const char *name, const char *labels,
+                      const struct histogram *h)
+{
+    const char *sep = labels[0] != '\0' ? "," : "";
+    int64_t cum = 0;
+
+    for (size_t b = 0; b <= LATENCY_N; b++) {
+        cum += atomic_load_explicit(&h->bucket[b], memory_order_relaxed);
+        if (b < LATENCY_N)
+            strbuf_addf(sb, "%s_bucket{%s%sle=\"%g\"} %lld\n", name, labels, sep, latency_bounds[b],
+                        (long long)cum);
+        else
+            strbuf_addf(sb, "%s_bucket{%s%sle=\"+Inf\"} %lld\n", name, labels, sep, (long long)cum);
+    }
+    strbuf_addf(sb, "%s_sum%s%s%s %.6f\n", name, sep[0] ? "{" : "", labels, sep[0] ? "}" : "",
+                (double)atomic_load_explicit(&h->sum_us, memory_order_relaxed) / 1e6);
+    strbuf_addf(sb, "%s_count%s%s%s %lld\n", name, sep[0] ? "{" : "", labels, sep[0] ? "}" : "",
+                (long long)atomic_load_explicit(&h->count, memory_order_relaxed));
+}
+
+void metrics_request(int rid, int status, int64_t duration_us)
+{
+    struct route_stats *rs = &routes[rid >= 0 ? (size_t)rid : METRICS_MAX_ROUTES];
+
+    if (status >= METRICS_STATUS_MIN && status < METRICS_STATUS_MIN + METRICS_STATUS_N) {
+        atomic_fetch_add_explicit(&rs->status[status - METRICS_STATUS_MIN], 1,
+                                  memory_order_relaxed);
+        histogram_observe(&rs->latency[status / 100 - 1], duration_us);
+    }
 }
 
 void metrics_inflight(int delta)
@@ -123,26 +152,18 @@ static void metrics_render_counts(struct strbuf *sb, const struct route_stats *r
     }
 }
 
+/* metrics_render_latency: one histogram per status class that answered at least once */
 static void metrics_render_latency(struct strbuf *sb, const struct route_stats *rs,
                                    const char *name)
 {
-    int64_t cum = 0;
+    char labels[128];
 
-    if (atomic_load_explicit(&rs->count, memory_order_relaxed) == 0)
-        return;
-    for (size_t b = 0; b <= LATENCY_N; b++) {
-        cum += atomic_load_explicit(&rs->bucket[b], memory_order_relaxed);
-        if (b < LATENCY_N)
-            strbuf_addf(sb, "tessera_http_request_seconds_bucket{route=\"%s\",le=\"%g\"} %lld\n",
-                        name, latency_bounds[b], (long long)cum);
-        else
-            strbuf_addf(sb, "tessera_http_request_seconds_bucket{route=\"%s\",le=\"+Inf\"} %lld\n",
-                        name, (long long)cum);
+    for (size_t c = 0; c < METRICS_CLASSES; c++) {
+        if (atomic_load_explicit(&rs->latency[c].count, memory_order_relaxed) == 0)
+            continue;
+        snprintf(labels, sizeof(labels), "route=\"%s\",class=\"%zuxx\"", name, c + 1);
+        histogram_render(sb, "tessera_http_request_seconds", labels, &rs->latency[c]);
     }
-    strbuf_addf(sb, "tessera_http_request_seconds_sum{route=\"%s\"} %.6f\n", name,
-                (double)atomic_load_explicit(&rs->sum_us, memory_order_relaxed) / 1e6);
-    strbuf_addf(sb, "tessera_http_request_seconds_count{route=\"%s\"} %lld\n", name,
-                (long long)atomic_load_explicit(&rs->count, memory_order_relaxed));
 }
 
 void metrics_render(struct strbuf *sb)
@@ -152,8 +173,10 @@ void metrics_render(struct strbuf *sb)
     for (size_t i = 0; i < n_routes; i++)
         metrics_render_counts(sb, &routes[i], routes[i].name);
     metrics_render_counts(sb, &routes[METRICS_MAX_ROUTES], "unmatched");
-    strbuf_addf(sb, "# HELP tessera_http_request_seconds Time to answer a request.\n"
-                    "# TYPE tessera_http_request_seconds histogram\n");
+    strbuf_addf(sb,
+                "# HELP tessera_http_request_seconds Time to answer a request, by route and status "
+                "class.\n"
+                "# TYPE tessera_http_request_seconds histogram\n");
     for (size_t i = 0; i < n_routes; i++)
         metrics_render_latency(sb, &routes[i], routes[i].name);
     metrics_render_latency(sb, &routes[METRICS_MAX_ROUTES], "unmatched");

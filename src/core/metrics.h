@@ -15,6 +15,24 @@
 struct strbuf;
 
 #define METRICS_MAX_ROUTES 32
+#define HISTOGRAM_BUCKETS  13 /* 0.5 ms .. 10 s, then +Inf */
+
+/* A latency histogram over the fixed bounds 0.5 ms .. 10 s (zero-initialised storage). */
+struct histogram {
+    _Atomic int64_t bucket[HISTOGRAM_BUCKETS + 1];
+    _Atomic int64_t sum_us;
+    _Atomic int64_t count;
+};
+
+/* histogram_observe counts one duration; thread-safe (relaxed atomics). */
+void histogram_observe(struct histogram *h, int64_t duration_us);
+
+/*
+ * histogram_render appends the _bucket, _sum and _count lines of h under name
+ * with the label list labels ("" or e.g. "kind=\"variants\""); no HELP/TYPE.
+ */
+void histogram_render(struct strbuf *sb, const char *name, const char *labels,
+                      const struct histogram *h);
 
 struct metric {
     const char *name;

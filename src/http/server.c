@@ -163,7 +163,15 @@ static void ops_metrics(struct http_req *req)
 {
     struct strbuf sb;
 
+    char why[256];
+    bool ready = req->srv->opts.ready == NULL ||
+                 req->srv->opts.ready(req->srv->opts.app, why, sizeof(why)) == OK;
+
     strbuf_init(&sb, 4 * 1024 * 1024);
+    strbuf_addf(&sb,
+                "# HELP tessera_ready 1 when this process would answer /readyz with 200 now.\n"
+                "# TYPE tessera_ready gauge\ntessera_ready %d\n",
+                ready ? 1 : 0);
     metrics_render(&sb);
     http_reply_buf(req, 200, "text/plain; version=0.0.4; charset=utf-8", sb.buf ? sb.buf : "",
                    sb.len);

@@ -13,6 +13,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/strbuf.h"
 #include "core/xalloc.h"
 
 #include <pthread.h>
@@ -25,17 +26,26 @@
 #define JOBS_MAX_THREADS 64
 #define JOBS_BACKOFF_CAP (3600 * 1000LL)
 
-static struct metric m_queued = {"tessera_jobs_queued", "Jobs waiting (due or backing off).",
-                                 "gauge", 0};
-static struct metric m_running = {"tessera_jobs_running", "Jobs leased by a worker.", "gauge", 0};
-static struct metric m_dead = {"tessera_jobs_dead", "Jobs given up after max attempts.", "gauge",
-                               0};
 static struct metric m_oldest = {"tessera_jobs_oldest_age_seconds",
-                                 "Age of the oldest queued or running job.", "gauge", 0};
-static struct metric m_done = {"tessera_jobs_done_total", "Jobs this process completed.", "counter",
-                               0};
-static struct metric m_failed = {"tessera_jobs_failed_total", "Job runs that failed here.",
-                                 "counter", 0};
+                                 "Age of the oldest queued or running job, any kind.", "gauge", 0};
+
+enum { OUTCOME_DONE, OUTCOME_FAILED, OUTCOME_DEAD, OUTCOME_N };
+static const char *const outcome_name[OUTCOME_N] = {"done", "failed", "dead"};
+
+/*
+ * Per job kind: what this process ran (outcomes, durations) and the queue as
+ * last read from the store. A kind once seen stays (its gauges fall to 0), so
+ * a series does not vanish when its queue empties. Guarded by kinds_lock.
+ */
+static struct kind_stats {
+    char kind[META_JOB_KIND_MAX];
+    int64_t runs[OUTCOME_N];
+    struct histogram seconds;
+    struct meta_job_kind_stats queue;
+} kinds[META_JOB_KINDS_MAX];
+static size_t n_kinds;
+static pthread_mutex_t kinds_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t metrics_once = PTHREAD_ONCE_INIT;
 
 struct jobs {
     struct meta_store *ms;
@@ -49,27 +59,93 @@ struct jobs {
     bool stopping; /* guarded by lock */
 };
 
+/* kind_get returns the stats of kind (adding it), NULL when the table is full. Under kinds_lock. */
+static struct kind_stats *kind_get(const char *kind)
+{
+    for (size_t i = 0; i < n_kinds; i++) {
+        if (strcmp(kinds[i].kind, kind) == 0)
+            return &kinds[i];
+    }
+    if (n_kinds == META_JOB_KINDS_MAX)
+        return NULL;
+    snprintf(kinds[n_kinds].kind, sizeof(kinds[n_kinds].kind), "%s", kind);
+    return &kinds[n_kinds++];
+}
+
+static void kind_ran(const char *kind, int outcome, int64_t us)
+{
+    pthread_mutex_lock(&kinds_lock);
+    struct kind_stats *k = kind_get(kind);
+    if (k != NULL) {
+        k->runs[outcome]++;
+        histogram_observe(&k->seconds, us);
+    }
+    pthread_mutex_unlock(&kinds_lock);
+}
+
+static void jobs_metrics_render(struct strbuf *sb, void *arg)
+{
+    /* in the order of the values below */
+    static const char *const gauge[][2] = {
+        {"tessera_jobs_queued", "Jobs waiting (due or backing off), by kind."},
+        {"tessera_jobs_due", "Jobs waiting and due now, by kind."},
+        {"tessera_jobs_running", "Jobs leased by a worker, by kind."},
+        {"tessera_jobs_dead", "Jobs given up after max attempts, by kind."},
+        {"tessera_jobs_oldest_due_age_seconds",
+         "How long the longest-waiting due job has waited since it became due, by kind."},
+    };
+    char labels[64];
+
+    (void)arg;
+    pthread_mutex_lock(&kinds_lock);
+    for (size_t g = 0; g < sizeof(gauge) / sizeof(gauge[0]); g++) {
+        strbuf_addf(sb, "# HELP %s %s\n# TYPE %s gauge\n", gauge[g][0], gauge[g][1], gauge[g][0]);
+        for (size_t i = 0; i < n_kinds; i++) {
+            const struct meta_job_kind_stats *q = &kinds[i].queue;
+            const int64_t v[] = {q->queued, q->due, q->running, q->dead, q->oldest_due_age};
+            strbuf_addf(sb, "%s{kind=\"%s\"} %lld\n", gauge[g][0], kinds[i].kind, (long long)v[g]);
+        }
+    }
+    strbuf_addf(sb, "# HELP tessera_job_runs_total Job runs by this process, by kind and outcome "
+                    "(done; failed: retried later; dead: no attempts left).\n"
+                    "# TYPE tessera_job_runs_total counter\n");
+    for (size_t i = 0; i < n_kinds; i++) {
+        for (size_t o = 0; o < OUTCOME_N; o++)
+            strbuf_addf(sb, "tessera_job_runs_total{kind=\"%s\",outcome=\"%s\"} %lld\n",
+                        kinds[i].kind, outcome_name[o], (long long)kinds[i].runs[o]);
+    }
+    strbuf_addf(sb, "# HELP tessera_job_run_seconds Time to run a job (its handler), by kind.\n"
+                    "# TYPE tessera_job_run_seconds histogram\n");
+    for (size_t i = 0; i < n_kinds; i++) {
+        snprintf(labels, sizeof(labels), "kind=\"%.*s\"", META_JOB_KIND_MAX - 1, kinds[i].kind);
+        histogram_render(sb, "tessera_job_run_seconds", labels, &kinds[i].seconds);
+    }
+    pthread_mutex_unlock(&kinds_lock);
+}
+
 static void jobs_metrics_register(void)
 {
-    metric_register(&m_queued);
-    metric_register(&m_running);
-    metric_register(&m_dead);
     metric_register(&m_oldest);
-    metric_register(&m_done);
-    metric_register(&m_failed);
+    metrics_add_renderer(jobs_metrics_render, NULL);
 }
 
 void jobs_metrics_update(struct meta_store *ms)
 {
     struct meta_job_stats st;
 
-    jobs_metrics_register();
+    pthread_once(&metrics_once, jobs_metrics_register);
     if (meta_job_stats(ms, &st) != OK)
         return;
-    atomic_store(&m_queued.value, st.queued);
-    atomic_store(&m_running.value, st.running);
-    atomic_store(&m_dead.value, st.dead);
     atomic_store(&m_oldest.value, st.oldest_age);
+    pthread_mutex_lock(&kinds_lock);
+    for (size_t i = 0; i < n_kinds; i++)
+        memset(&kinds[i].queue, 0, sizeof(kinds[i].queue));
+    for (size_t i = 0; i < st.nkinds; i++) {
+        struct kind_stats *k = kind_get(st.kind[i].kind);
+        if (k != NULL)
+            k->queue = st.kind[i];
+    }
+    pthread_mutex_unlock(&kinds_lock);
 }
 
 /* The lease keeper of one running job: renews its lease until the handler returns. */
@@ -147,6 +223,7 @@ int jobs_run_one(struct meta_store *ms, const struct jobs_opts *o, jobs_handler_
     struct meta_job job;
     char err[META_JOB_ERROR_MAX] = "";
     int rc = meta_job_claim(ms, o->lease_ms, &job);
+    int64_t t0 = time_mono_us();
 
     if (rc != OK)
         return rc;
@@ -158,15 +235,15 @@ int jobs_run_one(struct meta_store *ms, const struct jobs_opts *o, jobs_handler_
         rc = run_kept(ms, o, fn, arg, &job, err, sizeof(err));
     }
     if (rc == OK) {
+        kind_ran(job.kind, OUTCOME_DONE, time_mono_us() - t0);
         rc = meta_job_done(ms, &job);
-        if (rc == OK)
-            metric_add(&m_done, 1);
-        else if (rc == E_NOTFOUND)
+        if (rc == E_NOTFOUND)
             log_warn("jobs", "job %lld (%s %s) outlived its lease: another worker owns it",
                      (long long)job.id, job.kind, job.payload);
         return rc == E_NOTFOUND ? OK : rc;
     }
-    metric_add(&m_failed, 1);
+    kind_ran(job.kind, job.attempts >= o->max_attempts ? OUTCOME_DEAD : OUTCOME_FAILED,
+             time_mono_us() - t0);
     int64_t delay = o->backoff_ms;
     for (int i = 1; i < job.attempts && delay < JOBS_BACKOFF_CAP; i++)
         delay *= 2;
@@ -216,7 +293,7 @@ int jobs_start(struct meta_store *ms, const struct jobs_opts *o, jobs_handler_fn
     pthread_condattr_t ca;
 
     *out = NULL;
-    jobs_metrics_register();
+    pthread_once(&metrics_once, jobs_metrics_register);
     if (o->workers <= 0)
         return OK;
     j = xcalloc(1, sizeof(*j));

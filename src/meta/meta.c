@@ -334,6 +334,27 @@ int meta_job_extend(struct meta_store *ms, const struct meta_job *job, int64_t l
     return ms->ops->job_extend(ms->be, job, lease_ms);
 }
 
+void meta_job_stats_add(struct meta_job_stats *st, const char *kind, const int64_t v[6],
+                        int64_t now)
+{
+    int64_t age = v[3] > 0 ? (now - v[3]) / 1000 : 0;
+
+    st->queued += v[0];
+    st->running += v[1];
+    st->dead += v[2];
+    if (age > st->oldest_age)
+        st->oldest_age = age;
+    if (st->nkinds == META_JOB_KINDS_MAX)
+        return;
+    struct meta_job_kind_stats *k = &st->kind[st->nkinds++];
+    snprintf(k->kind, sizeof(k->kind), "%s", kind);
+    k->queued = v[0];
+    k->running = v[1];
+    k->dead = v[2];
+    k->due = v[4];
+    k->oldest_due_age = v[5] > 0 && now > v[5] ? (now - v[5]) / 1000 : 0;
+}
+
 int meta_job_stats(struct meta_store *ms, struct meta_job_stats *st)
 {
     memset(st, 0, sizeof(*st));

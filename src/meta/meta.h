@@ -77,11 +77,25 @@ struct meta_job {
     int64_t lease;
 };
 
+#define META_JOB_KINDS_MAX 16
+
+/* The queue of one job kind. */
+struct meta_job_kind_stats {
+    char kind[META_JOB_KIND_MAX];
+    int64_t queued;         /* waiting (due or backing off) */
+    int64_t due;            /* waiting and due now */
+    int64_t running;        /* leased */
+    int64_t dead;           /* gave up after max attempts */
+    int64_t oldest_due_age; /* seconds since the longest-waiting due job became due; 0: none */
+};
+
 struct meta_job_stats {
     int64_t queued;     /* waiting (due or backing off) */
     int64_t running;    /* leased */
     int64_t dead;       /* gave up after max attempts */
     int64_t oldest_age; /* seconds since the oldest queued or running job was enqueued */
+    size_t nkinds;      /* by kind, in name order (kinds past META_JOB_KINDS_MAX: totals only) */
+    struct meta_job_kind_stats kind[META_JOB_KINDS_MAX];
 };
 
 #define META_NODE_NAME_MAX 64
@@ -355,7 +369,7 @@ int meta_job_fail(struct meta_store *ms, const struct meta_job *job, const char 
  */
 int meta_job_extend(struct meta_store *ms, const struct meta_job *job, int64_t lease_ms);
 
-/* meta_job_stats counts jobs by state, read on the primary. */
+/* meta_job_stats counts jobs by state, in all and by kind, read on the primary. */
 int meta_job_stats(struct meta_store *ms, struct meta_job_stats *st);
 
 /* meta_image_count sets *n to the number of live images (for metrics and tests). */

@@ -122,6 +122,15 @@ struct meta_ops {
 /* meta_now_ms is the wall clock in milliseconds: job times are compared in it. */
 int64_t meta_now_ms(void);
 
+/*
+ * meta_job_stats_add adds one kind's row of the stats query to st (the totals
+ * and, while there is room, the kind's entry): v = queued, running, dead, the
+ * oldest live job's created_at, due, the oldest due job's run_after (times in
+ * ms, 0: none), measured against now.
+ */
+void meta_job_stats_add(struct meta_job_stats *st, const char *kind, const int64_t v[6],
+                        int64_t now);
+
 /* meta_lease_new is a random non-zero fencing token for a job claim. */
 int64_t meta_lease_new(void);
 

@@ -24,6 +24,7 @@
 #include "core/err.h"
 #include "core/hash.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/xalloc.h"
 #include "meta/meta_int.h"
 
@@ -218,10 +219,13 @@ static const char *const pg_sql[PS_COUNT] = {
                     " WHERE id = $1::bigint AND lease_token = $2::bigint AND state = 'running'",
     [PS_JOB_EXTEND] = "UPDATE jobs SET lease_until = $3::bigint"
                       " WHERE id = $1::bigint AND lease_token = $2::bigint AND state = 'running'",
-    [PS_JOB_STATS] = "SELECT count(*) FILTER (WHERE state = 'queued'),"
+    [PS_JOB_STATS] = "SELECT kind, count(*) FILTER (WHERE state = 'queued'),"
                      " count(*) FILTER (WHERE state = 'running'),"
                      " count(*) FILTER (WHERE state = 'dead'),"
-                     " coalesce(min(created_at) FILTER (WHERE state <> 'dead'), 0) FROM jobs",
+                     " coalesce(min(created_at) FILTER (WHERE state <> 'dead'), 0),"
+                     " count(*) FILTER (WHERE state = 'queued' AND run_after <= $1::bigint),"
+                     " coalesce(min(run_after) FILTER (WHERE state = 'queued'"
+                     " AND run_after <= $1::bigint), 0) FROM jobs GROUP BY kind ORDER BY kind",
     [PS_PING] = "SELECT 1",
     [PS_IMAGE_GET] = "SELECT " PG_IMAGE_COLS " FROM images WHERE id = $1 AND deleted_at IS NULL",
     /* deleted or not: a standby that has the row knows the answer without the primary */
@@ -311,6 +315,7 @@ struct pg {
     struct pg_node replica[PG_MAX_REPLICAS];
     size_t nreplicas;
     _Atomic unsigned rr;
+    int leader; /* the read node seen leading last (monitor thread only); -1: none yet */
     pthread_t monitor;
     bool monitor_on;
     bool stopping; /* guarded by mlock */
@@ -1472,15 +1477,21 @@ struct pg_get {
 static int pg_stats_fn(struct pg_node *n, struct pg_conn *c, void *arg)
 {
     struct meta_job_stats *st = ((struct pg_get *)arg)->out;
+    int64_t now = meta_now_ms();
+    char nows[24];
+    const char *v[] = {nows};
     PGresult *r = NULL;
-    int rc = pg_exec(n, c, PS_JOB_STATS, 0, NULL, &r);
+    int rc;
 
-    if (rc == OK) {
-        int64_t oldest = pg_i64(r, 0, 3);
-        st->queued = pg_i64(r, 0, 0);
-        st->running = pg_i64(r, 0, 1);
-        st->dead = pg_i64(r, 0, 2);
-        st->oldest_age = oldest > 0 ? (meta_now_ms() - oldest) / 1000 : 0;
+    snprintf(nows, sizeof(nows), "%lld", (long long)now);
+    rc = pg_exec(n, c, PS_JOB_STATS, 1, v, &r);
+    for (int row = 0; rc == OK && row < PQntuples(r); row++) {
+        int64_t k[6];
+        char kind[META_JOB_KIND_MAX];
+        for (int i = 0; i < 6; i++)
+            k[i] = pg_i64(r, row, i + 1);
+        pg_text(r, row, 0, kind, sizeof(kind));
+        meta_job_stats_add(st, kind, k, now);
     }
     PQclear(r);
     return rc;
@@ -1752,6 +1763,12 @@ static int pg_lag_fn(struct pg_node *n, struct pg_conn *c, void *arg)
     return rc;
 }
 
+static struct metric m_leader_changes = {
+    "tessera_db_leader_changes_total",
+    "Times a database node other than the last one seen leading was found leading (failovers "
+    "and switchovers seen by this process's monitor).",
+    "counter", 0};
+
 /* pg_probe asks every server (even one backing off: this is how it comes back). */
 static void pg_probe_all(struct pg *p)
 {
@@ -1769,6 +1786,11 @@ static void pg_probe_all(struct pg *p)
             if (atomic_exchange(&n->standby, pr.in_recovery) != pr.in_recovery)
                 log_info("meta", "postgres %s is %s now", n->name,
                          pr.in_recovery ? "a standby (reads)" : "the primary");
+            if (!pr.in_recovery && p->leader != (int)i) {
+                if (p->leader >= 0)
+                    metric_add(&m_leader_changes, 1);
+                p->leader = (int)i;
+            }
             pg_mark_up(n);
         }
     }
@@ -2177,6 +2199,8 @@ int meta_open_pg(const struct meta_options *o, struct meta_store **out)
     pthread_cond_init(&p->mwake, &ca);
     pthread_condattr_destroy(&ca);
     pg_node_init(&p->primary, "primary", o->url, NULL, NULL, true);
+    p->leader = -1;
+    metric_register(&m_leader_changes);
     if (o->replicas != NULL && o->replicas[0] != '\0')
         rc = pg_add_replicas(p, o->replicas);
     else

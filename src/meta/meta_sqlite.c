@@ -203,10 +203,13 @@ static const struct {
     [ST_JOB_EXTEND] = {"UPDATE jobs SET lease_until = ?3"
                        " WHERE id = ?1 AND lease_token = ?2 AND state = 'running'",
                        false},
-    [ST_JOB_STATS] = {"SELECT count(*) FILTER (WHERE state = 'queued'),"
+    [ST_JOB_STATS] = {"SELECT kind, count(*) FILTER (WHERE state = 'queued'),"
                       " count(*) FILTER (WHERE state = 'running'),"
                       " count(*) FILTER (WHERE state = 'dead'),"
-                      " coalesce(min(created_at) FILTER (WHERE state <> 'dead'), 0) FROM jobs",
+                      " coalesce(min(created_at) FILTER (WHERE state <> 'dead'), 0),"
+                      " count(*) FILTER (WHERE state = 'queued' AND run_after <= ?1),"
+                      " coalesce(min(run_after) FILTER (WHERE state = 'queued'"
+                      " AND run_after <= ?1), 0) FROM jobs GROUP BY kind ORDER BY kind",
                       true},
     [ST_IMAGE_LIVE] = {"SELECT 1 FROM images WHERE id = ?1 AND deleted_at IS NULL", false},
     [ST_VARIANT_INSERT] = {"INSERT INTO variants (image_id, name, key, format, width, height,"
@@ -1303,17 +1306,17 @@ static int sq_job_stats(void *be, struct meta_job_stats *js)
 
     if (rc != OK)
         goto out;
+    int64_t now = meta_now_ms();
     st = r->st[ST_JOB_STATS];
-    src = sqlite3_step(st);
-    if (src == SQLITE_ROW) {
-        int64_t oldest = sqlite3_column_int64(st, 3);
-        js->queued = sqlite3_column_int64(st, 0);
-        js->running = sqlite3_column_int64(st, 1);
-        js->dead = sqlite3_column_int64(st, 2);
-        js->oldest_age = oldest > 0 ? (meta_now_ms() - oldest) / 1000 : 0;
-    } else {
-        rc = sq_fail(r->db, src, "job stats");
+    sqlite3_bind_int64(st, 1, now);
+    for (src = sqlite3_step(st); src == SQLITE_ROW; src = sqlite3_step(st)) {
+        int64_t v[6];
+        for (int i = 0; i < 6; i++)
+            v[i] = sqlite3_column_int64(st, i + 1);
+        meta_job_stats_add(js, (const char *)sqlite3_column_text(st, 0), v, now);
     }
+    if (src != SQLITE_DONE)
+        rc = sq_fail(r->db, src, "job stats");
     sq_reset(st);
 out:
     if (r != NULL)

@@ -18,7 +18,6 @@
 #include "core/err.h"
 #include "core/ident.h"
 #include "core/log.h"
-#include "core/metrics.h"
 #include "core/strbuf.h"
 #include "core/xalloc.h"
 #include "http/http.h"
@@ -40,8 +39,6 @@
 
 #define API_CSP "default-src 'none'; style-src 'unsafe-inline'; sandbox"
 
-static metrics_renderer_fn api_metrics;
-
 void api_init(struct api *a, const struct runtime *rt, struct app *app)
 {
     memset(a, 0, sizeof(*a));
@@ -49,15 +46,14 @@ void api_init(struct api *a, const struct runtime *rt, struct app *app)
     a->app = app;
     a->meta = rt->meta;
     a->blobs = rt->blobs;
+    a->cache = rt->cache;
     snprintf(a->base_url, sizeof(a->base_url), "%s", rt->base_url);
-    metrics_add_renderer(api_metrics, a);
     a->upload_rl =
         ratelimit_new((uint64_t)a->cfg->limits.upload_rate, (uint64_t)a->cfg->limits.upload_burst);
 }
 
 void api_release(struct api *a)
 {
-    metrics_remove_renderer(api_metrics, a);
     ratelimit_free(a->upload_rl);
 }
 
@@ -103,34 +99,6 @@ json_t *api_ready_detail(void *app)
                            nodes[i].addr, "role", nodes[i].role, "reachable", nodes[i].reachable,
                            "usable", nodes[i].usable, "lag_ms", (json_int_t)nodes[i].lag_ms));
     return json_pack("{s:s,s:o}", "backend", meta_backend(a->meta), "nodes", arr);
-}
-
-/* api_metrics renders per-server database metrics: which replica served how much. */
-static void api_metrics(struct strbuf *sb, void *arg)
-{
-    struct api *a = arg;
-    struct meta_node nodes[META_NODES_MAX];
-    size_t n;
-    static const char *const names[] = {"tessera_db_queries_total", "tessera_db_errors_total",
-                                        "tessera_db_up", "tessera_db_replica_lag_ms"};
-    static const char *const help[] = {"Statements answered, by database server.",
-                                       "Failed statements and connection attempts, by server.",
-                                       "1 when the server answers now (monitor).",
-                                       "Replay lag of each replica as last measured."};
-    static const char *const type[] = {"counter", "counter", "gauge", "gauge"};
-
-    meta_nodes(a->meta, nodes, META_NODES_MAX, &n);
-    for (size_t m = 0; m < 4; m++) {
-        strbuf_addf(sb, "# HELP %s %s\n# TYPE %s %s\n", names[m], help[m], names[m], type[m]);
-        for (size_t i = 0; i < n; i++) {
-            int64_t v = m == 0   ? nodes[i].queries
-                        : m == 1 ? nodes[i].errors
-                        : m == 2 ? (int64_t)nodes[i].reachable
-                                 : nodes[i].lag_ms;
-            strbuf_addf(sb, "%s{node=\"%s\",role=\"%s\"} %lld\n", names[m], nodes[i].name,
-                        nodes[i].role, (long long)v);
-        }
-    }
 }
 
 /* --- JSON --- */
@@ -215,7 +183,7 @@ static bool key_in(const char *key, char *const *keys, size_t n)
     return found;
 }
 
-static bool is_admin(const struct api *a, const struct http_req *req)
+bool api_is_admin(const struct api *a, const struct http_req *req)
 {
     const char *k = bearer(req);
 
@@ -270,12 +238,12 @@ static void h_upload(struct http_req *req)
                              "uploads need an API key (Authorization: Bearer)");
             return;
         }
-        if (!key_in(key, cfg->upload_key, cfg->n_upload_keys) && !is_admin(a, req)) {
+        if (!key_in(key, cfg->upload_key, cfg->n_upload_keys) && !api_is_admin(a, req)) {
             http_reply_error(req, E_UNAUTHORIZED, "the API key is not valid");
             return;
         }
     }
-    if (key != NULL && (cfg->n_upload_keys > 0 || is_admin(a, req))) {
+    if (key != NULL && (cfg->n_upload_keys > 0 || api_is_admin(a, req))) {
         uint8_t d[SHA256_LEN];
         sha256_buf(key, strlen(key), d);
         hex_encode(d, 8, owner);
@@ -365,7 +333,7 @@ static void h_list(struct http_req *req)
                              "Bearer)");
             return;
         }
-        if (!key_in(k, a->cfg->upload_key, a->cfg->n_upload_keys) && !is_admin(a, req)) {
+        if (!key_in(k, a->cfg->upload_key, a->cfg->n_upload_keys) && !api_is_admin(a, req)) {
             http_reply_error(req, E_UNAUTHORIZED, "the API key is not valid");
             return;
         }
@@ -424,7 +392,7 @@ static void h_delete(struct http_req *req)
     struct api *a = http_app(req);
     struct str id = http_param(req, 0);
     const char *token = http_header(req, "X-Delete-Token");
-    bool admin = is_admin(a, req);
+    bool admin = api_is_admin(a, req);
     int rc;
 
     if (!admin && token == NULL) {

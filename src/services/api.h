@@ -12,12 +12,15 @@
 #include "http/router.h"
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 struct meta_store;
 struct blob_store;
 struct ratelimit;
 struct runtime;
+struct cache;
+struct http_req;
 struct app;
 
 /* The HTTP face of the use cases of one process. */
@@ -26,6 +29,8 @@ struct api {
     struct app *app;             /* the use cases (borrowed) */
     struct meta_store *meta;     /* for readiness and metrics (borrowed) */
     struct blob_store *blobs;    /* bytes are sent from here (borrowed) */
+    struct cache *cache;         /* the metadata cache, for the status page (borrowed; NULL) */
+    const char *role;            /* "serve", "read", "write": for the status page */
     struct ratelimit *upload_rl; /* limits.upload_rate; NULL: no limit */
     char base_url[512];          /* public URLs: cdn.base_url, server.public_url or http://listen */
 };
@@ -33,6 +38,9 @@ struct api {
 /* api_init prepares a over app and the stores of rt (both borrowed; not freed by api_release). */
 void api_init(struct api *a, const struct runtime *rt, struct app *app);
 void api_release(struct api *a);
+
+/* api_is_admin tells whether the request carries an admin key (Authorization: Bearer). */
+bool api_is_admin(const struct api *a, const struct http_req *req);
 
 /* api_split_ext splits "name.ext" at its last dot; ext is empty when there is none. */
 void api_split_ext(struct str s, struct str *name, struct str *ext);

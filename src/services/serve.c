@@ -13,6 +13,7 @@
 #include "http/http.h"
 #include "image/image.h"
 #include "jobs/jobs.h"
+#include "services/admin.h"
 #include "services/api.h"
 #include "services/signals.h"
 #include "services/web.h"
@@ -86,19 +87,22 @@ int service_run(const struct config *cfg, unsigned parts, const char *role)
     serve_clean_tmp(rt.tmp_dir);
     app_init(&app, &rt);
     api_init(&api, &rt, &app);
+    api.role = role;
     up = true;
 
     signals_block();
-    struct route routes[WEB_MAX_ROUTES], api_r[WEB_MAX_ROUTES];
+    struct route routes[WEB_MAX_ROUTES], api_r[WEB_MAX_ROUTES], base[WEB_MAX_ROUTES];
     unsigned methods = ((parts & SERVICE_READ) ? HTTP_GET : 0u) |
                        ((parts & SERVICE_WRITE) ? (HTTP_POST | HTTP_DELETE) : 0u);
     size_t n_api = api_routes_build(&api, methods, api_r, WEB_MAX_ROUTES);
-    size_t n_routes = n_api;
+    /* every service has the status page: an operator reaches any one of them */
+    size_t n_base = admin_routes_with(api_r, n_api, base, WEB_MAX_ROUTES);
+    size_t n_routes = n_base;
     if (parts & SERVICE_WEB) {
         web_init(cfg);
-        n_routes = web_routes_with(api_r, n_api, routes, WEB_MAX_ROUTES);
+        n_routes = web_routes_with(base, n_base, routes, WEB_MAX_ROUTES);
     } else {
-        memcpy(routes, api_r, n_api * sizeof(routes[0]));
+        memcpy(routes, base, n_base * sizeof(routes[0]));
     }
     struct http_server_opts opts = {
         .listen = cfg->server.listen,

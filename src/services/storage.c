@@ -49,6 +49,9 @@ static struct metric m_bytes = {"tessera_storage_bytes", "Bytes of blobs stored 
 static struct metric m_free = {"tessera_storage_free_bytes",
                                "Free space of the node's disk (at the last write or check).",
                                "gauge", 0};
+static struct metric m_size = {"tessera_storage_size_bytes",
+                               "Size of the node's disk (the file system of its blobs).", "gauge",
+                               0};
 static struct metric m_errors = {"tessera_storage_errors_total",
                                  "Requests that failed on the node's side (disk, full, I/O).",
                                  "counter", 0};
@@ -115,6 +118,8 @@ static int64_t storage_free_bytes(const struct storage *s)
         return -1;
     free_b = (int64_t)sv.f_bavail * (int64_t)sv.f_frsize;
     atomic_store_explicit(&m_free.value, free_b, memory_order_relaxed);
+    atomic_store_explicit(&m_size.value, (int64_t)sv.f_blocks * (int64_t)sv.f_frsize,
+                          memory_order_relaxed);
     return free_b;
 }
 
@@ -381,6 +386,7 @@ int storage_run(const struct config *cfg)
     metric_register(&m_blobs);
     metric_register(&m_bytes);
     metric_register(&m_free);
+    metric_register(&m_size);
     metric_register(&m_errors);
     metric_register(&m_mismatch);
     metric_register(&m_unauthorized);

@@ -104,14 +104,14 @@ static const char *web_mime(const char *name)
     return "application/octet-stream";
 }
 
-static void web_send(struct http_req *req, const struct web_asset *a)
+void web_asset_send(struct http_req *req, const struct web_asset *a, const char *csp)
 {
     const char *inm = http_header(req, "If-None-Match");
 
     http_set_header(req, "ETag", a->etag);
     http_set_header(req, "Cache-Control", "no-cache");
     http_set_header(req, "X-Content-Type-Options", "nosniff");
-    http_set_header(req, "Content-Security-Policy", web_policy);
+    http_set_header(req, "Content-Security-Policy", csp);
     http_set_header(req, "Referrer-Policy", "same-origin");
     http_set_header(req, "X-Frame-Options", "DENY");
     /* the ETag is quoted hex: strip the quotes for the shared matcher */
@@ -134,7 +134,7 @@ static void h_web_index(struct http_req *req)
         http_reply_error(req, E_NOTFOUND, "this build has no web page");
         return;
     }
-    web_send(req, a);
+    web_asset_send(req, a, web_policy);
 }
 
 static void h_web_file(struct http_req *req)
@@ -146,7 +146,7 @@ static void h_web_file(struct http_req *req)
         http_reply_error(req, E_NOTFOUND, "no such file");
         return;
     }
-    web_send(req, a);
+    web_asset_send(req, a, web_policy);
 }
 
 static const struct route web_routes[] = {

@@ -48,4 +48,12 @@ const struct web_asset *web_asset_find(const char *name, size_t n);
  */
 size_t web_routes_with(const struct route *base, size_t n, struct route *out, size_t cap);
 
+struct http_req;
+
+/*
+ * web_asset_send answers a (200, or 304 when If-None-Match names its ETag) with
+ * the page headers: csp as Content-Security-Policy, nosniff, no framing.
+ */
+void web_asset_send(struct http_req *req, const struct web_asset *a, const char *csp);
+
 #endif

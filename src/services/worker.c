@@ -11,6 +11,7 @@
 #include "app/runtime.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "http/http.h"
 #include "jobs/jobs.h"
 #include "meta/meta.h"
 #include "services/signals.h"
@@ -19,11 +20,51 @@
 #include <stdio.h>
 #include <string.h>
 
+/* worker_ready: a worker can work while the metadata store (its queue) answers */
+static int worker_ready(void *arg, char *why, size_t cap)
+{
+    struct runtime *rt = arg;
+
+    if (meta_ping(rt->meta) != OK) {
+        snprintf(why, cap, "metadata store unreachable");
+        return E_UNAVAILABLE;
+    }
+    return OK;
+}
+
+/* worker_listen starts the operational listener of jobs.listen (none when it is empty). */
+static int worker_listen(const struct config *cfg, struct runtime *rt, struct http_server **srv)
+{
+    struct http_server_opts opts = {
+        .listen = cfg->jobs.listen,
+        .thread_pool = 0, /* a scrape reads the queue from the database: it may block */
+        .max_connections = 64,
+        .idle_timeout_s = (unsigned)((cfg->server.idle_timeout_ms + 999) / 1000),
+        .max_header_bytes = (size_t)cfg->server.max_header_bytes,
+        .max_url_bytes = (size_t)cfg->server.max_url_bytes,
+        .tmp_dir = rt->tmp_dir,
+        .app = rt,
+        .ready = worker_ready,
+        .metrics_token = &cfg->metrics_token,
+    };
+    int rc;
+
+    *srv = NULL;
+    if (cfg->jobs.listen[0] == '\0')
+        return OK;
+    rc = http_server_start(&opts, srv);
+    if (rc == OK)
+        log_info("worker", "metrics and health on %s (port %u)", cfg->jobs.listen,
+                 http_server_port(*srv));
+    return rc;
+}
+
 int worker_cmd(const struct config *cfg, int argc, char **argv)
 {
     struct runtime rt;
     struct app app;
     struct jobs *jobs = NULL;
+    struct http_server *srv = NULL;
     struct jobs_opts jo;
     bool once = argc > 1 && strcmp(argv[1], "--once") == 0;
     int rc;
@@ -48,6 +89,9 @@ int worker_cmd(const struct config *cfg, int argc, char **argv)
         goto out;
     }
     signals_block();
+    rc = worker_listen(cfg, &rt, &srv);
+    if (rc != OK)
+        goto out;
     rc = jobs_start(rt.meta, &jo, app_job_run, &app, &jobs);
     if (rc != OK)
         goto out;
@@ -56,6 +100,7 @@ int worker_cmd(const struct config *cfg, int argc, char **argv)
     log_info("worker", "%s: stopping after the jobs in progress", strsignal(sig));
     jobs_stop(jobs);
 out:
+    http_server_stop(srv, 0);
     app_release(&app);
     runtime_close(&rt);
     return rc == OK ? 0 : 1;

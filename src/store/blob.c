@@ -148,6 +148,13 @@ int blob_each(struct blob_store *bs, blob_each_fn *fn, void *arg)
     return rc;
 }
 
+size_t blob_store_shards(struct blob_store *bs, struct blob_shard_state *out, size_t cap,
+                         char epoch[BLOB_EPOCH_MAX + 1])
+{
+    epoch[0] = '\0';
+    return bs->ops->shards != NULL ? bs->ops->shards(bs->be, out, cap, epoch) : 0;
+}
+
 bool blob_store_may_block(const struct blob_store *bs)
 {
     return bs->ops->may_block != NULL && bs->ops->may_block(bs->be);

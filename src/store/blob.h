@@ -72,6 +72,25 @@ int blob_store_check(struct blob_store *bs);
  */
 void blob_store_why(struct blob_store *bs, char *buf, size_t cap);
 
+#define BLOB_SHARD_ID_MAX 32
+#define BLOB_EPOCH_MAX    16
+
+/* A shard of the ring behind a store, as this process sees it (metrics, status page). */
+struct blob_shard_state {
+    char id[BLOB_SHARD_ID_MAX + 1];
+    char addr[128]; /* host:port of a storage node, else the shard URL's start */
+    bool up;        /* its last probe answered and it is not backing off after a failure */
+};
+
+/*
+ * blob_store_shards fills out (capacity cap) with the shards of the ring in
+ * force behind bs (through a ring switch) and epoch with its epoch; returns
+ * how many (0: bs is not a ring store, epoch then ""). Never blocks (reports
+ * the last blob_store_check); thread-safe.
+ */
+size_t blob_store_shards(struct blob_store *bs, struct blob_shard_state *out, size_t cap,
+                         char epoch[BLOB_EPOCH_MAX + 1]);
+
 /* One blob of a listing. */
 struct blob_entry {
     char key[BLOB_KEY_LEN + 1];

@@ -203,6 +203,11 @@ static void bc_why(void *be, char *buf, size_t cap)
     blob_store_why(((struct bc *)be)->inner, buf, cap);
 }
 
+static size_t bc_shards(void *be, struct blob_shard_state *out, size_t cap, char *epoch)
+{
+    return blob_store_shards(((struct bc *)be)->inner, out, cap, epoch);
+}
+
 static int bc_list(void *be, const char *after, struct blob_entry *out, size_t cap, size_t *n)
 {
     return blob_list(((struct bc *)be)->inner, after, out, cap, n);
@@ -237,6 +242,7 @@ static const struct blob_ops bc_ops = {
     .why = bc_why,
     .list = bc_list,
     .may_block = bc_may_block,
+    .shards = bc_shards,
     .peek = bc_peek,
 };
 

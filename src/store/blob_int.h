@@ -25,6 +25,8 @@ struct blob_ops {
     void (*why)(void *be, char *buf, size_t cap); /* NULL: check's status says it all */
     int (*list)(void *be, const char *after, struct blob_entry *out, size_t cap, size_t *n);
     bool (*may_block)(void *be); /* NULL: local disk only */
+    /* NULL: not a ring */
+    size_t (*shards)(void *be, struct blob_shard_state *out, size_t cap, char *epoch);
     /* open without a network request (a local copy), else E_AGAIN; NULL: open if !may_block */
     int (*peek)(void *be, const char *key, int *fd, uint64_t *size);
 };

@@ -357,6 +357,23 @@ static bool br_may_block(void *be)
     return false;
 }
 
+static size_t br_shards(void *be, struct blob_shard_state *out, size_t cap, char *epoch)
+{
+    struct br *b = be;
+    size_t n = 0;
+
+    snprintf(epoch, BLOB_EPOCH_MAX + 1, "%s", b->ring->epoch);
+    for (size_t i = 0; i < b->ring->n && n < cap; i++, n++) {
+        const char *url = b->ring->shards[i].url;
+        const char *host = strstr(url, "://");
+        host = host != NULL ? host + 3 : url;
+        snprintf(out[n].id, sizeof(out[n].id), "%s", b->ring->shards[i].id);
+        snprintf(out[n].addr, sizeof(out[n].addr), "%.*s", (int)strcspn(host, "/"), host);
+        out[n].up = atomic_load(&b->sh[i].check_rc) == OK && br_up(b, i);
+    }
+    return n;
+}
+
 static const struct blob_ops br_ops = {
     .name = "ring",
     .may_block = br_may_block,
@@ -369,6 +386,7 @@ static const struct blob_ops br_ops = {
     .check = br_check,
     .why = br_why,
     .list = NULL, /* list the shards one by one */
+    .shards = br_shards,
 };
 
 int blob_ring_open(struct ring *ring, const struct blob_ring_opts *o, struct blob_store **out)

@@ -152,6 +152,15 @@ static void sw_why(void *be, char *buf, size_t cap)
     sw_ref_drop(c);
 }
 
+static size_t sw_shards(void *be, struct blob_shard_state *out, size_t cap, char *epoch)
+{
+    struct sw_ref *c = sw_take(be, NULL);
+    size_t n = blob_store_shards(c->bs, out, cap, epoch);
+
+    sw_ref_drop(c);
+    return n;
+}
+
 static bool sw_may_block(void *be)
 {
     struct sw_ref *p = NULL;
@@ -187,6 +196,7 @@ static const struct blob_ops sw_ops = {
     .check = sw_check,
     .why = sw_why,
     .list = NULL, /* list the shards of a ring one by one */
+    .shards = sw_shards,
 };
 
 int blob_switch_open(struct blob_store *cur, struct blob_store **out)

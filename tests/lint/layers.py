@@ -2,7 +2,7 @@
 """Lint: the layers of src/ (docs/internals/architecture.md) hold.
 
 A folder includes only its own headers and those of folders below it:
-main.c -> cli/ -> services/ -> app/ -> the machinery (meta store image cache cdn jobs http)
+main.c -> cli/ -> services/ -> app/ -> the machinery (meta store image cache cdn prom jobs http)
 -> config/ -> core/. Inside the machinery a folder may use another, but the folder graph
 has no cycle, and no module below services/ includes http/ (the HTTP server is the
 services' business). Prints every violation with the file and line; exit 1 if any.
@@ -12,7 +12,7 @@ import re
 import sys
 
 SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src")
-RANK = {"core": 0, "config": 1, "meta": 2, "store": 2, "image": 2, "cache": 2, "cdn": 2,
+RANK = {"core": 0, "config": 1, "meta": 2, "store": 2, "image": 2, "cache": 2, "cdn": 2, "prom": 2,
         "jobs": 2, "http": 2, "app": 3, "services": 4, "cli": 5, "": 6}
 INC = re.compile(r'^\s*#\s*include\s+"([a-z_]+)/[^"]+"', re.M)
 

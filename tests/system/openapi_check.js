@@ -172,6 +172,11 @@ async function live() {
   await expectAnswer('page', '/', 'get', await req('GET', '/'), 200);
   await expectAnswer('page script', '/web/{name}', 'get', await req('GET', '/web/app.js'), 200);
   await expectAnswer('page unknown file', '/web/{name}', 'get', await req('GET', '/web/nope.js'), 404);
+  await expectAnswer('status page', '/admin', 'get', await req('GET', '/admin'), 200);
+  await expectAnswer('status page script', '/admin/{name}', 'get', await req('GET', '/admin/admin.js'), 200);
+  await expectAnswer('status page: not the upload page\'s files', '/admin/{name}', 'get', await req('GET', '/admin/app.js'), 404);
+  // this server has no admin key: the status is not served at all
+  await expectAnswer('status without admin keys', '/admin/status', 'get', await req('GET', '/admin/status'), 404);
 
   // answers of the server core, documented as shared responses
   const shared = api.components.responses;

@@ -503,6 +503,30 @@ static void test_transform_keys(void **state)
     config_release(&c);
 }
 
+/* auth.admin_keys_file adds its lines to auth.admin_keys; a short key names the setting. */
+static void test_admin_keys_file(void **state)
+{
+    struct config c;
+    char kf[600], ks[128];
+    char *flags[2] = {ks, kf};
+    const char *path = write_file("admin", "file-admin-key-0123456789abcdef\n");
+
+    (void)state;
+    snprintf(ks, sizeof(ks), "auth.admin_keys=setting-admin-key-0123456789ab");
+    snprintf(kf, sizeof(kf), "auth.admin_keys_file=%s", path);
+    assert_int_equal(load_flags(&c, flags, 2), OK);
+    assert_int_equal(c.n_admin_keys, 2);
+    assert_string_equal(c.admin_key[0], "setting-admin-key-0123456789ab");
+    assert_string_equal(c.admin_key[1], "file-admin-key-0123456789abcdef");
+    config_release(&c);
+    unlink(path);
+    path = write_file("short", "tooshort\n");
+    assert_int_equal(set1(&c, "auth.admin_keys_file", path), E_INVALID);
+    assert_err_contains("auth.admin_keys_file");
+    config_release(&c);
+    unlink(path);
+}
+
 static void test_srcset_widths(void **state)
 {
     struct config c;
@@ -1111,6 +1135,7 @@ int main(void)
         cmocka_unit_test(test_validation),
         cmocka_unit_test(test_file_values),
         cmocka_unit_test(test_transform_keys),
+        cmocka_unit_test(test_admin_keys_file),
         cmocka_unit_test(test_srcset_widths),
         cmocka_unit_test(test_file_bad_value_names_line),
         cmocka_unit_test(test_file_unknown_key),

@@ -14,6 +14,7 @@
 #include "core/ident.h"
 #include "core/log.h"
 #include "core/lru.h"
+#include "core/metrics.h"
 #include "core/strbuf.h"
 
 #include <cmocka.h>
@@ -770,6 +771,33 @@ static void test_log_escape(void **state)
     assert_int_equal(out[11] == 'Z' || strlen(out) < 12, 1);
 }
 
+/* histogram_render: cumulative buckets with the labels, +Inf = count, sum in seconds. */
+static void test_histogram(void **state)
+{
+    struct histogram h = {0};
+    struct strbuf sb;
+
+    (void)state;
+    histogram_observe(&h, 300);      /* 0.3 ms: the first bucket */
+    histogram_observe(&h, 2000);     /* 2 ms: le 0.0025 */
+    histogram_observe(&h, 60000000); /* a minute: only +Inf */
+    strbuf_init(&sb, 1 << 16);
+    histogram_render(&sb, "t_seconds", "kind=\"k\"", &h);
+    assert_non_null(strstr(sb.buf, "t_seconds_bucket{kind=\"k\",le=\"0.0005\"} 1\n"));
+    assert_non_null(strstr(sb.buf, "t_seconds_bucket{kind=\"k\",le=\"0.001\"} 1\n"));
+    assert_non_null(strstr(sb.buf, "t_seconds_bucket{kind=\"k\",le=\"0.0025\"} 2\n"));
+    assert_non_null(strstr(sb.buf, "t_seconds_bucket{kind=\"k\",le=\"10\"} 2\n"));
+    assert_non_null(strstr(sb.buf, "t_seconds_bucket{kind=\"k\",le=\"+Inf\"} 3\n"));
+    assert_non_null(strstr(sb.buf, "t_seconds_sum{kind=\"k\"} 60.002300\n"));
+    assert_non_null(strstr(sb.buf, "t_seconds_count{kind=\"k\"} 3\n"));
+    strbuf_release(&sb);
+    strbuf_init(&sb, 1 << 16);
+    histogram_render(&sb, "u_seconds", "", &h); /* no labels: no empty braces */
+    assert_non_null(strstr(sb.buf, "u_seconds_bucket{le=\"+Inf\"} 3\n"));
+    assert_non_null(strstr(sb.buf, "u_seconds_count 3\n"));
+    strbuf_release(&sb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -802,6 +830,7 @@ int main(void)
         cmocka_unit_test(test_lru_both_bounds),
         cmocka_unit_test(test_lru_stripes_split_bounds),
         cmocka_unit_test(test_lru_no_entry_bound),
+        cmocka_unit_test(test_histogram),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -929,6 +929,36 @@ static void test_jobs_lease_extend(void **state)
     assert_int_equal(meta_job_extend(f->ms, &j, 10000), E_NOTFOUND);
 }
 
+/* meta_job_stats counts by kind: queued, due now, running, and how long the oldest due waits. */
+static void test_jobs_stats_by_kind(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_job_stats st;
+    struct meta_job j;
+
+    assert_int_equal(meta_job_enqueue(f->ms, "beta", "b1", 0), OK);
+    assert_int_equal(meta_job_enqueue(f->ms, "alpha", "a1", 0), OK);
+    assert_int_equal(meta_job_enqueue(f->ms, "alpha", "a2", 0), OK);
+    assert_int_equal(meta_job_enqueue(f->ms, "alpha", "later", 60000), OK);
+    usleep(1100 * 1000);
+    assert_int_equal(claim(f->ms, 10000, &j), OK); /* one of the due ones runs */
+    assert_int_equal(meta_job_stats(f->ms, &st), OK);
+    assert_int_equal(st.nkinds, 2);
+    assert_int_equal(st.queued + st.running, 4);
+    assert_string_equal(st.kind[0].kind, "alpha"); /* in name order */
+    assert_string_equal(st.kind[1].kind, "beta");
+    assert_int_equal(st.kind[0].queued + st.kind[0].running, 3);
+    assert_int_equal(st.kind[0].due + st.kind[1].due, 2); /* "later" is not due; one is leased */
+    assert_int_equal(st.kind[0].running + st.kind[1].running, 1);
+    for (size_t i = 0; i < 2; i++) {
+        if (st.kind[i].due > 0)
+            assert_true(st.kind[i].oldest_due_age >= 1);
+        else
+            assert_int_equal(st.kind[i].oldest_due_age, 0);
+    }
+    assert_true(st.oldest_age >= 1);
+}
+
 struct slow_job {
     struct meta_store *ms;
     int rival; /* what a second worker's claim returned while the job ran */
@@ -1316,6 +1346,7 @@ static void pg_stop(void)
         cmocka_unit_test_setup_teardown(test_jobs_outbox, setup, teardown),                        \
         cmocka_unit_test_setup_teardown(test_jobs_lease_retry_dead, setup, teardown),              \
         cmocka_unit_test_setup_teardown(test_jobs_lease_extend, setup, teardown),                  \
+        cmocka_unit_test_setup_teardown(test_jobs_stats_by_kind, setup, teardown),                 \
         cmocka_unit_test_setup_teardown(test_jobs_slow_job_kept, setup, teardown),                 \
         cmocka_unit_test_setup_teardown(test_jobs_concurrent_claims, setup, teardown),             \
         cmocka_unit_test_setup_teardown(test_blob_pins_release, setup, teardown)
