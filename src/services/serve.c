@@ -87,6 +87,9 @@ int service_run(const struct config *cfg, unsigned parts, const char *role)
     app_init(&app, &rt);
     api_init(&api, &rt, &app);
     up = true;
+    /* renditions are recorded where they are served: their disk budget is kept there too */
+    if ((parts & SERVICE_READ) && (rc = app_renditions_start(&app)) != OK)
+        goto out;
 
     signals_block();
     struct route routes[WEB_MAX_ROUTES], api_r[WEB_MAX_ROUTES];
