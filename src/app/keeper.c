@@ -189,8 +189,9 @@ void keeper_used(struct keeper *k, const struct variant_rec *v)
 {
     bool queued = false;
 
+    /* whole seconds: over the interval by a whole second, so at least the interval passed */
     if (k == NULL ||
-        (int64_t)time(NULL) - v->used_at < k->a->cfg->transforms.touch_interval_ms / 1000)
+        (int64_t)time(NULL) - v->used_at <= k->a->cfg->transforms.touch_interval_ms / 1000)
         return;
     pthread_mutex_lock(&k->lock);
     for (size_t i = 0; i < k->n && !queued; i++)
