@@ -72,7 +72,7 @@ int keeper_evict(struct app *a, uint64_t budget, size_t *n, uint64_t *bytes)
         *n += e.n;
         *bytes += e.bytes;
         for (size_t i = 0; i < e.n; i++)
-            log_info("keeper", "evicted rendition %s/t/%s", e.ref[i].image_id, e.ref[i].name);
+            log_debug("keeper", "evicted rendition %s/t/%s", e.ref[i].image_id, e.ref[i].name);
         /* a full batch: more may be over budget */
     } while (e.n == META_EVICT_MAX);
     metric_add(&m_evicted, (int64_t)*n);
