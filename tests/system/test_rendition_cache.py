@@ -5,6 +5,9 @@ Budget (transforms.cache_bytes): six renditions of nearly one size against a bud
 holds three. A rendition used again (after transforms.touch_interval) outlives older ones
 that were not; the least recently used go (row and blob), the preset `thumb` stays, an
 evicted rendition is made again on request, and a purge job names each evicted rendition.
+Edge: with a real Varnish (deploy/local/edge.sh, the shipped VCL, on 127.0.0.1:8000 +
+TESSERA_TEST_PORT_OFFSET, default 470) in front and the varnish purger, an evicted rendition
+is purged from the edge (its next request there misses).
 Stand-in (transforms.auto_standin): `.auto` for an AVIF client first answers the WebP
 rendition with a short max-age, then, once the background job made it, the AVIF, immutable.
 """
@@ -12,7 +15,10 @@ import base64
 import hashlib
 import hmac
 import os
+import shutil
 import sqlite3
+import subprocess
+import tempfile
 import sys
 import time
 
@@ -20,6 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tessera_fixture as tf  # noqa: E402
 
 C = tf.Checks("test_rendition_cache")
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+OFF = int(os.environ.get("TESSERA_TEST_PORT_OFFSET", "470"))
 KEY = "rendition-cache-test-key-0123456789"
 IMAGE = "accept_jpeg_baseline_rocket_640x427.jpg"
 OPS = ["w:300,q:%d.webp" % q for q in (60, 61, 62, 63, 64, 65)]
@@ -140,6 +148,48 @@ def t_budget():
         C.check(srv.alive(), "server alive", srv.death_note())
 
 
+def t_edge_purge():
+    if shutil.which("varnishd") is None:
+        print("SKIP t_edge_purge: no varnishd (scripts/deps.sh)")
+        return
+    run = tempfile.mkdtemp(prefix="tessera-edge-")
+    os.chmod(run, 0o755)  # varnish's worker (vcache) reads below it
+    edge = 8000 + OFF
+    size = sizes()
+    args = ["--transforms.keys=" + KEY, "--transforms.cache_bytes=%d" % (size[0] + size[1] - 1),
+            "--transforms.evict_interval=200ms", "--jobs.poll=50ms", "--cdn.purger=varnish",
+            "--cdn.purge_urls=http://127.0.0.1:%d" % edge]
+    srv = tf.Server(args)
+    env = None
+    try:
+        srv.start()
+        env = dict(os.environ, TESSERA_RUN=run, TESSERA_PORT_OFFSET=str(OFF),
+                   TESSERA_LB_PORT=str(srv.port))
+        subprocess.run([os.path.join(ROOT, "deploy", "local", "edge.sh"), "start"], env=env,
+                       check=True, capture_output=True, timeout=60)
+        _, _, _, j = tf.upload(srv, tf.corpus_bytes(IMAGE))
+        path = tpath(j["id"], OPS[0])
+
+        def via_edge():
+            st, h, _ = tf.request("http://127.0.0.1:%d" % edge, "GET", path)
+            return st, h.get("X-Cache")
+        C.eq(via_edge(), (200, "MISS"), "a rendition through the edge: a miss")
+        C.eq(via_edge(), (200, "HIT"), "then a hit (cached at the edge)")
+        next_second()  # older than the next one
+        st, _, _ = tf.request(srv, "GET", tpath(j["id"], OPS[1]))
+        C.eq(st, 200, "a second rendition: over the budget")
+        C.check(tf.wait_for(lambda: metric(srv, "tessera_cdn_purges_total") >= 1, 30,
+                            "the evicted rendition's purge"), "the eviction was purged at the edge")
+        C.check(row_key(srv, j["id"], OPS[0]) is None, "the first rendition was the one evicted")
+        C.eq(via_edge(), (200, "MISS"), "after the eviction the edge misses (made again)")
+    finally:
+        if env is not None:
+            subprocess.run([os.path.join(ROOT, "deploy", "local", "edge.sh"), "stop"], env=env,
+                           capture_output=True, timeout=60)
+        srv.stop()
+        shutil.rmtree(run, ignore_errors=True)
+
+
 def t_standin():
     args = ["--transforms.keys=" + KEY, "--transforms.auto_standin=true",
             "--transforms.standin_max_age=30s"]
@@ -164,6 +214,7 @@ def t_standin():
 
 def main():
     C.run(t_budget)
+    C.run(t_edge_purge)
     C.run(t_standin)
     C.finish()
 
