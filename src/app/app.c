@@ -10,6 +10,7 @@
 #include "app/app.h"
 
 #include "app/cursor.h"
+#include "app/keeper.h"
 #include "app/runtime.h"
 #include "cache/cache.h"
 #include "cdn/cdn.h"
@@ -42,6 +43,17 @@ static struct metric m_refused = {"tessera_renditions_refused_total",
                                   "counter", 0};
 static struct metric m_budget = {"tessera_renditions_memory_bytes",
                                  "Predicted memory of the renditions being made now.", "gauge", 0};
+static struct metric m_lease_waits = {
+    "tessera_renditions_lease_waits_total",
+    "First requests for a rendition answered with the one another service made (its lease).",
+    "counter", 0};
+static struct metric m_lease_timeouts = {
+    "tessera_renditions_lease_timeouts_total",
+    "Renditions made here after waiting transforms.lease_timeout for another service's make.",
+    "counter", 0};
+static struct metric m_standins = {"tessera_renditions_standins_total",
+                                   "auto answered with a WebP stand-in while the AVIF is made.",
+                                   "counter", 0};
 
 /* app_budget is transforms.memory_budget, or a quarter of physical memory up to 2 GiB. */
 static uint64_t app_budget(const struct config *cfg)
@@ -75,6 +87,13 @@ void app_init(struct app *a, const struct runtime *rt)
     pthread_condattr_destroy(&mono);
     pthread_mutex_init(&a->key_lock, NULL);
     a->budget = app_budget(a->cfg);
+    while (a->lease_holder == 0) {
+        random_bytes(&a->lease_holder, sizeof(a->lease_holder));
+        a->lease_holder &= INT64_MAX;
+    }
+    metric_register(&m_lease_waits);
+    metric_register(&m_lease_timeouts);
+    metric_register(&m_standins);
     metric_register(&m_uploads);
     metric_register(&m_upload_bytes);
     metric_register(&m_made);
@@ -82,8 +101,15 @@ void app_init(struct app *a, const struct runtime *rt)
     metric_register(&m_budget);
 }
 
+int app_renditions_start(struct app *a)
+{
+    return keeper_start(a, &a->keeper);
+}
+
 void app_release(struct app *a)
 {
+    keeper_stop(a->keeper);
+    a->keeper = NULL;
     pthread_mutex_destroy(&a->lock);
     pthread_cond_destroy(&a->flight_done);
     pthread_mutex_destroy(&a->work_lock);
@@ -509,11 +535,14 @@ static int variant_make(struct app *a, const struct image_rec *img, const struct
     v->width = info.width;
     v->height = info.height;
     v->bytes = (uint64_t)st.st_size;
+    v->used_at = (int64_t)time(NULL);
     rc = meta_blob_pin(a->meta, v->key, v->bytes);
     if (rc == OK) {
         rc = blob_put_path(a->blobs, v->key, out_path);
         if (rc == OK)
             rc = meta_variant_put(a->meta, v);
+        if (rc == OK && META_IS_RENDITION(v->name))
+            keeper_recorded(a->keeper); /* over the disk budget now? */
         /* the image deleted meanwhile: the unpin queues the release of the unused bytes */
         if (meta_blob_unpin(a->meta, v->key) != OK)
             log_warn("app", "blob %.16s stays pinned (gc clears stale pins)", v->key);
@@ -532,6 +561,49 @@ out:
         close(ofd);
     if (out_path[0] != '\0')
         unlink(out_path);
+    return rc;
+}
+
+/*
+ * lease_make makes a rendition once across services: the one that takes the
+ * lease in the database makes it; the others poll for its row until
+ * transforms.lease_timeout, then take the (expired) lease and make their own.
+ * Without a primary (no lease can be written) each makes its own.
+ */
+static int lease_make(struct app *a, const struct image_rec *img, const struct make *m,
+                      struct variant_rec *out, int *made_fd)
+{
+    int64_t timeout = a->cfg->transforms.lease_timeout_ms;
+    int64_t deadline = time_mono_us() / 1000 + timeout;
+    useconds_t pause = 10000;
+    bool got = false;
+    int rc = OK;
+
+    if (timeout == 0 || m->ops == NULL)
+        return variant_make(a, img, m, out, made_fd);
+    if (meta_lease_take(a->meta, img->id, m->name, a->lease_holder, time_now_us() / 1000 + timeout,
+                        &got) == OK &&
+        !got) {
+        rc = E_NOTFOUND;
+        while (rc == E_NOTFOUND && time_mono_us() / 1000 < deadline) {
+            usleep(pause);
+            pause = pause < 160000 ? pause * 2 : pause;
+            rc = meta_variant_get(a->meta, img->id, m->name, out);
+        }
+        if (rc == OK) {
+            metric_add(&m_lease_waits, 1);
+            return OK;
+        }
+        if (rc == E_NOTFOUND) {
+            /* the maker is slow or gone: its lease has run out, take it over */
+            metric_add(&m_lease_timeouts, 1);
+            meta_lease_take(a->meta, img->id, m->name, a->lease_holder,
+                            time_now_us() / 1000 + timeout, &got);
+        }
+    }
+    rc = variant_make(a, img, m, out, made_fd);
+    if (got && meta_lease_drop(a->meta, img->id, m->name, a->lease_holder) != OK)
+        log_debug("app", "lease of %s/t/%s left to run out", img->id, m->name);
     return rc;
 }
 
@@ -555,7 +627,7 @@ static int variant_get_or_make(struct app *a, const struct image_rec *img, const
         if (flight_join(a, img->id, m->name, &flight, &made_rc)) {
             rc = meta_variant_get(a->meta, img->id, m->name, out);
             if (rc == E_NOTFOUND)
-                rc = variant_make(a, img, m, out, made_fd);
+                rc = lease_make(a, img, m, out, made_fd);
             flight_land(a, flight, rc);
             break;
         }
@@ -598,7 +670,62 @@ int app_rendition(struct app *a, const struct image_rec *img, const struct img_o
         return rc;
     o.format = ops->format;
     img_ops_canonical(&o, name, sizeof(name));
-    return variant_get_or_make(a, img, &m, out, made_fd);
+    rc = variant_get_or_make(a, img, &m, out, made_fd);
+    if (rc == OK && (made_fd == NULL || *made_fd < 0))
+        keeper_used(a->keeper, out);
+    return rc;
+}
+
+/* standin_queue queues the background making of rendition name, once per process a while. */
+static void standin_queue(struct app *a, const char *id, const char *name)
+{
+    char payload[META_JOB_PAYLOAD_MAX];
+    int64_t now = time_mono_us() / 1000;
+    bool recent = false;
+
+    snprintf(payload, sizeof(payload), "%s/t/%s", id, name);
+    pthread_mutex_lock(&a->lock);
+    for (size_t i = 0; i < APP_STANDIN_RECENT && !recent; i++)
+        recent = strcmp(a->standin_queued[i].payload, payload) == 0 &&
+                 now - a->standin_queued[i].at < a->cfg->transforms.lease_timeout_ms + 60000;
+    if (!recent) {
+        size_t i = a->standin_next++ % APP_STANDIN_RECENT;
+        snprintf(a->standin_queued[i].payload, sizeof(a->standin_queued[i].payload), "%s", payload);
+        a->standin_queued[i].at = now;
+    }
+    pthread_mutex_unlock(&a->lock);
+    /* without a primary nothing is queued: a later request queues it again */
+    if (!recent && meta_job_enqueue(a->meta, META_JOB_RENDITION, payload, 0) != OK)
+        log_warn("app", "rendition %s not queued: the database takes no writes now", payload);
+}
+
+int app_rendition_standin(struct app *a, const struct image_rec *img, const struct img_ops *ops,
+                          struct variant_rec *out, int *made_fd, bool *standin, char *err,
+                          size_t cap)
+{
+    struct img_ops webp = *ops;
+    char name[OPS_CANON_MAX];
+    int rc;
+
+    *standin = false;
+    if (made_fd != NULL)
+        *made_fd = -1;
+    img_ops_canonical(ops, name, sizeof(name));
+    rc = meta_variant_get(a->meta, img->id, name, out);
+    if (rc == OK) {
+        keeper_used(a->keeper, out);
+        return OK;
+    }
+    if (rc != E_NOTFOUND)
+        return E_UNAVAILABLE;
+    webp.format = IMG_WEBP;
+    rc = app_rendition(a, img, &webp, out, made_fd, err, cap);
+    if (rc == OK) {
+        standin_queue(a, img->id, name);
+        metric_add(&m_standins, 1);
+        *standin = true;
+    }
+    return rc;
 }
 
 /* --- jobs --- */
@@ -634,6 +761,40 @@ static int job_variants(struct app *a, const char *id, char *err, size_t cap)
     return rc;
 }
 
+/* job_rendition makes the rendition "id/t/ops.ext" if not made yet (idempotent). */
+static int job_rendition(struct app *a, const char *payload, char *err, size_t cap)
+{
+    const struct ops_limits lim = {(uint32_t)a->cfg->transforms.max_dimension,
+                                   (uint64_t)a->cfg->limits.max_pixels};
+    const char *sep = strstr(payload, "/t/");
+    struct str ops, ext;
+    struct img_ops o;
+    struct image_rec img;
+    struct variant_rec v;
+    const char *dot;
+    int rc;
+
+    dot = sep != NULL ? strrchr(sep, '.') : NULL;
+    if (dot == NULL) {
+        snprintf(err, cap, "rendition: malformed payload \"%.64s\"", payload);
+        return E_INVALID;
+    }
+    ops = (struct str){sep + 3, (size_t)(dot - sep - 3)};
+    ext = str_from(dot + 1);
+    rc = img_ops_parse(ops, ext, &lim, &o, err, cap);
+    if (rc == OK)
+        rc = app_image_get(a, payload, (size_t)(sep - payload), &img);
+    if (rc == E_NOTFOUND)
+        return OK; /* the image went away: nothing to make */
+    if (rc == OK)
+        rc = app_rendition(a, &img, &o, &v, NULL, err, cap);
+    if (rc == E_NOTFOUND)
+        rc = OK;
+    if (rc != OK && err[0] == '\0')
+        snprintf(err, cap, "rendition %.100s: %s", payload, err_str(rc));
+    return rc;
+}
+
 int app_job_run(void *arg, const struct meta_job *job, char *err, size_t cap)
 {
     struct app *a = arg;
@@ -649,8 +810,10 @@ int app_job_run(void *arg, const struct meta_job *job, char *err, size_t cap)
             snprintf(err, cap, "release %.16s: %s", job->payload, err_str(rc));
         return rc;
     }
-    if (strcmp(job->kind, META_JOB_PURGE) == 0)
+    if (strcmp(job->kind, META_JOB_PURGE) == 0 || strcmp(job->kind, META_JOB_PURGE_RENDITION) == 0)
         return cdn_purge(a->cdn, job->payload, err, cap); /* idempotent; OK without a purger */
+    if (strcmp(job->kind, META_JOB_RENDITION) == 0)
+        return job_rendition(a, job->payload, err, cap);
     snprintf(err, cap, "unknown job kind \"%s\"", job->kind);
     return E_INVALID;
 }

@@ -27,10 +27,12 @@ struct blob_store;
 struct cache;
 struct cdn;
 struct img_ops;
+struct keeper;
 
 #define APP_VARIANT_FLIGHTS 64
 #define APP_MESSAGE_MAX     256
 #define APP_CURSOR_SECRET   "cursor.secret" /* settings row made by the first migration */
+#define APP_STANDIN_RECENT  64 /* background AVIF makes remembered, so each is queued once */
 
 /* One variant being made; others asking for it wait instead of making it again. */
 struct app_flight {
@@ -58,10 +60,25 @@ struct app {
     pthread_mutex_t key_lock;
     bool cursor_key_loaded; /* guarded by key_lock; then read-only */
     uint8_t cursor_key[32]; /* the deployment's cursor secret (settings "cursor.secret") */
+    struct keeper *keeper;  /* the renditions' disk budget (app_renditions_start); NULL: none */
+    int64_t lease_holder;   /* this process, in rendition leases */
+    struct {
+        char payload[META_JOB_PAYLOAD_MAX];
+        int64_t at;                       /* monotonic ms it was queued */
+    } standin_queued[APP_STANDIN_RECENT]; /* guarded by lock */
+    size_t standin_next;
 };
 
 /* app_init prepares a on the parts of rt (borrowed: rt must outlive a). */
 void app_init(struct app *a, const struct runtime *rt);
+
+/*
+ * app_renditions_start starts the renditions' disk budget keeper (touches,
+ * eviction: app/keeper.h) in a process that serves renditions, when
+ * transforms.cache_bytes is set; app_release stops it. E_INTERNAL when its
+ * thread cannot start.
+ */
+int app_renditions_start(struct app *a);
 
 /* app_release frees what app_init made (not the stores). */
 void app_release(struct app *a);
@@ -155,9 +172,23 @@ int app_rendition(struct app *a, const struct image_rec *img, const struct img_o
                   struct variant_rec *out, int *made_fd, char *err, size_t cap);
 
 /*
+ * app_rendition_standin is app_rendition for "auto" answered in AVIF (ops
+ * with format IMG_AVIF) under transforms.auto_standin: when the AVIF
+ * rendition exists it is out (*standin false); else its making is queued as
+ * a background job (once per process for a while) and out is the WebP
+ * rendition, made now if need be, with *standin true: the caller answers it
+ * as a stand-in (short max-age, never immutable). Errors as app_rendition.
+ */
+int app_rendition_standin(struct app *a, const struct image_rec *img, const struct img_ops *ops,
+                          struct variant_rec *out, int *made_fd, bool *standin, char *err,
+                          size_t cap);
+
+/*
  * app_job_run is the job handler (jobs_handler_fn, arg a struct app) of every
  * role that runs jobs: "variants" makes an image's missing preset variants,
- * "release" removes a blob nothing references, "purge" purges the CDN.
+ * "release" removes a blob nothing references, "purge" purges the CDN,
+ * "purge_rendition" purges one evicted rendition's URLs, "rendition" makes
+ * one rendition (a stand-in's AVIF).
  * Idempotent; may block.
  */
 int app_job_run(void *arg, const struct meta_job *job, char *err, size_t cap);

@@ -262,6 +262,8 @@ static void rt_cdn_opts(const struct config *cfg, const struct runtime *rt, stru
         o->variant[i].ext = img_format_ext(img_format_from_name(str_from(vp->format)));
     }
     o->n_variants = cfg->n_variants;
+    o->sign_keys = cfg->transform_key;
+    o->n_sign_keys = cfg->n_transform_keys;
 }
 
 /* metric_head writes the HELP and TYPE lines of one metric. */

@@ -14,6 +14,7 @@
 #include "core/strbuf.h"
 #include "core/xalloc.h"
 #include "image/image.h"
+#include "image/ops.h"
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -42,6 +43,8 @@ struct cdn {
     char *fastly_service;
     char *variants[CDN_MAX_VARIANTS]; /* "{name}.{ext}" */
     size_t n_variants;
+    char *keys[CDN_MAX_KEYS]; /* transform signing keys: a rendition URL's ?s= */
+    size_t n_keys;
 };
 
 /* --- metrics --- */
@@ -163,6 +166,8 @@ int cdn_new(const struct cdn_opts *o, struct cdn **out)
     c->fastly_service = xstrdup(opt(o->fastly_service));
     for (size_t i = 0; i < o->n_variants; i++)
         c->variants[c->n_variants++] = xasprintf("%s.%s", o->variant[i].name, o->variant[i].ext);
+    for (size_t i = 0; i < o->n_sign_keys && c->n_keys < CDN_MAX_KEYS; i++)
+        c->keys[c->n_keys++] = xstrdup(o->sign_keys[i]);
     if (kind == CDN_CLOUDFLARE)
         tok = opt(o->cloudflare_token)[0] ? o->cloudflare_token : getenv("CLOUDFLARE_API_TOKEN");
     if (kind == CDN_FASTLY)
@@ -199,6 +204,8 @@ void cdn_free(struct cdn *c)
         free(c->caches[i]);
     for (size_t i = 0; i < c->n_variants; i++)
         free(c->variants[i]);
+    for (size_t i = 0; i < c->n_keys; i++)
+        free(c->keys[i]);
     free(c->token);
     free(c->cloudflare_api);
     free(c->cloudflare_zone);
@@ -283,7 +290,7 @@ static void req_header(struct cdn_req *r, char *h)
 }
 
 /* plan_cloudflare: purge_cache calls with the image's URLs (30 a call), then its tag if asked. */
-static void plan_cloudflare(const struct cdn *c, const char *id, char **paths, size_t np,
+static void plan_cloudflare(const struct cdn *c, const char *id, char **paths, size_t np, bool tags,
                             struct cdn_plan *p)
 {
     char base[600];
@@ -309,7 +316,7 @@ static void plan_cloudflare(const struct cdn *c, const char *id, char **paths, s
         r->body = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
         json_decref(j);
     }
-    if (c->cloudflare_tags) {
+    if (tags) {
         struct cdn_req *r =
             plan_add(p, "POST", xasprintf("%s/zones/%s/purge_cache", base, c->cloudflare_zone));
         if (r == NULL)
@@ -324,14 +331,117 @@ static void plan_cloudflare(const struct cdn *c, const char *id, char **paths, s
     }
 }
 
+/* rendition_parse splits "id/t/name"; E_INVALID when malformed (name: [a-z0-9:,.]). */
+static int rendition_parse(const char *payload, char id[CDN_ID_MAX], char name[OPS_CANON_MAX])
+{
+    const char *sep = strstr(payload, "/t/");
+    char head[CDN_ID_MAX], fmt[16];
+    size_t n = sep != NULL ? (size_t)(sep - payload) : 0;
+    size_t nl = sep != NULL ? strlen(sep + 3) : 0;
+
+    if (n == 0 || n >= CDN_ID_MAX || nl == 0 || nl >= OPS_CANON_MAX || strchr(sep + 3, '.') == NULL)
+        return E_INVALID;
+    memcpy(head, payload, n);
+    head[n] = '\0';
+    if (payload_parse(head, id, fmt) != OK || fmt[0] != '\0')
+        return E_INVALID;
+    for (size_t i = 0; i < nl; i++) {
+        char ch = sep[3 + i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || strchr(":,.", ch)))
+            return E_INVALID;
+    }
+    memcpy(name, sep + 3, nl + 1);
+    return OK;
+}
+
+/*
+ * rendition_names fills out with name and, for an AVIF or WebP rendition,
+ * its .auto sibling (an auto URL answers with it); returns how many.
+ */
+static size_t rendition_names(const char *name, char out[2][OPS_CANON_MAX])
+{
+    const char *dot = strrchr(name, '.');
+    size_t n = 0;
+
+    snprintf(out[n++], OPS_CANON_MAX, "%s", name);
+    if (strcmp(dot, ".avif") == 0 || strcmp(dot, ".webp") == 0)
+        snprintf(out[n++], OPS_CANON_MAX, "%.*s.auto", (int)(dot - name), name);
+    return n;
+}
+
+/* rendition_urls fills out with the paths of a rendition as served: each name with ?s= per key. */
+static size_t rendition_urls(const struct cdn *c, const char *id, const char *name, char **out)
+{
+    char names[2][OPS_CANON_MAX];
+    size_t nn = rendition_names(name, names), n = 0;
+
+    for (size_t i = 0; i < nn; i++) {
+        for (size_t k = 0; k < c->n_keys; k++) {
+            char sig[OPS_SIG_LEN + 1];
+            img_ops_sign(c->keys[k], strlen(c->keys[k]), id, names[i], sig);
+            out[n++] = xasprintf("/i/%s/t/%s?s=%s", id, names[i], sig);
+        }
+        if (c->n_keys == 0) /* transforms.unsigned */
+            out[n++] = xasprintf("/i/%s/t/%s", id, names[i]);
+    }
+    return n;
+}
+
+static int plan_rendition(const struct cdn *c, const char *payload, struct cdn_plan *p)
+{
+    char id[CDN_ID_MAX], name[OPS_CANON_MAX], names[2][OPS_CANON_MAX];
+    char *paths[2 * CDN_MAX_KEYS];
+    size_t np = 0, nn;
+    int rc = rendition_parse(payload, id, name);
+
+    if (rc != OK)
+        return rc;
+    switch (c->kind) {
+    case CDN_VARNISH:
+        /* a BAN regex on the path matches every ?s= and every Accept class of it */
+        nn = rendition_names(name, names);
+        for (size_t i = 0; i < c->n_caches; i++)
+            for (size_t k = 0; k < nn; k++) {
+                struct cdn_req *r =
+                    plan_add(p, "BAN", xasprintf("%s/i/%s/t/%s", c->caches[i], id, names[k]));
+                if (r != NULL)
+                    r->cache = i;
+            }
+        break;
+    case CDN_HTTP:
+        np = rendition_urls(c, id, name, paths);
+        for (size_t i = 0; i < c->n_caches; i++)
+            for (size_t k = 0; k < np; k++) {
+                struct cdn_req *r = plan_add(p, "PURGE", xasprintf("%s%s", c->caches[i], paths[k]));
+                if (r != NULL)
+                    r->cache = i;
+            }
+        break;
+    case CDN_CLOUDFLARE:
+        /* by URL only: the tag img-{id} would purge the whole image */
+        np = rendition_urls(c, id, name, paths);
+        plan_cloudflare(c, id, paths, np, false, p);
+        break;
+    case CDN_FASTLY:
+    case CDN_NONE:
+        break;
+    }
+    for (size_t k = 0; k < np; k++)
+        free(paths[k]);
+    return OK;
+}
+
 int cdn_plan_build(const struct cdn *c, const char *payload, struct cdn_plan *p)
 {
     char id[CDN_ID_MAX], format[16];
     char *paths[CDN_MAX_PATHS];
     size_t np = 0;
-    int rc = payload_parse(payload, id, format);
+    int rc;
 
     p->n = 0;
+    if (c != NULL && strstr(payload, "/t/") != NULL)
+        return plan_rendition(c, payload, p);
+    rc = payload_parse(payload, id, format);
     if (rc != OK || c == NULL)
         return rc;
     switch (c->kind) {
@@ -356,7 +466,7 @@ int cdn_plan_build(const struct cdn *c, const char *payload, struct cdn_plan *p)
         break;
     case CDN_CLOUDFLARE:
         np = cdn_paths(c, id, format, paths);
-        plan_cloudflare(c, id, paths, np, p);
+        plan_cloudflare(c, id, paths, np, c->cloudflare_tags, p);
         break;
     case CDN_FASTLY: {
         char base[600];

@@ -19,6 +19,7 @@
 #define CDN_PLAN_MAX     (CDN_MAX_CACHES * CDN_MAX_PATHS)
 #define CDN_REQ_HEADERS  4
 #define CDN_CF_FILES     30 /* URLs per Cloudflare purge_cache call */
+#define CDN_MAX_KEYS     4  /* transform signing keys whose ?s= a rendition's URL purge names */
 
 enum cdn_kind { CDN_NONE, CDN_VARNISH, CDN_CLOUDFLARE, CDN_FASTLY, CDN_HTTP };
 
@@ -63,6 +64,8 @@ struct cdn_opts {
     const char *fastly_key; /* "": $FASTLY_API_KEY */
     size_t n_variants;      /* at most CDN_MAX_VARIANTS */
     struct cdn_variant variant[CDN_MAX_VARIANTS];
+    char *const *sign_keys; /* transform keys (renditions' URLs carry ?s= of each); may be 0 */
+    size_t n_sign_keys;
 };
 
 struct cdn;
@@ -91,9 +94,14 @@ enum cdn_kind cdn_kind_of(const struct cdn *c);
 size_t cdn_paths(const struct cdn *c, const char *id, const char *format, char **out);
 
 /*
- * cdn_plan_build plans the purge of payload ("id:format" or "id", the purge
- * job's payload) into p: the first requests of c's kind (varnish: one xkey
- * PURGE per cache). E_INVALID for a malformed payload. Release with
+ * cdn_plan_build plans the purge of payload into p: the first requests of
+ * c's kind. Payload "id:format" or "id" (a deleted image: varnish one xkey
+ * PURGE per cache, else its URLs or its tag), or "id/t/name" (one rendition,
+ * evicted or of a deleted image: varnish a BAN of its path per cache, and of
+ * its .auto sibling for AVIF and WebP; http and cloudflare its URLs with ?s=
+ * of each signing key (the first CDN_MAX_KEYS); fastly nothing: its purge
+ * by the key img-{id} covers a delete, and an evicted rendition at the edge
+ * is still the right bytes). E_INVALID for a malformed payload. Release with
  * cdn_plan_release.
  */
 int cdn_plan_build(const struct cdn *c, const char *payload, struct cdn_plan *p);

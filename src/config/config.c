@@ -297,6 +297,28 @@ static const struct cfg_entry config_table[] = {
      "Comma-separated widths, ascending, of the srcset of signed w:{width}.auto URLs in image "
      "answers (only while a key is configured; widths above the image's are left out); empty: "
      "no srcset."},
+    {"transforms", "cache_bytes", CFG_SIZE, "0", 0, 1024 * 1024 * GiB, F(transforms.cache_bytes),
+     "Disk budget of the renditions (/i/{id}/t/; presets do not count and are never evicted): "
+     "over it, the least recently used are deleted (row, blob, edge copies) and made again on "
+     "request. 0: no budget."},
+    {"transforms", "touch_interval", CFG_DURATION, "10m", 1000, 7 * 24 * 3600000LL,
+     F(transforms.touch_interval_ms),
+     "A rendition's use is written (batched, in the background) at most once per this interval: "
+     "the eviction order is this coarse. Only with transforms.cache_bytes."},
+    {"transforms", "evict_interval", CFG_DURATION, "1m", 100, 24 * 3600000LL,
+     F(transforms.evict_interval_ms),
+     "How often a read service checks the renditions' disk budget (also soon after it recorded "
+     "one); one service at a time evicts."},
+    {"transforms", "lease_timeout", CFG_DURATION, "15s", 0, 600000, F(transforms.lease_timeout_ms),
+     "Services asked for the same new rendition at once: one takes a lease in the database and "
+     "makes it, the others wait for it at most this long, then make their own. 0: no lease."},
+    {"transforms", "auto_standin", CFG_BOOL, "false", 0, 1, F(transforms.auto_standin),
+     "For .auto answered in AVIF: while the AVIF rendition does not exist, answer the WebP one "
+     "(with Cache-Control max-age transforms.standin_max_age, not immutable) and make the AVIF "
+     "in the background (a job)."},
+    {"transforms", "standin_max_age", CFG_DURATION, "1m", 0, 3600000,
+     F(transforms.standin_max_age_ms),
+     "Cache-Control max-age of a WebP stand-in answer (transforms.auto_standin)."},
 
     {"log", "level", CFG_STR, "info", 0, 0, F(log.level), "debug, info, warn, error or off."},
     {"log", "access", CFG_BOOL, "true", 0, 1, F(log.access),

@@ -144,7 +144,13 @@ struct config {
         bool allow_unsigned;   /* "unsigned": serve transforms without a signature */
         int64_t memory_budget; /* bytes of predicted decode memory at once; 0 = from RAM */
         int64_t queue_timeout_ms;
-        char *srcset_widths; /* comma-separated widths of the srcset in image answers */
+        char *srcset_widths;       /* comma-separated widths of the srcset in image answers */
+        int64_t cache_bytes;       /* disk budget of renditions; 0 = unlimited */
+        int64_t touch_interval_ms; /* a rendition's use is recorded at most this often */
+        int64_t evict_interval_ms; /* how often the disk budget is checked */
+        int64_t lease_timeout_ms;  /* others wait this long for a rendition's maker; 0 = no lease */
+        bool auto_standin;         /* auto: WebP while the AVIF is made in the background */
+        int64_t standin_max_age_ms;
     } transforms;
     struct {
         char *level;

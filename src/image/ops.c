@@ -333,7 +333,7 @@ int img_ops_plan(const struct img_ops *o, const struct img_source *src,
     {
         uint64_t ow64 = plan->scaled_w ? plan->scaled_w : plan->width;
         uint64_t oh64 = plan->scaled_h ? plan->scaled_h : plan->height;
-        plan->memory = decoded + ow64 * oh64 * 4 * frames + src->bytes;
+        plan->memory = decoded + ow64 * oh64 * 4 * frames + src->bytes + OPS_MEMORY_FIXED;
     }
     return OK;
 }

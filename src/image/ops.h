@@ -20,6 +20,13 @@
 #define OPS_CANON_MAX 64 /* "w:4096,h:4096,fit:cover,g:attention,q:100,dpr:4,up:1.avif" + NUL */
 #define OPS_SIG_LEN   32 /* characters of base64url HMAC-SHA256 in ?s= */
 #define OPS_DPR_MAX   4
+/*
+ * What every rendition takes besides its pixels and file, measured (test_transform): the
+ * thread that makes it and libvips' per-thread buffers, the codecs' state, allocator slack.
+ * Without it 32 small renditions at once overran a 96 MiB budget by a quarter; with 16 MiB
+ * they stayed 35 MiB under it (docs/transforms.md, "Memory budget").
+ */
+#define OPS_MEMORY_FIXED (16u << 20)
 
 enum ops_fit { OPS_FIT_CONTAIN = 0, OPS_FIT_COVER, OPS_FIT_FILL };
 enum ops_gravity { OPS_G_CENTER = 0, OPS_G_ATTENTION, OPS_G_ENTROPY };
@@ -100,7 +107,8 @@ struct img_plan {
  * fits in the source). memory predicts the peak from the header alone: the
  * decoded pixels after shrink-on-load (JPEG 1/2/4/8, WebP any scale, others
  * none) x 4 bands x bytes per band (2 for PNG and TIFF, which may be 16-bit)
- * x frames kept, plus the output, plus the file held in memory.
+ * x frames kept, plus the output, plus the file held in memory, plus
+ * OPS_MEMORY_FIXED.
  * OK, or E_INVALID with err naming the key when the output exceeds
  * lim->max_pixels ("w" or "h": an enlarged one-sided box).
  */

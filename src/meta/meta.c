@@ -365,3 +365,57 @@ bool meta_may_block(const struct meta_store *ms)
 {
     return strcmp(ms->ops->name, "sqlite") != 0;
 }
+
+static bool ref_ok(const struct meta_variant_ref *v)
+{
+    return v != NULL && id_ok(v->image_id) && word_ok(v->name, META_VARIANT_MAX, VARIANT_EXTRA);
+}
+
+int meta_variants_touch(struct meta_store *ms, const struct meta_variant_ref *refs, size_t n,
+                        int64_t now)
+{
+    if (n == 0)
+        return OK;
+    for (size_t i = 0; i < n; i++)
+        if (!ref_ok(&refs[i]))
+            return E_INVALID;
+    return meta_refs_variants_touch(ms, refs, n, now);
+}
+
+int meta_renditions_evict(struct meta_store *ms, uint64_t budget, struct meta_evicted *out)
+{
+    if (budget > INT64_MAX)
+        budget = INT64_MAX;
+    return meta_refs_renditions_evict(ms, budget, out);
+}
+
+/* lease_ref checks a lease's variant and copies it into a ref. */
+static bool lease_ref(const char *image_id, const char *name, int64_t holder,
+                      struct meta_variant_ref *v)
+{
+    if (image_id == NULL || name == NULL || holder == 0)
+        return false;
+    snprintf(v->image_id, sizeof(v->image_id), "%.*s", (int)(sizeof(v->image_id) - 1), image_id);
+    snprintf(v->name, sizeof(v->name), "%.*s", (int)(sizeof(v->name) - 1), name);
+    return strcmp(v->image_id, image_id) == 0 && strcmp(v->name, name) == 0 && ref_ok(v);
+}
+
+int meta_lease_take(struct meta_store *ms, const char *image_id, const char *name, int64_t holder,
+                    int64_t until_ms, bool *got)
+{
+    struct meta_variant_ref v;
+
+    *got = false;
+    if (!lease_ref(image_id, name, holder, &v))
+        return E_INVALID;
+    return meta_refs_lease_take(ms, &v, holder, until_ms, got);
+}
+
+int meta_lease_drop(struct meta_store *ms, const char *image_id, const char *name, int64_t holder)
+{
+    struct meta_variant_ref v;
+
+    if (!lease_ref(image_id, name, holder, &v))
+        return E_INVALID;
+    return meta_refs_lease_drop(ms, &v, holder);
+}

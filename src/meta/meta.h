@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define META_FORMAT_MAX 8 /* "jpeg", "webp", ... and a NUL */
 /* variant names: presets [a-z0-9_-]{1,31}; renditions their canonical "ops.ext" ([a-z0-9:,.]) */
@@ -49,6 +50,31 @@ struct variant_rec {
     uint32_t width;
     uint32_t height;
     uint64_t bytes;
+    int64_t used_at; /* seconds: last recorded use (renditions' LRU), its creation if never */
+};
+
+/*
+ * Renditions (/i/{id}/t/) are the variants whose name holds ':' (a preset's
+ * name cannot): they count against a disk budget, least recently used first
+ * out; presets are never evicted.
+ */
+#define META_IS_RENDITION(name) (strchr((name), ':') != NULL)
+
+/* One variant, by name (touches, evictions). */
+struct meta_variant_ref {
+    char image_id[IMAGE_ID_MAX + 1];
+    char name[META_VARIANT_MAX];
+};
+
+#define META_EVICT_MAX 64 /* renditions one eviction transaction removes at most */
+
+/* What meta_renditions_evict did. */
+struct meta_evicted {
+    uint64_t total; /* bytes of every rendition before */
+    uint64_t bytes; /* bytes evicted */
+    size_t n;       /* renditions evicted */
+    bool skipped;   /* another process was evicting: nothing done */
+    struct meta_variant_ref ref[META_EVICT_MAX];
 };
 
 /* Blob keys whose reference count reached zero: the caller removes those blobs. */
@@ -67,6 +93,10 @@ struct meta_store;
 #define META_JOB_VARIANTS "variants" /* payload: image id; make its preset variants */
 #define META_JOB_RELEASE  "release"  /* payload: blob key; remove the bytes if unreferenced */
 #define META_JOB_PURGE    "purge"    /* payload: "id:format" of a deleted image; purge the CDN */
+/* payload "id/t/name": purge one rendition's URLs from the CDN (evicted, or its image deleted) */
+#define META_JOB_PURGE_RENDITION "purgerendition"
+/* payload "id/t/name": make a rendition in the background (auto's AVIF behind a WebP stand-in) */
+#define META_JOB_RENDITION "rendition"
 
 /* A claimed job: valid until its lease runs out; lease is the fencing token. */
 struct meta_job {
@@ -199,7 +229,8 @@ int meta_image_list(struct meta_store *ms, int64_t before, size_t limit, struct 
  * named; keys whose count reached zero are reported in *rel (rel may be
  * NULL; rel->n is 0 on failure) and a "release" job is enqueued for each in
  * the same transaction, after one "purge" job (payload "id:format") that
- * evicts the image and its variants from the CDN. E_NOTFOUND if unknown or
+ * evicts the image and its variants from the CDN, and one "purgerendition"
+ * job per rendition (for purgers that purge by URL). E_NOTFOUND if unknown or
  * already deleted.
  */
 int meta_image_delete(struct meta_store *ms, const char *id, struct meta_released *rel);
@@ -218,6 +249,37 @@ int meta_variant_get(struct meta_store *ms, const char *image_id, const char *na
  * report every blob it releases in struct meta_released).
  */
 int meta_variant_put(struct meta_store *ms, const struct variant_rec *v);
+
+/*
+ * meta_variants_touch records that the n variants of refs were used at now
+ * (seconds), in one write transaction: the renditions' LRU. Rows gone
+ * meanwhile are skipped. E_UNAVAILABLE while the primary takes no writes (the
+ * caller drops the touches: recency is approximate).
+ */
+int meta_variants_touch(struct meta_store *ms, const struct meta_variant_ref *refs, size_t n,
+                        int64_t now);
+
+/*
+ * meta_renditions_evict keeps the renditions within budget bytes: in one
+ * write transaction, if their bytes exceed budget, it drops the least
+ * recently used rendition rows (at most META_EVICT_MAX, enough to get under
+ * budget when possible), one blob reference each (a release job for each
+ * blob left unreferenced) and queues a "purge_rendition" job for each, and
+ * reports them in *out. Presets are never evicted. One process evicts at a
+ * time: another finds out->skipped. Stale rendition leases go too.
+ */
+int meta_renditions_evict(struct meta_store *ms, uint64_t budget, struct meta_evicted *out);
+
+/*
+ * meta_lease_take tries to lease the making of variant (image_id, name) for
+ * holder (non-zero) until until_ms (wall clock ms): *got tells whether it is
+ * ours now (no lease, an expired one, or ours already). E_UNAVAILABLE while
+ * the primary takes no writes. meta_lease_drop ends holder's lease (others'
+ * are left alone).
+ */
+int meta_lease_take(struct meta_store *ms, const char *image_id, const char *name, int64_t holder,
+                    int64_t until_ms, bool *got);
+int meta_lease_drop(struct meta_store *ms, const char *image_id, const char *name, int64_t holder);
 
 /* meta_blob_refs sets *refs to the blob's reference count (0 when it has no row); E_INVALID bad
  * key. */

@@ -77,6 +77,25 @@ struct meta_tx_ops {
     int (*blob_claim)(struct meta_tx *tx, const char *key);
     int (*blob_drop)(struct meta_tx *tx, const char *key); /* the row (or claim), if unused */
     int (*job_insert)(struct meta_tx *tx, const char *kind, const char *payload, int64_t delay_ms);
+    /* variant_touch sets a variant's used_at (a row gone is no error). */
+    int (*variant_touch)(struct meta_tx *tx, const struct meta_variant_ref *v, int64_t now);
+    /* variant_delete drops one variant row; its key out; E_NOTFOUND when gone. */
+    int (*variant_delete)(struct meta_tx *tx, const struct meta_variant_ref *v,
+                          char key[SHA256_HEX]);
+    /* evict_lock: *got false when another transaction evicts now (held until commit). */
+    int (*evict_lock)(struct meta_tx *tx, bool *got);
+    int (*renditions_bytes)(struct meta_tx *tx, uint64_t *total);
+    /* renditions_oldest: up to cap renditions, least recently used first, with their bytes. */
+    /* renditions_of: up to cap renditions of one image (names out). */
+    int (*renditions_of)(struct meta_tx *tx, const char *image_id, size_t cap,
+                         struct meta_variant_ref *out, size_t *n);
+    int (*renditions_oldest)(struct meta_tx *tx, size_t cap, struct meta_variant_ref *out,
+                             uint64_t *bytes, size_t *n);
+    /* lease_take: *got when (image_id, name) had no live lease or holder's; then it is until. */
+    int (*lease_take)(struct meta_tx *tx, const struct meta_variant_ref *v, int64_t holder,
+                      int64_t until_ms, int64_t now_ms, bool *got);
+    int (*lease_drop)(struct meta_tx *tx, const struct meta_variant_ref *v, int64_t holder);
+    int (*leases_drop_stale)(struct meta_tx *tx, int64_t before_ms); /* expired before */
 };
 
 /* The protocols (meta_refs.c), dispatched to by meta.c once the arguments are checked. */
@@ -90,6 +109,12 @@ int meta_refs_blob_collect_orphan(struct meta_store *ms, const char *key, meta_r
                                   void *arg);
 int meta_refs_blob_unpin_stale(struct meta_store *ms, int64_t pinned_before, int64_t *n);
 int meta_refs_variants_drop_dead(struct meta_store *ms, size_t limit, int64_t *n, uint64_t *bytes);
+int meta_refs_variants_touch(struct meta_store *ms, const struct meta_variant_ref *refs, size_t n,
+                             int64_t now);
+int meta_refs_renditions_evict(struct meta_store *ms, uint64_t budget, struct meta_evicted *out);
+int meta_refs_lease_take(struct meta_store *ms, const struct meta_variant_ref *v, int64_t holder,
+                         int64_t until_ms, bool *got);
+int meta_refs_lease_drop(struct meta_store *ms, const struct meta_variant_ref *v, int64_t holder);
 
 /* Each call receives the backend state given to meta_store_new; same contracts as meta.h. */
 struct meta_ops {

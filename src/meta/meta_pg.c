@@ -48,6 +48,7 @@
 #define PG_BACKOFF_MAX         5000
 #define PG_PRIMARY_BACKOFF_MAX 1000  /* writes fail fast while the primary is down, not longer */
 #define PG_MIGRATE_LOCK        74185 /* pg_advisory_xact_lock key serialising migrators */
+#define PG_EVICT_LOCK          74186 /* pg_try_advisory_xact_lock key: one evicting process */
 
 /* Statuses of this file only, never returned to callers. */
 #define PG_RETRY 1 /* serialization failure, deadlock, recovery conflict: run it again */
@@ -117,6 +118,17 @@ static const char *const pg_migrations[] = {
     "INSERT INTO settings (name, value, updated_at) VALUES ('cursor.secret',"
     " replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''),"
     " extract(epoch FROM now())::bigint) ON CONFLICT (name) DO NOTHING;",
+    /* 3: the renditions' LRU (last use, NULL: never since made) and their making leases */
+    "ALTER TABLE variants ADD COLUMN used_at bigint;"
+    "CREATE INDEX variants_lru ON variants ((coalesce(used_at, created_at)))"
+    " WHERE strpos(name, ':') > 0;"
+    "CREATE TABLE rendition_leases ("
+    "  image_id text NOT NULL,"
+    "  name text NOT NULL,"
+    "  holder bigint NOT NULL,"
+    "  until bigint NOT NULL," /* ms since the epoch */
+    "  PRIMARY KEY (image_id, name)"
+    ");",
 };
 
 const int meta_pg_schema_version = (int)(sizeof(pg_migrations) / sizeof(pg_migrations[0]));
@@ -130,6 +142,10 @@ const int meta_pg_schema_version = (int)(sizeof(pg_migrations) / sizeof(pg_migra
 /* What gc collects: no reference, and no pin or only a stale one ($2), created before $1. */
 #define PG_GC_UNUSED                                                                               \
     "refs = 0 AND (pins = 0 OR coalesce(pinned_at, 0) < $2::bigint) AND created_at < $1::bigint"
+
+#define PG_RENDITION "strpos(name, ':') > 0"
+#define PG_STR_(x)   #x
+#define PG_STR(x)    PG_STR_(x)
 
 const char meta_pg_list_sql[] = "SELECT " PG_IMAGE_COLS " FROM images"
                                 " WHERE deleted_at IS NULL AND seq < $1::bigint"
@@ -172,6 +188,15 @@ enum pg_stmt {
     PS_BLOB_CLAIM,
     PS_VARIANTS_DROP_DEAD,
     PS_JOB_PURGE_DEAD,
+    PS_VARIANT_TOUCH,
+    PS_VARIANT_DELETE,
+    PS_EVICT_LOCK,
+    PS_RENDITIONS_BYTES,
+    PS_RENDITIONS_OLDEST,
+    PS_RENDITIONS_OF,
+    PS_LEASE_TAKE,
+    PS_LEASE_DROP,
+    PS_LEASES_DROP_STALE,
     PS_COUNT
 };
 
@@ -231,8 +256,9 @@ static const char *const pg_sql[PS_COUNT] = {
     /* deleted or not: a standby that has the row knows the answer without the primary */
     [PS_IMAGE_KNOWN] = "SELECT 1 FROM images WHERE id = $1",
     [PS_IMAGE_LIST] = meta_pg_list_sql,
-    [PS_VARIANT_GET] = "SELECT image_id, name, key, format, width, height, bytes"
-                       " FROM variants WHERE image_id = $1 AND name = $2",
+    [PS_VARIANT_GET] =
+        "SELECT image_id, name, key, format, width, height, bytes,"
+        " coalesce(used_at, created_at) FROM variants WHERE image_id = $1 AND name = $2",
     [PS_BLOB_REFS] = "SELECT refs FROM blobs WHERE key = $1",
     [PS_IMAGE_COUNT] = "SELECT count(*) FROM images WHERE deleted_at IS NULL",
     [PS_SETTING_GET] = "SELECT value FROM settings WHERE name = $1",
@@ -274,6 +300,25 @@ static const char *const pg_sql[PS_COUNT] = {
                               " ON i.id = v.image_id WHERE i.deleted_at IS NOT NULL"
                               " LIMIT $1::bigint FOR UPDATE OF v) RETURNING key, bytes",
     [PS_JOB_PURGE_DEAD] = "DELETE FROM jobs WHERE state = 'dead' AND run_after < $1::bigint",
+    /* renditions: names with ':' (PG_RENDITION matches the partial index variants_lru) */
+    [PS_VARIANT_TOUCH] = "UPDATE variants SET used_at = $3::bigint WHERE image_id = $1"
+                         " AND name = $2",
+    [PS_VARIANT_DELETE] = "DELETE FROM variants WHERE image_id = $1 AND name = $2 RETURNING key",
+    [PS_EVICT_LOCK] = "SELECT pg_try_advisory_xact_lock(" PG_STR(PG_EVICT_LOCK) ")",
+    [PS_RENDITIONS_BYTES] = "SELECT coalesce(sum(bytes), 0) FROM variants WHERE " PG_RENDITION,
+    [PS_RENDITIONS_OLDEST] = "SELECT image_id, name, bytes FROM variants WHERE " PG_RENDITION
+                             " ORDER BY coalesce(used_at, created_at) LIMIT $1::bigint",
+    [PS_RENDITIONS_OF] =
+        "SELECT image_id, name, bytes FROM variants WHERE image_id = $2 AND " PG_RENDITION
+        " LIMIT $1::bigint",
+    [PS_LEASE_TAKE] = "INSERT INTO rendition_leases (image_id, name, holder, until)"
+                      " VALUES ($1, $2, $3::bigint, $4::bigint) ON CONFLICT (image_id, name)"
+                      " DO UPDATE SET holder = EXCLUDED.holder, until = EXCLUDED.until"
+                      " WHERE rendition_leases.until < $5::bigint"
+                      " OR rendition_leases.holder = EXCLUDED.holder RETURNING 1",
+    [PS_LEASE_DROP] = "DELETE FROM rendition_leases WHERE image_id = $1 AND name = $2"
+                      " AND holder = $3::bigint",
+    [PS_LEASES_DROP_STALE] = "DELETE FROM rendition_leases WHERE until < $1::bigint",
 };
 
 struct pg_conn {
@@ -1138,6 +1183,122 @@ static int pg_tx_job_insert(struct meta_tx *tx, const char *kind, const char *pa
     return pg_job_insert(tc->n, tc->c, kind, payload, delay_ms);
 }
 
+static int pg_tx_variant_touch(struct meta_tx *tx, const struct meta_variant_ref *ref, int64_t now)
+{
+    char t[24];
+    const char *v[] = {ref->image_id, ref->name, t};
+
+    snprintf(t, sizeof(t), "%lld", (long long)now);
+    return pg_tx_exec(tx, PS_VARIANT_TOUCH, 3, v, NULL);
+}
+
+static int pg_tx_variant_delete(struct meta_tx *tx, const struct meta_variant_ref *ref,
+                                char key[SHA256_HEX])
+{
+    const char *v[] = {ref->image_id, ref->name};
+    PGresult *r = NULL;
+    int rc = pg_tx_exec(tx, PS_VARIANT_DELETE, 2, v, &r);
+
+    if (rc == OK && PQntuples(r) == 0)
+        rc = E_NOTFOUND;
+    if (rc == OK)
+        pg_text(r, 0, 0, key, SHA256_HEX);
+    PQclear(r);
+    return rc;
+}
+
+/* A transaction-scoped advisory lock: released by the commit, or by a crash of the session. */
+static int pg_tx_evict_lock(struct meta_tx *tx, bool *got)
+{
+    PGresult *r = NULL;
+    int rc = pg_tx_exec(tx, PS_EVICT_LOCK, 0, NULL, &r);
+
+    *got = rc == OK && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    PQclear(r);
+    return rc;
+}
+
+static int pg_tx_renditions_bytes(struct meta_tx *tx, uint64_t *total)
+{
+    PGresult *r = NULL;
+    int rc = pg_tx_exec(tx, PS_RENDITIONS_BYTES, 0, NULL, &r);
+
+    if (rc == OK)
+        *total = (uint64_t)pg_i64(r, 0, 0);
+    PQclear(r);
+    return rc;
+}
+
+/* pg_tx_refs runs i (limit cap, then image_id when given) for (image_id, name, bytes) rows. */
+static int pg_tx_refs(struct meta_tx *tx, enum pg_stmt i, const char *image_id, size_t cap,
+                      struct meta_variant_ref *out, uint64_t *bytes, size_t *n)
+{
+    char lim[24];
+    const char *v[] = {lim, image_id};
+    PGresult *r = NULL;
+    int rc;
+
+    *n = 0;
+    snprintf(lim, sizeof(lim), "%zu", cap);
+    rc = pg_tx_exec(tx, i, image_id != NULL ? 2 : 1, v, &r);
+    for (int row = 0; rc == OK && row < PQntuples(r) && *n < cap; row++) {
+        pg_text(r, row, 0, out[*n].image_id, sizeof(out[*n].image_id));
+        pg_text(r, row, 1, out[*n].name, sizeof(out[*n].name));
+        if (bytes != NULL)
+            bytes[*n] = (uint64_t)pg_i64(r, row, 2);
+        (*n)++;
+    }
+    PQclear(r);
+    return rc;
+}
+
+static int pg_tx_renditions_oldest(struct meta_tx *tx, size_t cap, struct meta_variant_ref *out,
+                                   uint64_t *bytes, size_t *n)
+{
+    return pg_tx_refs(tx, PS_RENDITIONS_OLDEST, NULL, cap, out, bytes, n);
+}
+
+static int pg_tx_renditions_of(struct meta_tx *tx, const char *image_id, size_t cap,
+                               struct meta_variant_ref *out, size_t *n)
+{
+    return pg_tx_refs(tx, PS_RENDITIONS_OF, image_id, cap, out, NULL, n);
+}
+
+static int pg_tx_lease_take(struct meta_tx *tx, const struct meta_variant_ref *ref, int64_t holder,
+                            int64_t until_ms, int64_t now_ms, bool *got)
+{
+    char h[24], u[24], now[24];
+    const char *v[] = {ref->image_id, ref->name, h, u, now};
+    PGresult *r = NULL;
+    int rc;
+
+    snprintf(h, sizeof(h), "%lld", (long long)holder);
+    snprintf(u, sizeof(u), "%lld", (long long)until_ms);
+    snprintf(now, sizeof(now), "%lld", (long long)now_ms);
+    rc = pg_tx_exec(tx, PS_LEASE_TAKE, 5, v, &r);
+    *got = rc == OK && PQntuples(r) == 1;
+    PQclear(r);
+    return rc;
+}
+
+static int pg_tx_lease_drop(struct meta_tx *tx, const struct meta_variant_ref *ref, int64_t holder)
+{
+    char h[24];
+    const char *v[] = {ref->image_id, ref->name, h};
+
+    snprintf(h, sizeof(h), "%lld", (long long)holder);
+    return pg_tx_exec(tx, PS_LEASE_DROP, 3, v, NULL);
+}
+
+static int pg_tx_leases_drop_stale(struct meta_tx *tx, int64_t before_ms)
+{
+    char b[24];
+    const char *v[] = {b};
+
+    snprintf(b, sizeof(b), "%lld", (long long)before_ms);
+    return pg_tx_exec(tx, PS_LEASES_DROP_STALE, 1, v, NULL);
+}
+
 static const struct meta_tx_ops pg_tx_ops = {
     .write = pg_tx_write,
     .image_inserted = pg_tx_image_inserted,
@@ -1157,6 +1318,15 @@ static const struct meta_tx_ops pg_tx_ops = {
     .blob_claim = pg_tx_blob_claim,
     .blob_drop = pg_tx_blob_drop,
     .job_insert = pg_tx_job_insert,
+    .variant_touch = pg_tx_variant_touch,
+    .variant_delete = pg_tx_variant_delete,
+    .evict_lock = pg_tx_evict_lock,
+    .renditions_bytes = pg_tx_renditions_bytes,
+    .renditions_oldest = pg_tx_renditions_oldest,
+    .renditions_of = pg_tx_renditions_of,
+    .lease_take = pg_tx_lease_take,
+    .lease_drop = pg_tx_lease_drop,
+    .leases_drop_stale = pg_tx_leases_drop_stale,
 };
 
 struct pg_kv {
@@ -1658,6 +1828,7 @@ static int pg_variant_get_fn(struct pg_node *n, struct pg_conn *c, void *arg)
         out->width = (uint32_t)pg_i64(r, 0, 4);
         out->height = (uint32_t)pg_i64(r, 0, 5);
         out->bytes = (uint64_t)pg_i64(r, 0, 6);
+        out->used_at = pg_i64(r, 0, 7);
     }
     PQclear(r);
     return rc;

@@ -110,6 +110,8 @@ static int delete_body(struct meta_tx *tx, void *arg)
 {
     struct del *d = arg;
     struct meta_keys k = {0};
+    struct meta_variant_ref *rend = xmalloc(META_VARIANTS_PER_IMAGE * sizeof(*rend));
+    size_t nrend = 0;
     char key[SHA256_HEX], format[META_FORMAT_MAX], purge[META_JOB_PAYLOAD_MAX];
     int rc = tx->ops->image_mark_deleted(tx, d->id, key, format);
 
@@ -117,15 +119,25 @@ static int delete_body(struct meta_tx *tx, void *arg)
     if (rc != OK)
         goto out;
     meta_keys_add(&k, key);
+    /* the renditions' names, for purgers that purge by URL, before their rows go */
+    rc = tx->ops->renditions_of(tx, d->id, META_VARIANTS_PER_IMAGE, rend, &nrend);
+    if (rc != OK)
+        goto out;
     rc = tx->ops->variants_drop(tx, d->id, &k);
     if (rc != OK)
         goto out;
     /* the CDN purge first: it is what stands between the delete and a 404 at the edge */
     snprintf(purge, sizeof(purge), "%s:%s", d->id, format);
     rc = tx->ops->job_insert(tx, META_JOB_PURGE, purge, 0);
+    for (size_t i = 0; i < nrend && rc == OK; i++) {
+        snprintf(purge, sizeof(purge), "%.*s/t/%.*s", IMAGE_ID_MAX, d->id, META_VARIANT_MAX - 1,
+                 rend[i].name);
+        rc = tx->ops->job_insert(tx, META_JOB_PURGE_RENDITION, purge, 0);
+    }
     if (rc == OK)
         rc = unref_sorted(tx, &k, &d->got);
 out:
+    free(rend);
     meta_keys_release(&k);
     return rc;
 }
@@ -318,4 +330,135 @@ int meta_refs_variants_drop_dead(struct meta_store *ms, size_t limit, int64_t *n
     *n = rc == OK ? (int64_t)d.n : 0;
     *bytes = rc == OK ? d.bytes : 0;
     return rc;
+}
+
+/* ---- renditions: recency, the disk budget, making leases ---- */
+
+struct touch {
+    const struct meta_variant_ref *refs;
+    size_t n;
+    int64_t now;
+};
+
+static int touch_body(struct meta_tx *tx, void *arg)
+{
+    struct touch *t = arg;
+    int rc = OK;
+
+    for (size_t i = 0; i < t->n && rc == OK; i++)
+        rc = tx->ops->variant_touch(tx, &t->refs[i], t->now);
+    return rc;
+}
+
+int meta_refs_variants_touch(struct meta_store *ms, const struct meta_variant_ref *refs, size_t n,
+                             int64_t now)
+{
+    struct touch t = {refs, n, now};
+
+    return ms->tx->write(ms->be, touch_body, &t);
+}
+
+/* Leases left by a maker that died are dropped this long after they ran out. */
+#define LEASE_STALE_MS (10 * 60 * 1000)
+
+struct evict {
+    uint64_t budget;
+    struct meta_evicted *e;
+};
+
+/* evict_body may run again (a serialization failure): it starts from nothing each time. */
+static int evict_body(struct meta_tx *tx, void *arg)
+{
+    struct evict *ev = arg;
+    struct meta_evicted *e = ev->e;
+    uint64_t budget = ev->budget;
+    struct meta_variant_ref cand[META_EVICT_MAX];
+    uint64_t bytes[META_EVICT_MAX];
+    struct meta_keys k = {0};
+    bool got = false;
+    size_t n = 0;
+    int rc = tx->ops->evict_lock(tx, &got);
+
+    e->total = e->bytes = 0;
+    e->n = 0;
+    e->skipped = !got;
+    if (rc != OK || !got)
+        goto out;
+    rc = tx->ops->leases_drop_stale(tx, meta_now_ms() - LEASE_STALE_MS);
+    if (rc == OK)
+        rc = tx->ops->renditions_bytes(tx, &e->total);
+    if (rc != OK || e->total <= budget)
+        goto out;
+    rc = tx->ops->renditions_oldest(tx, META_EVICT_MAX, cand, bytes, &n);
+    for (size_t i = 0; i < n && rc == OK && e->total - e->bytes > budget; i++) {
+        char key[SHA256_HEX], payload[META_JOB_PAYLOAD_MAX];
+        rc = tx->ops->variant_delete(tx, &cand[i], key);
+        if (rc == E_NOTFOUND) {
+            rc = OK;
+            continue;
+        }
+        if (rc != OK)
+            break;
+        meta_keys_add(&k, key);
+        e->bytes += bytes[i];
+        e->ref[e->n++] = cand[i];
+        snprintf(payload, sizeof(payload), "%.*s/t/%.*s", IMAGE_ID_MAX, cand[i].image_id,
+                 META_VARIANT_MAX - 1, cand[i].name);
+        rc = tx->ops->job_insert(tx, META_JOB_PURGE_RENDITION, payload, 0);
+    }
+    if (rc == OK)
+        rc = unref_sorted(tx, &k, NULL);
+out:
+    meta_keys_release(&k);
+    return rc;
+}
+
+int meta_refs_renditions_evict(struct meta_store *ms, uint64_t budget, struct meta_evicted *out)
+{
+    struct evict ev = {budget, out};
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    rc = ms->tx->write(ms->be, evict_body, &ev);
+    if (rc != OK)
+        memset(out, 0, sizeof(*out));
+    return rc;
+}
+
+struct lease {
+    const struct meta_variant_ref *v;
+    int64_t holder;
+    int64_t until_ms;
+    bool got;
+};
+
+static int lease_take_body(struct meta_tx *tx, void *arg)
+{
+    struct lease *l = arg;
+
+    return tx->ops->lease_take(tx, l->v, l->holder, l->until_ms, meta_now_ms(), &l->got);
+}
+
+int meta_refs_lease_take(struct meta_store *ms, const struct meta_variant_ref *v, int64_t holder,
+                         int64_t until_ms, bool *got)
+{
+    struct lease l = {v, holder, until_ms, false};
+    int rc = ms->tx->write(ms->be, lease_take_body, &l);
+
+    *got = rc == OK && l.got;
+    return rc;
+}
+
+static int lease_drop_body(struct meta_tx *tx, void *arg)
+{
+    struct lease *l = arg;
+
+    return tx->ops->lease_drop(tx, l->v, l->holder);
+}
+
+int meta_refs_lease_drop(struct meta_store *ms, const struct meta_variant_ref *v, int64_t holder)
+{
+    struct lease l = {v, holder, 0, false};
+
+    return ms->tx->write(ms->be, lease_drop_body, &l);
 }

@@ -97,6 +97,17 @@ static const char *const sq_migrations[] = {
     /* 4: the secret of listing cursors (256 bits, SQLite's ChaCha20 generator seeded by the OS) */
     "INSERT OR IGNORE INTO settings (name, value, updated_at) VALUES ('cursor.secret',"
     " lower(hex(randomblob(32))), CAST(strftime('%s', 'now') AS INTEGER));",
+    /* 5: the renditions' LRU (last use, NULL: never since made) and their making leases */
+    "ALTER TABLE variants ADD COLUMN used_at INTEGER;"
+    "CREATE INDEX variants_lru ON variants(coalesce(used_at, created_at))"
+    " WHERE instr(name, ':') > 0;"
+    "CREATE TABLE rendition_leases ("
+    "  image_id TEXT NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  holder INTEGER NOT NULL,"
+    "  until INTEGER NOT NULL," /* ms since the epoch */
+    "  PRIMARY KEY (image_id, name)"
+    ") WITHOUT ROWID;",
 };
 
 const int meta_sqlite_schema_version = (int)(sizeof(sq_migrations) / sizeof(sq_migrations[0]));
@@ -108,6 +119,8 @@ const int meta_sqlite_schema_version = (int)(sizeof(sq_migrations) / sizeof(sq_m
 
 /* What gc collects: no reference, and no pin or only a stale one (?2), created before ?1. */
 #define SQ_GC_UNUSED "refs = 0 AND (pins = 0 OR coalesce(pinned_at, 0) < ?2) AND created_at < ?1"
+
+#define SQ_RENDITION "instr(name, ':') > 0"
 
 const char meta_sqlite_list_sql[] = "SELECT " SQ_IMAGE_COLS " FROM images"
                                     " WHERE deleted_at IS NULL AND seq < ?1"
@@ -139,6 +152,14 @@ enum sq_stmt {
     ST_BLOB_UNPIN_STALE,
     ST_VARIANTS_DROP_DEAD,
     ST_JOB_PURGE_DEAD,
+    ST_VARIANT_TOUCH,
+    ST_VARIANT_DELETE,
+    ST_RENDITIONS_BYTES,
+    ST_RENDITIONS_OLDEST,
+    ST_RENDITIONS_OF,
+    ST_LEASE_TAKE,
+    ST_LEASE_DROP,
+    ST_LEASES_DROP_STALE,
     /* readers */
     ST_PING,
     ST_IMAGE_GET,
@@ -221,9 +242,10 @@ static const struct {
     [ST_IMAGE_GET] = {"SELECT " SQ_IMAGE_COLS " FROM images WHERE id = ?1 AND deleted_at IS NULL",
                       true},
     [ST_IMAGE_LIST] = {meta_sqlite_list_sql, true},
-    [ST_VARIANT_GET] = {"SELECT image_id, name, key, format, width, height, bytes"
-                        " FROM variants WHERE image_id = ?1 AND name = ?2",
-                        true},
+    [ST_VARIANT_GET] =
+        {"SELECT image_id, name, key, format, width, height, bytes,"
+         " coalesce(used_at, created_at) FROM variants WHERE image_id = ?1 AND name = ?2",
+         true},
     [ST_BLOB_REFS] = {"SELECT refs FROM blobs WHERE key = ?1", true},
     [ST_IMAGE_COUNT] = {"SELECT count(*) FROM images WHERE deleted_at IS NULL", true},
     [ST_SETTING_SET] = {"INSERT INTO settings (name, value, updated_at) VALUES (?1, ?2, ?3)"
@@ -240,6 +262,29 @@ static const struct {
                                " RETURNING key, bytes",
                                false},
     [ST_JOB_PURGE_DEAD] = {"DELETE FROM jobs WHERE state = 'dead' AND run_after < ?1", false},
+    /* renditions: names with ':' (SQ_RENDITION matches the partial index variants_lru) */
+    [ST_VARIANT_TOUCH] = {"UPDATE variants SET used_at = ?3 WHERE image_id = ?1 AND name = ?2",
+                          false},
+    [ST_VARIANT_DELETE] = {"DELETE FROM variants WHERE image_id = ?1 AND name = ?2 RETURNING key",
+                           false},
+    [ST_RENDITIONS_BYTES] = {"SELECT coalesce(sum(bytes), 0) FROM variants WHERE " SQ_RENDITION,
+                             false},
+    [ST_RENDITIONS_OLDEST] = {"SELECT image_id, name, bytes FROM variants WHERE " SQ_RENDITION
+                              " ORDER BY coalesce(used_at, created_at) LIMIT ?1",
+                              false},
+    [ST_RENDITIONS_OF] =
+        {"SELECT image_id, name, bytes FROM variants WHERE image_id = ?2 AND " SQ_RENDITION
+         " LIMIT ?1",
+         false},
+    [ST_LEASE_TAKE] = {"INSERT INTO rendition_leases (image_id, name, holder, until)"
+                       " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (image_id, name) DO UPDATE"
+                       " SET holder = excluded.holder, until = excluded.until"
+                       " WHERE rendition_leases.until < ?5 OR rendition_leases.holder = ?3",
+                       false},
+    [ST_LEASE_DROP] = {"DELETE FROM rendition_leases WHERE image_id = ?1 AND name = ?2"
+                       " AND holder = ?3",
+                       false},
+    [ST_LEASES_DROP_STALE] = {"DELETE FROM rendition_leases WHERE until < ?1", false},
     [ST_BLOB_GET] = {"SELECT " SQ_BLOB_COLS " FROM blobs WHERE key = ?1", true},
     [ST_GC_COUNT] =
         {"SELECT count(*) FILTER (WHERE pins > 0 AND coalesce(pinned_at, 0) < ?2),"
@@ -852,6 +897,133 @@ static int sq_tx_job_insert(struct meta_tx *tx, const char *kind, const char *pa
     return sq_job_insert(tx->conn, kind, payload, delay_ms);
 }
 
+static int sq_tx_variant_touch(struct meta_tx *tx, const struct meta_variant_ref *v, int64_t now)
+{
+    struct sq_conn *w = tx->conn;
+    sqlite3_stmt *st = w->st[ST_VARIANT_TOUCH];
+
+    sq_bind_text(st, 1, v->image_id);
+    sq_bind_text(st, 2, v->name);
+    sqlite3_bind_int64(st, 3, now);
+    return sq_exec(w, ST_VARIANT_TOUCH, "variant touch");
+}
+
+static int sq_tx_variant_delete(struct meta_tx *tx, const struct meta_variant_ref *v,
+                                char key[SHA256_HEX])
+{
+    struct sq_conn *w = tx->conn;
+    sqlite3_stmt *st = w->st[ST_VARIANT_DELETE];
+    struct meta_keys k = {0};
+    int rc;
+
+    sq_bind_text(st, 1, v->image_id);
+    sq_bind_text(st, 2, v->name);
+    rc = sq_step_keys(w, st, "variant delete", &k, NULL);
+    if (rc == OK && k.n == 0)
+        rc = E_NOTFOUND;
+    if (rc == OK)
+        memcpy(key, k.v[0], SHA256_HEX);
+    meta_keys_release(&k);
+    return rc;
+}
+
+/* One writer per database: the write transaction is the eviction's lock too. */
+static int sq_tx_evict_lock(struct meta_tx *tx, bool *got)
+{
+    (void)tx;
+    *got = true;
+    return OK;
+}
+
+static int sq_tx_renditions_bytes(struct meta_tx *tx, uint64_t *total)
+{
+    struct sq_conn *w = tx->conn;
+    sqlite3_stmt *st = w->st[ST_RENDITIONS_BYTES];
+    int src = sqlite3_step(st);
+
+    if (src == SQLITE_ROW)
+        *total = (uint64_t)sqlite3_column_int64(st, 0);
+    sq_reset(st);
+    return src == SQLITE_ROW ? OK : sq_fail(w->db, src, "renditions bytes");
+}
+
+/* sq_step_refs reads (image_id, name, bytes) rows of st (bound, limited to cap). */
+static int sq_step_refs(struct sq_conn *w, sqlite3_stmt *st, size_t cap,
+                        struct meta_variant_ref *out, uint64_t *bytes, size_t *n)
+{
+    int src = SQLITE_DONE;
+
+    *n = 0;
+    while (*n < cap && (src = sqlite3_step(st)) == SQLITE_ROW) {
+        sq_col_text(st, 0, out[*n].image_id, sizeof(out[*n].image_id));
+        sq_col_text(st, 1, out[*n].name, sizeof(out[*n].name));
+        if (bytes != NULL)
+            bytes[*n] = (uint64_t)sqlite3_column_int64(st, 2);
+        (*n)++;
+    }
+    if (*n == cap)
+        src = SQLITE_DONE;
+    sq_reset(st);
+    return src == SQLITE_DONE ? OK : sq_fail(w->db, src, "renditions");
+}
+
+static int sq_tx_renditions_oldest(struct meta_tx *tx, size_t cap, struct meta_variant_ref *out,
+                                   uint64_t *bytes, size_t *n)
+{
+    struct sq_conn *w = tx->conn;
+    sqlite3_stmt *st = w->st[ST_RENDITIONS_OLDEST];
+
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)cap);
+    return sq_step_refs(w, st, cap, out, bytes, n);
+}
+
+static int sq_tx_renditions_of(struct meta_tx *tx, const char *image_id, size_t cap,
+                               struct meta_variant_ref *out, size_t *n)
+{
+    struct sq_conn *w = tx->conn;
+    sqlite3_stmt *st = w->st[ST_RENDITIONS_OF];
+
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)cap);
+    sq_bind_text(st, 2, image_id);
+    return sq_step_refs(w, st, cap, out, NULL, n);
+}
+
+static int sq_tx_lease_take(struct meta_tx *tx, const struct meta_variant_ref *v, int64_t holder,
+                            int64_t until_ms, int64_t now_ms, bool *got)
+{
+    struct sq_conn *w = tx->conn;
+    sqlite3_stmt *st = w->st[ST_LEASE_TAKE];
+    int rc;
+
+    sq_bind_text(st, 1, v->image_id);
+    sq_bind_text(st, 2, v->name);
+    sqlite3_bind_int64(st, 3, holder);
+    sqlite3_bind_int64(st, 4, until_ms);
+    sqlite3_bind_int64(st, 5, now_ms);
+    rc = sq_exec(w, ST_LEASE_TAKE, "lease take");
+    *got = rc == OK && sqlite3_changes(w->db) > 0;
+    return rc;
+}
+
+static int sq_tx_lease_drop(struct meta_tx *tx, const struct meta_variant_ref *v, int64_t holder)
+{
+    struct sq_conn *w = tx->conn;
+    sqlite3_stmt *st = w->st[ST_LEASE_DROP];
+
+    sq_bind_text(st, 1, v->image_id);
+    sq_bind_text(st, 2, v->name);
+    sqlite3_bind_int64(st, 3, holder);
+    return sq_exec(w, ST_LEASE_DROP, "lease drop");
+}
+
+static int sq_tx_leases_drop_stale(struct meta_tx *tx, int64_t before_ms)
+{
+    struct sq_conn *w = tx->conn;
+
+    sqlite3_bind_int64(w->st[ST_LEASES_DROP_STALE], 1, before_ms);
+    return sq_exec(w, ST_LEASES_DROP_STALE, "leases drop stale");
+}
+
 static const struct meta_tx_ops sq_tx_ops = {
     .write = sq_tx_write,
     .image_inserted = NULL,
@@ -871,6 +1043,15 @@ static const struct meta_tx_ops sq_tx_ops = {
     .blob_claim = sq_tx_blob_claim,
     .blob_drop = sq_tx_blob_drop,
     .job_insert = sq_tx_job_insert,
+    .variant_touch = sq_tx_variant_touch,
+    .variant_delete = sq_tx_variant_delete,
+    .evict_lock = sq_tx_evict_lock,
+    .renditions_bytes = sq_tx_renditions_bytes,
+    .renditions_oldest = sq_tx_renditions_oldest,
+    .renditions_of = sq_tx_renditions_of,
+    .lease_take = sq_tx_lease_take,
+    .lease_drop = sq_tx_lease_drop,
+    .leases_drop_stale = sq_tx_leases_drop_stale,
 };
 
 /* ---- reads: one statement on a pooled reader connection ---- */
@@ -975,6 +1156,7 @@ static int sq_variant_get(void *be, const char *image_id, const char *name, stru
         out->width = (uint32_t)sqlite3_column_int64(st, 4);
         out->height = (uint32_t)sqlite3_column_int64(st, 5);
         out->bytes = (uint64_t)sqlite3_column_int64(st, 6);
+        out->used_at = sqlite3_column_int64(st, 7);
     } else if (src == SQLITE_DONE) {
         rc = E_NOTFOUND;
     } else {

@@ -426,8 +426,9 @@ static void h_delete(struct http_req *req)
  * blob opened already, or a variant made but not stored; send_blob closes it),
  * else from the store.
  */
-static void send_blob(struct api *a, struct http_req *req, const char *id, const char *key,
-                      const char *mime, int64_t created_at, int made_fd)
+static void send_blob_cc(struct api *a, struct http_req *req, const char *id, const char *key,
+                         const char *mime, int64_t created_at, int made_fd,
+                         const char *cache_control)
 {
     char etag[SHA256_HEX + 2], date[30], tag[48];
     const char *inm = http_header(req, "If-None-Match");
@@ -442,7 +443,7 @@ static void send_blob(struct api *a, struct http_req *req, const char *id, const
     time_http(created_at, date);
     http_set_header(req, "ETag", etag);
     http_set_header(req, "Last-Modified", date);
-    http_set_header(req, "Cache-Control", "public, max-age=31536000, immutable");
+    http_set_header(req, "Cache-Control", cache_control);
     http_set_header(req, "Surrogate-Key", tag);
     http_set_header(req, "Cache-Tag", tag);
     http_set_header(req, "X-Content-Type-Options", "nosniff");
@@ -492,6 +493,12 @@ static void send_blob(struct api *a, struct http_req *req, const char *id, const
     }
     http_set_header(req, "Content-Type", mime);
     http_reply_fd(req, 200, fd, 0, size);
+}
+
+static void send_blob(struct api *a, struct http_req *req, const char *id, const char *key,
+                      const char *mime, int64_t created_at, int made_fd)
+{
+    send_blob_cc(a, req, id, key, mime, created_at, made_fd, "public, max-age=31536000, immutable");
 }
 
 void api_split_ext(struct str s, struct str *name, struct str *ext)
@@ -615,6 +622,8 @@ static void h_transform(struct http_req *req)
     struct img_ops o;
     struct image_rec img;
     struct variant_rec v;
+    char standin_cc[64];
+    bool is_auto, standin = false;
     int made_fd = -1;
     int rc;
 
@@ -639,7 +648,8 @@ static void h_transform(struct http_req *req)
     }
     if (!lookup(a, req, id, &img))
         return;
-    if (o.format == IMG_UNKNOWN) {
+    is_auto = o.format == IMG_UNKNOWN;
+    if (is_auto) {
         const char *accept = http_header(req, "Accept");
         /* edges cache one copy per class of Accept: avif, webp, other */
         http_set_header(req, "Vary", "Accept");
@@ -648,7 +658,10 @@ static void h_transform(struct http_req *req)
         else if (accept != NULL && accepts(accept, "image/webp"))
             o.format = IMG_WEBP;
     }
-    rc = app_rendition(a->app, &img, &o, &v, &made_fd, err, sizeof(err));
+    if (o.format == IMG_AVIF && is_auto && cfg->transforms.auto_standin)
+        rc = app_rendition_standin(a->app, &img, &o, &v, &made_fd, &standin, err, sizeof(err));
+    else
+        rc = app_rendition(a->app, &img, &o, &v, &made_fd, err, sizeof(err));
     if (rc == E_INVALID) {
         http_reply_error(req, E_INVALID, "%s", err);
         return;
@@ -664,8 +677,12 @@ static void h_transform(struct http_req *req)
                                              : err_str(rc));
         return;
     }
-    send_blob(a, req, img.id, v.key, img_format_mime(img_format_from_name(str_from(v.format))),
-              img.created_at, made_fd);
+    /* a stand-in is replaced by the AVIF soon: caches keep it briefly, never as immutable */
+    snprintf(standin_cc, sizeof(standin_cc), "public, max-age=%lld",
+             (long long)(cfg->transforms.standin_max_age_ms / 1000));
+    send_blob_cc(a, req, img.id, v.key, img_format_mime(img_format_from_name(str_from(v.format))),
+                 img.created_at, made_fd,
+                 standin ? standin_cc : "public, max-age=31536000, immutable");
 }
 
 const struct route api_routes[] = {

@@ -89,6 +89,9 @@ int service_run(const struct config *cfg, unsigned parts, const char *role)
     api_init(&api, &rt, &app);
     api.role = role;
     up = true;
+    /* renditions are recorded where they are served: their disk budget is kept there too */
+    if ((parts & SERVICE_READ) && (rc = app_renditions_start(&app)) != OK)
+        goto out;
 
     signals_block();
     struct route routes[WEB_MAX_ROUTES], api_r[WEB_MAX_ROUTES], base[WEB_MAX_ROUTES];

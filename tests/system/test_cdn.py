@@ -17,6 +17,9 @@ stub that answers 429, then 500, then success: the request shape (POST
 zones/{zone}/purge_cache, Bearer token, JSON {"files":[...]} naming the image
 and its variants), the retries, and the purge metrics.
 """
+import base64
+import hashlib
+import hmac
 import http.client
 import http.server
 import json
@@ -221,9 +224,62 @@ def part_edge():
                 interval=0.2)
     C.eq(psql(q), "0", "the retried purge job succeeded once the edge was back")
 
+    part_transforms(imgs[2])
+
     print("---- purges only from the ACL")
     st, h, _ = request("PURGE", "/", headers={"xkey": "img-none"})
     C.check(st == 200 and "x-xkey-purged" in h, "xkey purge from loopback accepted", str(h))
+
+
+def signed(key, image_id, canonical):
+    mac = hmac.new(key.encode(), ("/i/%s/t/%s" % (image_id, canonical)).encode(),
+                   hashlib.sha256).digest()
+    return "/i/%s/t/%s?s=%s" % (image_id, canonical,
+                                base64.urlsafe_b64encode(mac).decode().rstrip("=")[:32])
+
+
+def part_transforms(data):
+    print("---- transforms through the edge")
+    with open(os.path.join(RUN, "secrets", "transform.keys")) as f:
+        key = f.read().rstrip("\n")
+    st, img = upload(data)
+    if not C.eq(st, 201, "upload for transforms"):
+        return
+    iid = img["id"]
+    webp = signed(key, iid, "w:64.webp")
+    base = served_by_reads("transform")
+    st, h, body = request("GET", webp)
+    C.check(st == 200 and h.get("x-cache") == "MISS" and body[8:12] == b"WEBP",
+            "a signed rendition through the edge: 200 WebP", "%d %s" % (st, h))
+    st, h, _ = request("GET", webp + "&utm=1")
+    C.check(st == 200 and h.get("x-cache") == "HIT", "again, with another parameter: a hit")
+    st, h, _ = request("GET", "/i/%s/t/w:64.webp" % iid)
+    C.check(st == 403 and h.get("x-cache") == "MISS", "unsigned through the edge: 403, not cached")
+    auto = signed(key, iid, "w:48.auto")
+    tf.wait_for(lambda: served_by_reads("transform") > base, 30, "the miss to be counted")
+    base = served_by_reads("transform")
+    classes = [("image/avif,image/webp,*/*", "image/avif"), ("image/webp,*/*", "image/webp"),
+               ("*/*", "image/jpeg")]
+    for accept, ctype in classes:
+        st, h, _ = request("GET", auto, headers={"Accept": accept})
+        C.check(st == 200 and h.get("content-type") == ctype and h.get("vary") == "Accept",
+                "auto for %s: %s, Vary: Accept" % (accept, ctype), str(h))
+    # other spellings of the same three classes: hits, no new copy
+    for accept, ctype in [("image/avif", "image/avif"),
+                          ("text/html,image/webp;q=0.9,*/*;q=0.8", "image/webp"),
+                          ("image/png,image/jpeg", "image/jpeg"), (None, "image/jpeg")]:
+        st, h, _ = request("GET", auto, headers={"Accept": accept} if accept else None)
+        C.check(st == 200 and h.get("x-cache") == "HIT" and h.get("content-type") == ctype,
+                "auto for %r: a hit of its class (%s)" % (accept, ctype), str(h))
+    tf.wait_for(lambda: served_by_reads("transform") >= base + 3, 30, "the misses to be counted")
+    C.eq(served_by_reads("transform") - base, 3, "auto: at most three edge copies (three misses)")
+    st, _, _ = request("DELETE", "/api/v1/images/" + iid,
+                       headers={"X-Delete-Token": img["delete_token"]})
+    C.eq(st, 204, "delete the transformed image")
+    C.check(wait_404(webp) is not None, "a deleted image's rendition: 404 at the edge once purged")
+    for accept, _ in classes:
+        st, _, _ = request("GET", auto, headers={"Accept": accept})
+        C.eq(st, 404, "... and its auto copy for %s" % accept)
 
 
 class Stub(http.server.BaseHTTPRequestHandler):
@@ -311,6 +367,41 @@ def part_cloudflare():
         srv.shutdown()
 
 
+def part_cloudflare_renditions():
+    print("---- cloudflare purger: a deleted image's renditions by URL")
+    Stub.script, Stub.seen = [], []
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stub)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    api = "http://127.0.0.1:%d/client/v4" % srv.server_address[1]
+    key = "cloudflare-rendition-key-0123456789"
+    s = tf.Server(args=["--cdn.purger", "cloudflare", "--cdn.cloudflare_api", api,
+                        "--cdn.cloudflare_zone", "zone123", "--cdn.cloudflare_token", "tok-abc",
+                        "--cdn.base_url", "https://img.example.com", "--transforms.keys", key,
+                        "--jobs.poll", "50ms"])
+    try:
+        s.start()
+        st, _, _, img = tf.upload(s, corpus(1)[0])
+        r = signed(key, img["id"], "w:40.webp")
+        st, _, _ = tf.request(s, "GET", r)
+        C.eq(st, 200, "a rendition made")
+        st, _, _ = tf.request(s, "DELETE", "/api/v1/images/" + img["id"],
+                              headers={"X-Delete-Token": img["delete_token"]})
+        C.eq(st, 204, "delete")
+        want = {"https://img.example.com" + r, "https://img.example.com" +
+                signed(key, img["id"], "w:40.auto")}
+
+        def purged():
+            with Stub.lock:
+                files = [f for x in Stub.seen for f in json.loads(x["body"]).get("files", [])]
+            return want <= set(files)
+        C.check(tf.wait_for(purged, 60, "the rendition's URLs purged"),
+                "the rendition's signed URL and its .auto sibling are purged by URL",
+                str([x["body"] for x in Stub.seen]))
+    finally:
+        s.stop()
+        srv.shutdown()
+
+
 def main():
     global RUN
     for p in [EDGE, LB, PG, *READS.values()]:
@@ -324,6 +415,7 @@ def main():
         finally:
             s.close()
     C.run(part_cloudflare)
+    C.run(part_cloudflare_renditions)
     RUN = tempfile.mkdtemp(prefix="tessera-cdn-")
     os.chmod(RUN, 0o755)  # postgres, nginx's workers (nobody) and varnish's (vcache) read below it
     try:

@@ -348,8 +348,11 @@ def t_memory_budget():
         subprocess.run(["vips", "thumbnail", src, big + "[Q=90]", "6000", "--height", "4000",
                         "--size", "force"], check=True)
         data = open(big, "rb").read()
+    # image.max_parallel well above what the budget admits: the budget alone bounds memory
+    # (with 4 decode slots the same flood stayed under 96 MiB over base even with no budget,
+    # so the check could not fail; with 32 slots and no budget it reached 630 MiB here)
     args = ["--transforms.keys=" + KEY1, "--transforms.memory_budget=%d" % budget,
-            "--transforms.queue_timeout=1s", "--image.max_parallel=4", "--jobs.workers=0",
+            "--transforms.queue_timeout=5s", "--image.max_parallel=32", "--jobs.workers=0",
             "--server.thread_pool=0"]
     with tf.Server(args) as srv:
         st, _, _, j = tf.upload(srv, data)
@@ -374,7 +377,8 @@ def t_memory_budget():
         codes = sorted({r[0] for r in res})
         C.check(set(codes) <= {200, 503}, "every answer 200 or 503", str(codes))
         C.check(all(r[1] for r in res if r[0] == 503), "every 503 carries Retry-After")
-        C.check(any(r[0] == 200 for r in res), "some renditions made", str(codes))
+        C.check(sum(r[0] == 200 for r in res) >= 8, "most renditions made within the queue timeout",
+                str([r[0] for r in res]))
         print("memory: base %d MiB, peak %d MiB, budget %d MiB, %d x 200, %d x 503" % (
             base >> 20, peak >> 20, budget >> 20, sum(r[0] == 200 for r in res),
             sum(r[0] == 503 for r in res)), flush=True)

@@ -210,6 +210,84 @@ static void test_http_plan(void **state)
     free(p);
 }
 
+/*
+ * A rendition's purge ("id/t/name": evicted, or its image deleted): varnish BANs its path and
+ * its .auto sibling (every ?s= and Accept class), http PURGEs each URL with the ?s= of each
+ * key (signatures computed with `openssl dgst -sha256 -hmac`), cloudflare lists them (never
+ * the image's tag), fastly sends nothing.
+ */
+static void test_rendition_plans(void **state)
+{
+    static char *keys[] = {"unit-test-key-abcdefghijklmnop"};
+    const char *sig_webp = "O5JKe69o_BA9RMozZf8-QvRuFffEIn3j";
+    const char *sig_auto = "Ud-BYrJqhC_NYbnm5_qJPR17rKi5NaFq";
+    struct cdn_plan *p = calloc(1, sizeof(*p));
+    struct cdn *cdn = NULL;
+    char want[256];
+    (void)state;
+
+    struct cdn_opts o = opts("varnish", "http://e1:8000,http://e2:6081", "http://cdn.example");
+    o.sign_keys = keys;
+    o.n_sign_keys = 1;
+    assert_int_equal(cdn_new(&o, &cdn), OK);
+    assert_int_equal(cdn_plan_build(cdn, "AbCdEf123456/t/w:40.webp", p), OK);
+    assert_int_equal(p->n, 4);
+    assert_string_equal(p->req[0].method, "BAN");
+    assert_string_equal(p->req[0].url, "http://e1:8000/i/AbCdEf123456/t/w:40.webp");
+    assert_string_equal(p->req[1].url, "http://e1:8000/i/AbCdEf123456/t/w:40.auto");
+    assert_string_equal(p->req[3].url, "http://e2:6081/i/AbCdEf123456/t/w:40.auto");
+    assert_false(p->req[0].xkey);
+    cdn_plan_release(p);
+    /* a JPEG rendition has no .auto sibling (auto's third class is stored as .auto itself) */
+    assert_int_equal(cdn_plan_build(cdn, "AbCdEf123456/t/w:40,h:30,fit:cover.jpg", p), OK);
+    assert_int_equal(p->n, 2);
+    cdn_plan_release(p);
+    assert_int_equal(cdn_plan_build(cdn, "AbCdEf123456/t/", p), E_INVALID);
+    assert_int_equal(cdn_plan_build(cdn, "AbCdEf123456/t/W:40.webp", p), E_INVALID);
+    assert_int_equal(cdn_plan_build(cdn, "../x/t/w:40.webp", p), E_INVALID);
+    assert_int_equal(cdn_plan_build(cdn, "AbCdEf123456/t/w:40", p), E_INVALID);
+    cdn_free(cdn);
+
+    o = opts("http", "http://a:1", "http://cdn.example");
+    o.sign_keys = keys;
+    o.n_sign_keys = 1;
+    assert_int_equal(cdn_new(&o, &cdn), OK);
+    assert_int_equal(cdn_plan_build(cdn, "AbCdEf123456/t/w:40.webp", p), OK);
+    assert_int_equal(p->n, 2);
+    snprintf(want, sizeof(want), "http://a:1/i/AbCdEf123456/t/w:40.webp?s=%s", sig_webp);
+    assert_string_equal(p->req[0].url, want);
+    snprintf(want, sizeof(want), "http://a:1/i/AbCdEf123456/t/w:40.auto?s=%s", sig_auto);
+    assert_string_equal(p->req[1].url, want);
+    assert_string_equal(p->req[1].method, "PURGE");
+    cdn_plan_release(p);
+    cdn_free(cdn);
+
+    o = opts("cloudflare", "", "https://img.example.com");
+    o.sign_keys = keys;
+    o.n_sign_keys = 1;
+    o.cloudflare_tags = true;
+    o.cloudflare_token = "tok";
+    assert_int_equal(cdn_new(&o, &cdn), OK);
+    assert_int_equal(cdn_plan_build(cdn, "AbCdEf123456/t/w:40.webp", p), OK);
+    assert_int_equal(p->n, 1); /* the URLs only: the tag would purge the whole image */
+    snprintf(want, sizeof(want),
+             "{\"files\":[\"https://img.example.com/i/AbCdEf123456/t/w:40.webp?s=%s\","
+             "\"https://img.example.com/i/AbCdEf123456/t/w:40.auto?s=%s\"]}",
+             sig_webp, sig_auto);
+    assert_string_equal(p->req[0].body, want);
+    cdn_plan_release(p);
+    cdn_free(cdn);
+
+    o = opts("fastly", "", "https://img.example.com");
+    o.fastly_service = "svc";
+    o.fastly_key = "k";
+    assert_int_equal(cdn_new(&o, &cdn), OK);
+    assert_int_equal(cdn_plan_build(cdn, "AbCdEf123456/t/w:40.webp", p), OK);
+    assert_int_equal(p->n, 0);
+    cdn_free(cdn);
+    free(p);
+}
+
 static void test_cloudflare_plan(void **state)
 {
     struct cdn_opts o = opts("cloudflare", "", "https://img.example.com/");
@@ -288,6 +366,7 @@ int main(void)
         cmocka_unit_test(test_settings_validated), cmocka_unit_test(test_paths),
         cmocka_unit_test(test_varnish_plan),       cmocka_unit_test(test_http_plan),
         cmocka_unit_test(test_cloudflare_plan),    cmocka_unit_test(test_fastly_plan),
+        cmocka_unit_test(test_rendition_plans),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -542,6 +542,89 @@ static void test_variant_rendition_name(void **state)
     assert_int_equal(meta_variant_put(f->ms, &v), E_INVALID);
 }
 
+/*
+ * The renditions' disk budget: touches order them, eviction drops the least recently used
+ * rows (and their references) until under budget, never a preset; and the making lease.
+ */
+static void test_renditions_budget_and_lease(void **state)
+{
+    struct fixture *f = *state;
+    struct image_rec a, b;
+    struct variant_rec v, got;
+    struct meta_evicted e;
+    struct meta_variant_ref t[3];
+    bool won = false;
+    int64_t now = meta_now_ms();
+
+    image_make(&a, 1);
+    image_make(&b, 2);
+    assert_int_equal(meta_image_insert(f->ms, &a), OK);
+    assert_int_equal(meta_image_insert(f->ms, &b), OK);
+    variant_make(&v, a.id, "thumb", 10); /* a preset: never counted, never evicted */
+    assert_int_equal(meta_variant_put(f->ms, &v), OK);
+    variant_make(&v, a.id, "w:1.webp", 11);
+    assert_int_equal(meta_variant_put(f->ms, &v), OK);
+    variant_make(&v, a.id, "w:2.webp", 12);
+    assert_int_equal(meta_variant_put(f->ms, &v), OK);
+    variant_make(&v, b.id, "w:3.webp", 13);
+    assert_int_equal(meta_variant_put(f->ms, &v), OK);
+    /* last uses: w:1 oldest, then w:3, then w:2 */
+    snprintf(t[0].image_id, sizeof(t[0].image_id), "%s", a.id);
+    snprintf(t[0].name, sizeof(t[0].name), "w:1.webp");
+    snprintf(t[1].image_id, sizeof(t[1].image_id), "%s", b.id);
+    snprintf(t[1].name, sizeof(t[1].name), "w:3.webp");
+    snprintf(t[2].image_id, sizeof(t[2].image_id), "%s", a.id);
+    snprintf(t[2].name, sizeof(t[2].name), "w:2.webp");
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(meta_variants_touch(f->ms, &t[i], 1, 1000 + 1000 * i), OK);
+    assert_int_equal(meta_variant_get(f->ms, a.id, "w:2.webp", &got), OK);
+    assert_int_equal(got.used_at, 3000);
+
+    assert_int_equal(meta_renditions_evict(f->ms, 3 * 12345, &e), OK);
+    assert_int_equal(e.total, 3 * 12345); /* the preset does not count */
+    assert_int_equal(e.n, 0);
+    assert_int_equal(meta_renditions_evict(f->ms, 12345, &e), OK);
+    assert_false(e.skipped);
+    assert_int_equal(e.n, 2);
+    assert_int_equal(e.bytes, 2 * 12345);
+    assert_string_equal(e.ref[0].name, "w:1.webp");
+    assert_string_equal(e.ref[1].name, "w:3.webp");
+    assert_int_equal(meta_variant_get(f->ms, a.id, "w:1.webp", &got), E_NOTFOUND);
+    assert_int_equal(meta_variant_get(f->ms, b.id, "w:3.webp", &got), E_NOTFOUND);
+    assert_int_equal(meta_variant_get(f->ms, a.id, "w:2.webp", &got), OK);
+    assert_int_equal(meta_variant_get(f->ms, a.id, "thumb", &got), OK);
+    {
+        char k11[SHA256_HEX];
+        key_of(11, k11);
+        assert_int_equal(refs_of(f->ms, k11), 0); /* its reference went with the row */
+    }
+    /* a touch of a row gone is no error; within budget nothing goes */
+    assert_int_equal(meta_variants_touch(f->ms, t, 3, 5000), OK);
+    assert_int_equal(meta_renditions_evict(f->ms, 12345, &e), OK);
+    assert_int_equal(e.n, 0);
+    assert_int_equal(e.total, 12345);
+
+    /* leases: one holder at a time, its own again, others' drops ignored, expiry */
+    assert_int_equal(meta_lease_take(f->ms, a.id, "w:9.webp", 1, now + 60000, &won), OK);
+    assert_true(won);
+    assert_int_equal(meta_lease_take(f->ms, a.id, "w:9.webp", 2, now + 60000, &won), OK);
+    assert_false(won);
+    assert_int_equal(meta_lease_take(f->ms, a.id, "w:9.webp", 1, now + 60000, &won), OK);
+    assert_true(won);
+    assert_int_equal(meta_lease_drop(f->ms, a.id, "w:9.webp", 2), OK);
+    assert_int_equal(meta_lease_take(f->ms, a.id, "w:9.webp", 2, now + 60000, &won), OK);
+    assert_false(won);
+    assert_int_equal(meta_lease_drop(f->ms, a.id, "w:9.webp", 1), OK);
+    assert_int_equal(meta_lease_take(f->ms, a.id, "w:9.webp", 2, now + 60000, &won), OK);
+    assert_true(won);
+    assert_int_equal(meta_lease_take(f->ms, b.id, "w:9.webp", 3, now - 1, &won), OK);
+    assert_true(won); /* another variant: its own lease */
+    assert_int_equal(meta_lease_take(f->ms, b.id, "w:9.webp", 4, now + 60000, &won), OK);
+    assert_true(won); /* holder 3's ran out */
+    assert_int_equal(meta_lease_take(f->ms, a.id, "w:9.webp", 0, now, &won), E_INVALID);
+    assert_int_equal(meta_lease_take(f->ms, a.id, "W;9", 5, now, &won), E_INVALID);
+}
+
 static void test_variant_cap(void **state)
 {
     struct fixture *f = *state;
@@ -1339,6 +1422,7 @@ static void pg_stop(void)
         cmocka_unit_test_setup_teardown(test_gc_primitives, setup, teardown),                      \
         cmocka_unit_test_setup_teardown(test_variants, setup, teardown),                           \
         cmocka_unit_test_setup_teardown(test_variant_rendition_name, setup, teardown),             \
+        cmocka_unit_test_setup_teardown(test_renditions_budget_and_lease, setup, teardown),        \
         cmocka_unit_test_setup_teardown(test_variant_cap, setup, teardown),                        \
         cmocka_unit_test_setup_teardown(test_settings, setup, teardown),                           \
         cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),                         \
