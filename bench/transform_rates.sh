@@ -13,9 +13,9 @@ dur=${1:-10}
 conc=${2:-4}
 bin=${TESSERA_BIN:-build/tessera}
 data=../shared/testdata/images
-key=bench-transform-key-0123456789abcdef
 work=$(mktemp -d /tmp/tessera-bench.XXXXXX)
 chmod 755 "$work" # nginx workers run as nobody
+(umask 077 && openssl rand -hex 32 >"$work/transform.key") # a key file: never on a command line
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
@@ -26,12 +26,12 @@ now() { date +%s.%N; }
 
 tport=$(free_port)
 taskset -c 0 "$bin" serve --listen "127.0.0.1:$tport" --data-dir "$work/data" --log.access=false \
-    --log.level=warn --jobs.workers=0 --transforms.keys="$key" &
+    --log.level=warn --jobs.workers=0 --transforms.keys_file="$work/transform.key" &
 pids+=($!)
 wait_http "http://127.0.0.1:$tport/healthz"
 upload() { curl -fs --data-binary @"$1" "http://127.0.0.1:$tport/api/v1/images" |
     /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'; }
-url() { "$bin" sign --listen "127.0.0.1:$tport" --transforms.keys="$key" "/i/$1/t/$2"; }
+url() { "$bin" sign --listen "127.0.0.1:$tport" --transforms.keys_file="$work/transform.key" "/i/$1/t/$2"; }
 small=$(upload "$data/accept_jpeg_baseline_rocket_640x427.jpg")
 vips thumbnail "$data/accept_jpeg_large_seeding_4000x3000.jpg" "$work/big.jpg[Q=90]" 6000 \
     --height 4000 --size force

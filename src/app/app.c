@@ -295,12 +295,17 @@ int app_image_get(struct app *a, const char *id, size_t len, struct image_rec *o
 int app_image_peek(struct app *a, const char *id, size_t len, struct image_rec *out)
 {
     char buf[IMAGE_ID_MAX + 1];
+    int rc;
 
     if (!image_id_valid(id, len))
         return E_NOTFOUND;
     memcpy(buf, id, len);
     buf[len] = '\0';
-    return cache_image_peek(a->cache, buf, out);
+    rc = cache_image_peek(a->cache, buf, out);
+    /* a local store without Redis answers without blocking (tessera serve on SQLite) */
+    if (rc == E_AGAIN && !meta_may_block(a->meta) && a->cfg->cache.redis[0] == '\0')
+        rc = app_image_get(a, id, len, out);
+    return rc;
 }
 
 int app_list(struct app *a, int64_t before, size_t limit, struct image_rec *out, size_t *n,
@@ -648,13 +653,45 @@ int app_variant(struct app *a, const struct image_rec *img, const struct variant
     return variant_get_or_make(a, img, &m, out, made_fd);
 }
 
-int app_rendition(struct app *a, const struct image_rec *img, const struct img_ops *ops,
-                  struct variant_rec *out, int *made_fd, char *err, size_t cap)
+/*
+ * rendition_plan plans ops on img (limits checked: E_INVALID with err) and
+ * names the rendition (its canonical form, name of OPS_CANON_MAX bytes).
+ */
+static int rendition_plan(struct app *a, const struct image_rec *img, const struct img_ops *ops,
+                          struct img_plan *plan, char *name, char *err, size_t cap)
 {
     const struct ops_limits lim = {(uint32_t)a->cfg->transforms.max_dimension,
                                    (uint64_t)a->cfg->limits.max_pixels};
     struct img_source src = {img_format_from_name(str_from(img->format)), img->width, img->height,
                              img->frames, img->bytes};
+    struct img_ops o = *ops;
+    int rc;
+
+    /* the plan needs a format: "auto" for the rest resolves to JPEG or PNG while encoding */
+    o.format = ops->format == IMG_UNKNOWN ? IMG_JPEG : ops->format;
+    rc = img_ops_plan(&o, &src, &lim, plan, err, cap);
+    if (rc == OK)
+        img_ops_canonical(ops, name, OPS_CANON_MAX);
+    return rc;
+}
+
+int app_rendition_peek(struct app *a, const struct image_rec *img, const struct img_ops *ops,
+                       struct variant_rec *out)
+{
+    struct img_plan plan;
+    char name[OPS_CANON_MAX], err[160];
+
+    if (meta_may_block(a->meta) ||
+        rendition_plan(a, img, ops, &plan, name, err, sizeof(err)) != OK ||
+        meta_variant_get(a->meta, img->id, name, out) != OK)
+        return E_AGAIN;
+    keeper_used(a->keeper, out);
+    return OK;
+}
+
+int app_rendition(struct app *a, const struct image_rec *img, const struct img_ops *ops,
+                  struct variant_rec *out, int *made_fd, char *err, size_t cap)
+{
     struct img_ops o = *ops;
     struct img_plan plan;
     char name[OPS_CANON_MAX];
@@ -663,13 +700,9 @@ int app_rendition(struct app *a, const struct image_rec *img, const struct img_o
 
     if (made_fd != NULL)
         *made_fd = -1;
-    /* the plan needs a format: "auto" for the rest resolves to JPEG or PNG while encoding */
-    o.format = ops->format == IMG_UNKNOWN ? IMG_JPEG : ops->format;
-    rc = img_ops_plan(&o, &src, &lim, &plan, err, cap);
+    rc = rendition_plan(a, img, ops, &plan, name, err, cap);
     if (rc != OK)
         return rc;
-    o.format = ops->format;
-    img_ops_canonical(&o, name, sizeof(name));
     rc = variant_get_or_make(a, img, &m, out, made_fd);
     if (rc == OK && (made_fd == NULL || *made_fd < 0))
         keeper_used(a->keeper, out);

@@ -110,7 +110,8 @@ int app_image_get(struct app *a, const char *id, size_t len, struct image_rec *o
 
 /*
  * app_image_peek is app_image_get for a thread that must not block: from this
- * process's cache only, E_AGAIN when that does not know (app_image_get can).
+ * process's cache, or from a local store when no Redis is in the way (tessera
+ * serve); E_AGAIN when only app_image_get can tell.
  */
 int app_image_peek(struct app *a, const char *id, size_t len, struct image_rec *out);
 
@@ -170,6 +171,14 @@ int app_variant(struct app *a, const struct image_rec *img, const struct variant
  */
 int app_rendition(struct app *a, const struct image_rec *img, const struct img_ops *ops,
                   struct variant_rec *out, int *made_fd, char *err, size_t cap);
+
+/*
+ * app_rendition_peek is app_rendition for a thread that must not block: OK
+ * with out when the rendition is recorded already and the metadata store is
+ * local (SQLite), else E_AGAIN (app_rendition decides, errors included).
+ */
+int app_rendition_peek(struct app *a, const struct image_rec *img, const struct img_ops *ops,
+                       struct variant_rec *out);
 
 /*
  * app_rendition_standin is app_rendition for "auto" answered in AVIF (ops

@@ -131,7 +131,8 @@ void http_reply_json(struct http_req *req, int status, json_t *j);
 void http_reply_error(struct http_req *req, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* http_reply_fd answers len bytes of fd from off (sent with sendfile); takes fd. */
+/* http_reply_fd answers len bytes of fd from off (sendfile; up to 16 KiB read and sent with the
+ * headers in one go); takes fd. */
 void http_reply_fd(struct http_req *req, int status, int fd, uint64_t off, uint64_t len);
 
 /* http_reply_buf answers a copy of len bytes with the content type. */

@@ -646,7 +646,7 @@ static void h_transform(struct http_req *req)
             return;
         }
     }
-    if (!lookup(a, req, id, &img))
+    if (!(http_inline(req) ? peek(a, req, id, &img, NULL) : lookup(a, req, id, &img)))
         return;
     is_auto = o.format == IMG_UNKNOWN;
     if (is_auto) {
@@ -658,7 +658,16 @@ static void h_transform(struct http_req *req)
         else if (accept != NULL && accepts(accept, "image/webp"))
             o.format = IMG_WEBP;
     }
-    if (o.format == IMG_AVIF && is_auto && cfg->transforms.auto_standin)
+    if (http_inline(req)) {
+        /* a second request: the rendition recorded and its bytes on local disk, else a worker */
+        uint64_t size;
+        if (app_rendition_peek(a->app, &img, &o, &v) != OK ||
+            blob_peek(a->blobs, v.key, &made_fd, &size) != OK) {
+            http_defer(req);
+            return;
+        }
+        rc = OK;
+    } else if (o.format == IMG_AVIF && is_auto && cfg->transforms.auto_standin)
         rc = app_rendition_standin(a->app, &img, &o, &v, &made_fd, &standin, err, sizeof(err));
     else
         rc = app_rendition(a->app, &img, &o, &v, &made_fd, err, sizeof(err));
@@ -689,12 +698,12 @@ const struct route api_routes[] = {
     /* decoding, fsyncs and page building block: they run on the worker threads */
     {HTTP_POST, "/api/v1/images", "upload", h_upload, ROUTE_BODY_UPLOAD | ROUTE_BLOCKING},
     {HTTP_GET, "/api/v1/images", "list", h_list, ROUTE_BLOCKING},
-    /* answered on the epoll threads when this process holds the record and the bytes */
+    /* answered on the epoll threads when this process holds the record(s) and the bytes */
     {HTTP_GET, "/api/v1/images/*", "image", h_image_get, ROUTE_TRY_INLINE},
     {HTTP_DELETE, "/api/v1/images/*", "delete", h_delete, ROUTE_BLOCKING},
     {HTTP_GET, "/i/*", "bytes", h_bytes, ROUTE_TRY_INLINE},
     {HTTP_GET, "/i/*/*", "variant", h_variant, ROUTE_BLOCKING},
-    {HTTP_GET, "/i/*/t/*", "transform", h_transform, ROUTE_BLOCKING},
+    {HTTP_GET, "/i/*/t/*", "transform", h_transform, ROUTE_BLOCKING | ROUTE_TRY_INLINE},
 };
 const size_t api_nroutes = sizeof(api_routes) / sizeof(api_routes[0]);
 

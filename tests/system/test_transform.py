@@ -270,6 +270,7 @@ def t_cached_and_deleted(srv):
         C.eq(h.get("Cache-Control"), "public, max-age=31536000, immutable", "immutable")
         first.append((h.get("ETag"), body))
     made = metric(srv, "tessera_renditions_made_total")
+    inline = metric(srv, "tessera_http_inline_answers_total")
     for p, (etag, body) in zip(paths, first):
         st, h, b2 = get(srv, p, accept="image/webp")
         C.check(st == 200 and b2 == body and h.get("ETag") == etag, "second request: same bytes")
@@ -280,6 +281,9 @@ def t_cached_and_deleted(srv):
         C.check(st == 200 and b3 == b"" and h.get("Content-Length") == str(len(body)), "HEAD")
     C.eq(metric(srv, "tessera_renditions_made_total"), made,
          "second requests encode nothing (tessera_renditions_made_total unchanged)")
+    # recorded renditions on local disk need no worker thread: GET, 304 and HEAD of each path
+    inline = metric(srv, "tessera_http_inline_answers_total") - inline
+    C.check(inline >= 3 * len(paths), "second requests answered on the event thread (%d)" % inline)
     st, _, _ = tf.request(srv, "DELETE", "/api/v1/images/" + j["id"],
                           headers={"X-Delete-Token": j["delete_token"]})
     C.eq(st, 204, "delete 204")
