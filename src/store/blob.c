@@ -137,6 +137,14 @@ int blob_each(struct blob_store *bs, blob_each_fn *fn, void *arg)
     return rc;
 }
 
+int blob_quarantined(struct blob_store *bs, struct blob_entry *out, size_t cap, size_t *n)
+{
+    *n = 0;
+    if (bs->ops->quarantined == NULL)
+        return E_UNSUPPORTED;
+    return bs->ops->quarantined(bs->be, out, cap, n);
+}
+
 bool blob_store_may_block(const struct blob_store *bs)
 {
     return bs->ops->may_block != NULL && bs->ops->may_block(bs->be);
