@@ -473,7 +473,9 @@ cmd_up() {
     app_role
     # the repository's stanza once (a new cluster, or one made before archiving was on)
     if ! backrest info --output=json 2>/dev/null | jq -e '.[0].status.code == 0' >/dev/null; then
-        backrest stanza-create >/dev/null || die "pgbackrest stanza-create failed ($DIR/log)"
+        # a warning, not a stop: the cluster serves without it; `pg.sh backup` then fails loudly
+        backrest stanza-create >/dev/null ||
+            echo "pg.sh: warning: pgbackrest stanza-create failed ($DIR/log): no backups until it works" >&2
     fi
 }
 
