@@ -21,6 +21,8 @@ pkgs=(
     postgresql postgresql-client redis-server redis-tools nginx varnish varnish-modules
     # PostgreSQL failover: a Patroni agent per node, etcd as its store; jq reads their JSON
     patroni etcd-server etcd-client jq
+    # continuous archiving and point-in-time recovery of the metadata (deploy/local/pg.sh backup)
+    pgbackrest
     # the S3 endpoint of deploy/local/s3.sh: OpenStack Swift with s3api, and its memcached
     swift swift-proxy swift-object swift-container swift-account python3-swift memcached
     # fault drills: network namespaces (ip), tmpfs mounts (mount); pkill (procps)

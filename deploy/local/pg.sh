@@ -22,6 +22,21 @@
 #   pg.sh url [NAME]          the libpq URL: without NAME the multi-host write URL, else one node's
 #   pg.sh psql [NAME] [ARG..] psql as the superuser on a node (default: the leader), db postgres
 #   pg.sh resolve NAME        the node a name or role alias means now; pg.sh check NAME: it runs
+#   pg.sh backup [full|diff|incr]  a pgBackRest backup (default incr; full when none is) into the
+#                             repository TESSERA_PG_BACKUP_DIR (default RUN/backup); every WAL
+#                             segment is archived there continuously (archive_command), so any
+#                             moment since the first backup can be restored
+#   pg.sh backups             pgBackRest's info: backups and the archived WAL range
+#   pg.sh archive             close the current WAL segment and wait until it is archived
+#                             (pgbackrest check): every commit so far can be restored
+#   pg.sh time                the leader's clock now, a point to restore to
+#
+# A new cluster from a backup, up to a point in time: TESSERA_PG_RESTORE_FROM=OLD_RUN_DIR (its
+# pgbackrest.conf names the repository; its secrets.env is reused: the roles come with the data)
+# and TESSERA_PG_RESTORE_TIME='YYYY-MM-DD HH:MM:SS.uuuuuu+00' (default: the end of the archive)
+# with `pg.sh up` in an empty run directory: pg-1 bootstraps by restoring the backup and replaying
+# the archive to that point, then leads; the other nodes copy it. Refused if the run directory
+# holds a database already.
 #
 # NAME: pg-1..pg-N, or a role resolved when the command runs: pg-primary (the current leader),
 # pg-replica-1, pg-replica-2.. (the other nodes in name order); etcd for start/stop/kill.
@@ -42,6 +57,11 @@ for ((i = 1; i <= N; i++)); do NODES+=("pg-$i"); done
 ETCD_PORT=$((BASE + 8))
 ETCD_PEER=$((BASE + 9))
 SCOPE=tessera
+STANZA=tessera
+REPO=$(realpath -m "${TESSERA_PG_BACKUP_DIR:-$DIR/backup}")
+BR_CONF=$DIR/pgbackrest.conf
+RESTORE_FROM=${TESSERA_PG_RESTORE_FROM:+$(realpath -m "$TESSERA_PG_RESTORE_FROM")}
+RESTORE_TIME=${TESSERA_PG_RESTORE_TIME:-}
 APP_USER=tessera
 APP_DB=tessera
 PGPASS=$DIR/pgpass # the clients' password file (libpq passfile=)
@@ -171,9 +191,19 @@ load_secrets() {
 # Rewritten at every `up` from the same secrets, so an edit here reaches existing clusters; the
 # bootstrap.dcs part only counts when the cluster is first made (then `patronictl edit-config`).
 write_patroni_yml() {
-    local n=$1 f=$DIR/$1/patroni.yml sync=true
+    local n=$1 f=$DIR/$1/patroni.yml sync=true method=""
     # One node has no standby to wait for: strict synchronous mode would block every commit.
     [ "$N" -eq 1 ] && sync=false
+    # A cluster made from a backup: pg-1's bootstrap restores it (Patroni's custom bootstrap)
+    # and PostgreSQL replays the old archive up to the point, then promotes.
+    if [ -n "$RESTORE_FROM" ]; then
+        method="  method: pgbackrest
+  pgbackrest:
+    command: '$DIR/restore.sh'
+    keep_existing_recovery_conf: true
+    no_params: true
+    recovery_conf: {recovery_target_action: promote}"
+    fi
     (
         umask 077
         cat >"$f.new" <<EOF
@@ -187,6 +217,7 @@ restapi:
 etcd3:
   hosts: 127.0.0.1:$ETCD_PORT
 bootstrap:
+$method
   dcs:
     # A leader that stops renewing its key (host crash) is replaced after at most ttl s, plus
     # one loop of the standbys; a dead postmaster is seen at the next loop (loop_wait) and,
@@ -232,6 +263,10 @@ postgresql:
     rewind: {username: rewinder, password: '$REWIND_PASSWORD'}
   parameters:
     unix_socket_directories: '$DIR/sock'
+    # continuous archiving: every WAL segment to the pgBackRest repository (pg.sh backup)
+    archive_mode: 'on'
+    archive_command: 'pgbackrest --config=$BR_CONF --stanza=$STANZA archive-push %p'
+    archive_timeout: 60
     shared_buffers: 64MB
     logging_collector: off
   pg_hba:
@@ -244,6 +279,44 @@ EOF
         mv "$f.new" "$f"
     )
 }
+
+# write_backrest_conf: pgBackRest's file, every node of this cluster a pg host (it backs up from
+# whichever leads), the repository local; owned by postgres, which runs archive_command.
+write_backrest_conf() {
+    local n i=0
+    (
+        umask 077
+        {
+            printf '[global]\nrepo1-path=%s\nrepo1-retention-full=2\nstart-fast=y\n' "$REPO"
+            printf 'log-path=%s/log\nlock-path=%s/pgbackrest-lock\nlog-level-console=warn\n' "$DIR" "$DIR"
+            printf 'log-level-file=info\narchive-timeout=60\n\n[%s]\n' "$STANZA"
+            for n in "${NODES[@]}"; do
+                i=$((i + 1))
+                printf 'pg%d-path=%s/%s/data\npg%d-port=%d\npg%d-socket-path=%s/sock\n' \
+                    "$i" "$DIR" "$n" "$i" "$(pg_port "$n")" "$i" "$DIR"
+            done
+        } >"$BR_CONF.new"
+        [ "$ME" -eq 0 ] && chown postgres:postgres "$BR_CONF.new"
+        mv "$BR_CONF.new" "$BR_CONF"
+    )
+}
+
+# write_restore_sh: pg-1's bootstrap from the old cluster's backup (Patroni runs it as postgres).
+# pgBackRest writes the recovery settings (restore_command from the old repository, the target
+# time, promote at the end); Patroni keeps them (keep_existing_recovery_conf).
+write_restore_sh() {
+    local target="--type=default"
+    [ -n "$RESTORE_TIME" ] && target="--type=time --target='$RESTORE_TIME' --target-action=promote"
+    {
+        echo '#!/bin/sh'
+        echo "# Written by deploy/local/pg.sh: pg-1 bootstraps from the backup of $RESTORE_FROM."
+        echo "exec pgbackrest --config='$RESTORE_FROM/pgbackrest.conf' --stanza=$STANZA restore \\"
+        echo "    --pg1-path='$DIR/pg-1/data' $target --log-level-console=info"
+    } >"$DIR/restore.sh"
+    chmod 755 "$DIR/restore.sh"
+}
+
+backrest() { "${AS_PG[@]}" pgbackrest --config="$BR_CONF" --stanza="$STANZA" "$@"; }
 
 # patronictl's own file: where etcd is, no secrets.
 write_ctl_yml() {
@@ -262,12 +335,22 @@ prepare() {
     pg_dir "$DIR/sock"
     pg_dir "$DIR/log" 755
     pg_dir "$DIR/etcd"
+    pg_dir "$REPO"
+    pg_dir "$DIR/pgbackrest-lock"
+    if [ -n "$RESTORE_FROM" ]; then
+        [ -f "$RESTORE_FROM/pgbackrest.conf" ] || die "no pgbackrest.conf in $RESTORE_FROM"
+        [ "$REPO" != "$(sed -n 's/^repo1-path=//p' "$RESTORE_FROM/pgbackrest.conf")" ] ||
+            die "the new cluster needs a backup repository of its own (TESSERA_PG_BACKUP_DIR)"
+        [ -f "$DIR/secrets.env" ] || install -m 600 "$RESTORE_FROM/secrets.env" "$DIR/secrets.env"
+        write_restore_sh
+    fi
     make_secrets
     load_secrets
     for n in "${NODES[@]}"; do
         pg_dir "$DIR/$n"
         write_patroni_yml "$n"
     done
+    write_backrest_conf
     write_ctl_yml
 }
 
@@ -360,6 +443,13 @@ EOF
 
 cmd_up() {
     local n fresh=1
+    # before anything is written: the run directory's files belong to the cluster it holds
+    if [ -n "$RESTORE_FROM" ] && ! [ -f "$DIR/restored" ]; then
+        for n in "${NODES[@]}"; do
+            [ -f "$DIR/$n/data/PG_VERSION" ] &&
+                die "refusing to restore into $DIR: it holds a database already (pg.sh destroy it first)"
+        done
+    fi
     prepare
     start_etcd
     for n in "${NODES[@]}"; do [ -f "$DIR/$n/data/PG_VERSION" ] && fresh=0; done
@@ -367,12 +457,33 @@ cmd_up() {
         # A new cluster: pg-1 bootstraps alone, so the first leader is known (pg-1); the
         # others then copy it (pg_basebackup) when they start.
         start_node pg-1
-        wait_for "pg-1 bootstraps and leads" 90 rest_ok pg-1 /leader
+        # a restore replays the archive first: more time; a failed bootstrap ends Patroni
+        # shellcheck disable=SC2317
+        bootstrapped() {
+            pid_of pg-1 >/dev/null || die "pg-1's bootstrap failed (its log: $DIR/log/pg-1.log)"
+            rest_ok pg-1 /leader
+        }
+        wait_for "pg-1 bootstraps and leads" "$([ -n "$RESTORE_FROM" ] && echo 600 || echo 90)" \
+            bootstrapped
+        [ -z "$RESTORE_FROM" ] || touch "$DIR/restored"
     fi
     for n in "${NODES[@]}"; do start_node "$n"; done
     wait_for "every node runs" 120 all_healthy
     wait_for "a leader takes writes (a standby in sync)" 60 writable
     app_role
+    # the repository's stanza once (a new cluster, or one made before archiving was on)
+    if ! backrest info --output=json 2>/dev/null | jq -e '.[0].status.code == 0' >/dev/null; then
+        # a warning, not a stop: the cluster serves without it; `pg.sh backup` then fails loudly
+        backrest stanza-create >/dev/null ||
+            echo "pg.sh: warning: pgbackrest stanza-create failed ($DIR/log): no backups until it works" >&2
+    fi
+}
+
+cmd_backup() {
+    local type=${1:-incr}
+    [[ $type =~ ^(full|diff|incr)$ ]] || die "usage: pg.sh backup [full|diff|incr]"
+    writable || die "no leader takes writes: nothing to back up from"
+    backrest --type="$type" --log-level-console=info backup || die "pgbackrest backup failed ($DIR/log)"
 }
 
 cmd_down() {
@@ -554,6 +665,10 @@ leader) leader || die "no node leads right now" ;;
 url) cmd_url "${@:2}" ;;
 psql) cmd_psql "${@:2}" ;;
 names) printf '%s\n' "${NODES[@]}" etcd ;;
+backup) cmd_backup "${@:2}" ;;
+backups) backrest info ;;
+archive) backrest check || die "the archive does not work (pgbackrest check; $DIR/log)" ;;
+time) psql "$(super_url "$(leader)")" -XAtq -c "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'" ;;
 # for deploy/local/cluster: the node a name or role means now; whether a node or etcd answers
 resolve) need_name "${@:2}" && resolve "$2" ;;
 check)
@@ -562,7 +677,7 @@ check)
     if [ "$n" = etcd ]; then etcd_ok; else node_healthy "$n"; fi
     ;;
 *)
-    sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,46p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

@@ -25,7 +25,8 @@
 #include <string.h>
 #include <time.h>
 
-#define REPAIR_PAGE 1000
+#define REPAIR_PAGE           1000
+#define REPAIR_QUARANTINE_MAX 10000 /* a node lists at most this many */
 
 /*
  * repair_missing tells whether key is in no shard's listing and, asked again
@@ -93,6 +94,44 @@ static int repair_guard(void *arg, const char *key, int (*remove)(void *, const 
     if (rc == E_EXISTS)
         rc = meta_blob_release(ms, key, remove, rarg);
     return rc;
+}
+
+/*
+ * repair_quarantine reports every copy a storage node's scrubber set aside (failed its
+ * check). Its shard lists the key no more, so the walk above has already written a good
+ * copy back to it when it is one of the key's homes; the quarantined file itself is the
+ * operator's to remove.
+ */
+static void repair_quarantine(const struct runtime *rt, struct progress *p,
+                              struct repair_result *res)
+{
+    const struct ring *ring = blob_ring_ring(rt->blobs);
+    struct blob_entry *q = xmalloc(REPAIR_QUARANTINE_MAX * sizeof(*q));
+
+    for (size_t s = 0; s < ring->n; s++) {
+        struct blob_store *bs = blob_ring_shard(rt->blobs, (unsigned)s);
+        size_t n = 0;
+        int rc = blob_quarantined(bs, q, REPAIR_QUARANTINE_MAX, &n);
+        if (rc == E_UNSUPPORTED)
+            continue;
+        if (rc != OK) {
+            progress_note(p, "shard %s: cannot list its quarantine: %s", ring->shards[s].id,
+                          err_str(rc));
+            res->k.errors++;
+            continue;
+        }
+        for (size_t i = 0; i < n; i++) {
+            bool there = false;
+            blob_exists(bs, q[i].key, &there);
+            progress_note(p,
+                          "shard %s: quarantined copy of %s (%llu bytes, set aside at %lld by "
+                          "the scrubber)%s",
+                          ring->shards[s].id, q[i].key, (unsigned long long)q[i].size,
+                          (long long)q[i].mtime, there ? ": a good copy is back on the shard" : "");
+        }
+        res->quarantined += n;
+    }
+    free(q);
 }
 
 static void clear_previous(const struct runtime *rt, struct progress *p)
@@ -173,6 +212,7 @@ int repair_run(const struct runtime *rt, const struct repair_opts *o, struct pro
     progress_flush(p);
     if (repair_check_meta(rt, &l, p, res) != OK)
         res->k.errors++;
+    repair_quarantine(rt, p, res);
     res->seconds = (double)(time_mono_us() - t0) / 1e6;
     if (res->shards_unlisted == 0 && res->k.errors == 0 && after[0] == '\0')
         repair_last_record(rt, o->dry_run, res, p);

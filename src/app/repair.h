@@ -3,8 +3,9 @@
  *
  * Lists every shard, brings each listed key to exactly its home copies
  * (store/ring_repair.h) with its reference count from the metadata, then
- * checks that every image's blob and variants are on some shard. Never
- * removes a blob that a record names.
+ * checks that every image's blob and variants are on some shard, and reports
+ * the copies the storage nodes' scrubbers put in quarantine. Never removes a
+ * blob that a record names, nor a corrupt copy when no good one exists.
  */
 #ifndef APP_REPAIR_H
 #define APP_REPAIR_H
@@ -26,6 +27,7 @@ struct repair_result {
     struct ring_repair_counts k; /* k.lost also counts images whose blob is on no shard */
     size_t images_checked;       /* images compared against the listings */
     size_t shards_unlisted;      /* shards that could not be listed (their copies left alone) */
+    size_t quarantined;          /* copies the nodes' scrubbers set aside (reported, kept) */
     double seconds;
 };
 

@@ -7,6 +7,7 @@
 #include "cli/cli.h"
 
 #include "app/runtime.h"
+#include "cli/backup.h"
 #include "cli/client.h"
 #include "cli/gc.h"
 #include "cli/migrate.h"
@@ -53,6 +54,8 @@ static const struct cli_cmd cli_cmds[] = {
     {"migrate", migrate_cmd, "apply the embedded schema migrations (PostgreSQL primary or SQLite)"},
     {"ring", ring_cmd, "show, apply, plan, rebalance and simulate the storage ring"},
     {"repair", repair_cmd, "restore missing blob replicas, move hinted copies home, remove strays"},
+    {"backup", backup_cmd, "copy the blobs a backup target lacks (incremental; deletes nothing)"},
+    {"restore", restore_cmd, "fill a new cluster's empty storage from a backup (metadata first)"},
     {"gc", gc_cmd,
      "collect unreferenced and orphan blobs, stale pins, dead jobs; dry run unless --apply"},
     {"upload", client_cmd, "upload images to a server (--server URL or TESSERA_URL); --json"},

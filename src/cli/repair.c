@@ -23,17 +23,17 @@ static void repair_print(const struct repair_result *r, bool dry, bool json)
         printf("{\"op\":\"repair\",\"event\":\"summary\",\"dry_run\":%s,\"keys\":%zu,"
                "\"seconds\":%.1f,\"restored\":%zu,\"moved_home\":%zu,\"corrupt\":%zu,"
                "\"orphans_removed\":%zu,\"orphans_young\":%zu,\"lost\":%zu,\"errors\":%zu,"
-               "\"images_checked\":%zu,\"shards_unlisted\":%zu}\n",
+               "\"images_checked\":%zu,\"shards_unlisted\":%zu,\"quarantined\":%zu}\n",
                dry ? "true" : "false", k->keys, r->seconds, k->restored, k->moved_home, k->corrupt,
                k->orphans_removed, k->orphans_young, k->lost, k->errors, r->images_checked,
-               r->shards_unlisted);
+               r->shards_unlisted, r->quarantined);
         return;
     }
     printf("repair%s: %zu keys in %.1f s: %zu copies restored, %zu moved home (extra copies "
            "removed), %zu corrupt rewritten, %zu orphan copies removed, %zu young orphans kept, "
-           "%zu lost, %zu errors\n",
+           "%zu lost, %zu errors, %zu quarantined by the scrubbers\n",
            dry ? " (dry run)" : "", k->keys, r->seconds, k->restored, k->moved_home, k->corrupt,
-           k->orphans_removed, k->orphans_young, k->lost, k->errors);
+           k->orphans_removed, k->orphans_young, k->lost, k->errors, r->quarantined);
 }
 
 int repair_cmd(const struct config *cfg, int argc, char **argv)

@@ -3,7 +3,8 @@
  *
  * The ring in force is recorded in the metadata store (app/ring_state.h);
  * show compares it with the configured one, apply records the configured
- * one, plan and rebalance move the blobs to it (app/rebalance.h), migrate moves
+ * one, plan and rebalance move the blobs to it (app/rebalance.h), drain moves them
+ * off one shard to the ring in force without it (same protocol), migrate moves
  * them to a ring given on the command line (another backend) with the same protocol, simulate
  * measures placement (store/ring_sim.h). Results go to stdout, progress to
  * stderr; with --json both are JSON lines on stdout.
@@ -17,6 +18,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/progress.h"
+#include "store/blob_ring.h"
 #include "store/ring.h"
 #include "store/ring_move.h"
 #include "store/ring_sim.h"
@@ -109,14 +111,75 @@ out:
     return rc;
 }
 
-/* --- plan, rebalance: from the ring in force to the configured one --- */
+/* --- plan, rebalance, drain: from the ring in force to the configured one, or without a shard ---
+ */
 
 struct ring_move_args {
-    bool execute; /* rebalance; else plan */
+    bool execute; /* rebalance or drain; else plan */
     bool json;
-    long rate;   /* keys a second, 0: no limit */
-    long wait_s; /* between the switch and the pruning */
+    long rate;         /* keys a second, 0: no limit */
+    long wait_s;       /* between the switch and the pruning */
+    long jobs;         /* blobs copied at once */
+    const char *drain; /* the shard to drain; NULL: move to the configured ring */
 };
+
+/*
+ * ring_drain_target builds the ring a drain of name moves to: the ring in force without it.
+ * A drain interrupted after it recorded that ring resumes (the ring in force is the previous
+ * one without name). Refuses, saying why on stderr, a shard the ring does not have, a ring
+ * that would be left with fewer shards than R (or zones), and an unfinished move to another
+ * ring (uploads since it began live on its ring only).
+ */
+static int ring_drain_target(const struct runtime *rt, const char *name, struct ring **out)
+{
+    struct ring *in = NULL, *prev = NULL, *without = NULL;
+    char err[512] = "", *text = NULL, *ptext = NULL;
+    int rc = ring_state_config(rt->meta, &text);
+
+    *out = NULL;
+    if (rc == OK)
+        rc = ring_parse_described(text, &in, err, sizeof(err));
+    else
+        snprintf(err, sizeof(err), "no ring in force: %s", err_str(rc));
+    if (rc == OK)
+        rc = ring_state_previous(rt->meta, &ptext);
+    if (rc != OK)
+        goto out;
+    if (ptext[0] != '\0' && ring_parse_described(ptext, &prev, err, sizeof(err)) != OK) {
+        rc = E_INVALID;
+        goto out;
+    }
+    if (ring_find(in, name) >= 0) {
+        if (prev != NULL) {
+            snprintf(err, sizeof(err),
+                     "a move from epoch %s to %s is unfinished: finish it first (`tessera ring "
+                     "rebalance` or `ring migrate --finish`), then drain",
+                     prev->epoch, in->epoch);
+            rc = E_INVALID;
+        } else {
+            rc = ring_without(in, name, out, err, sizeof(err));
+        }
+    } else if (prev != NULL && ring_without(prev, name, &without, err, sizeof(err)) == OK &&
+               strcmp(without->epoch, in->epoch) == 0) {
+        *out = in; /* resume: the drain recorded this ring and stopped before the end */
+        in = NULL;
+    } else {
+        snprintf(err, sizeof(err),
+                 "%s is not a shard of the ring in force (epoch %s; `tessera ring show` lists "
+                 "them): nothing to drain",
+                 name, in->epoch);
+        rc = E_NOTFOUND;
+    }
+out:
+    if (rc != OK)
+        fprintf(stderr, "tessera ring drain: refused: %s\n", err);
+    ring_free(in);
+    ring_free(prev);
+    ring_free(without);
+    free(text);
+    free(ptext);
+    return rc;
+}
 
 static void ring_print_plan(const char *op, const struct rebalance *rb, bool json)
 {
@@ -136,25 +199,58 @@ static void ring_print_plan(const char *op, const struct rebalance *rb, bool jso
     fflush(stdout);
 }
 
-static void ring_print_done(const struct rebalance *rb, bool switched, double seconds, bool json)
+static void ring_print_done(const char *op, const struct rebalance *rb, bool switched,
+                            double seconds, bool json)
 {
     const struct ring_move_result *r = &rb->res;
 
     if (json)
-        printf("{\"op\":\"rebalance\",\"event\":\"summary\",\"switched\":%s,\"epoch\":\"%s\","
+        printf("{\"op\":\"%s\",\"event\":\"summary\",\"switched\":%s,\"epoch\":\"%s\","
                "\"seconds\":%.1f,\"copied\":%zu,\"removed\":%zu,\"not_pruned\":%zu,"
                "\"errors\":%zu}\n",
-               switched ? "true" : "false", switched ? rb->nw->epoch : rb->old->epoch, seconds,
+               op, switched ? "true" : "false", switched ? rb->nw->epoch : rb->old->epoch, seconds,
                r->copied, r->removed, r->skipped, r->errors);
     else if (switched)
-        printf("ring rebalance: done in %.1f s, %zu copies made, %zu old copies removed, %zu "
+        printf("ring %s: done in %.1f s, %zu copies made, %zu old copies removed, %zu "
                "errors\n",
-               seconds, r->copied, r->removed, r->errors);
+               op, seconds, r->copied, r->removed, r->errors);
+    fflush(stdout);
+}
+
+/*
+ * ring_drain_check lists every shard again and counts what the drained shard still holds: a
+ * blob a service wrote there before it followed the new ring. Those are copied and pruned
+ * too, up to three rounds. OK once it holds nothing; E_IO (with the count on stderr) if it
+ * still does, E_UNAVAILABLE if a shard cannot be listed.
+ */
+static int ring_drain_check(struct rebalance *rb, const struct ring_move_args *a,
+                            struct progress *p)
+{
+    unsigned s = (unsigned)ring_find(blob_ring_ring(rb->store), a->drain);
+    size_t left = 0;
+
+    for (int round = 0; round < 3; round++) {
+        if (rebalance_relist(rb, p) != OK)
+            return E_UNAVAILABLE;
+        left = 0;
+        for (size_t i = 0; i < rb->listing.n; i++)
+            left += rb->listing.v[i].shard == s;
+        if (left == 0)
+            return OK;
+        progress_note(p,
+                      "%s still holds %zu blobs (written before a service followed): moving "
+                      "them",
+                      a->drain, left);
+        rebalance_copy(rb, a->rate, (unsigned)a->jobs, p);
+        rebalance_prune(rb, p);
+    }
+    fprintf(stderr, "tessera ring drain: %s still holds %zu blobs: run it again\n", a->drain, left);
+    return E_IO;
 }
 
 static int ring_move(const struct config *cfg, const struct ring_move_args *a)
 {
-    const char *op = a->execute ? "rebalance" : "plan";
+    const char *op = !a->execute ? "plan" : a->drain != NULL ? "drain" : "rebalance";
     struct runtime rt = {0};
     struct ring *nw = NULL;
     struct rebalance rb = {0};
@@ -163,15 +259,24 @@ static int ring_move(const struct config *cfg, const struct ring_move_args *a)
     int64_t t0 = time_mono_us();
     int rc;
 
-    rc = ring_configured(cfg, &nw);
+    rc = a->drain != NULL ? OK : ring_configured(cfg, &nw);
     if (rc == OK)
         rc = runtime_open(cfg, RT_META, &rt);
+    if (rc == OK && a->drain != NULL)
+        rc = ring_drain_target(&rt, a->drain, &nw);
     if (rc != OK)
         goto out;
     p = progress_new(op, a->json, a->json ? stdout : stderr);
     rc = rebalance_open(&rt, nw, &rb, p, err, sizeof(err));
     if (rc != OK) {
         fprintf(stderr, "tessera ring: %s\n", err);
+        if (a->drain != NULL && rc == E_UNAVAILABLE)
+            fprintf(stderr,
+                    "tessera ring drain: refused: the blobs of %s are read from it and every "
+                    "other shard, which must all answer; if %s is lost for good, record a ring "
+                    "without it (`tessera ring apply`) and run `tessera repair`: the other "
+                    "replicas restore every copy\n",
+                    a->drain, a->drain);
         goto out;
     }
     if (rb.store == NULL) {
@@ -184,6 +289,9 @@ static int ring_move(const struct config *cfg, const struct ring_move_args *a)
                    nw->epoch);
         goto out;
     }
+    if (a->drain != NULL && !a->json)
+        printf("ring %s: drain %s: epoch %s -> %s (%zu shards left, R=%u)\n", op, a->drain,
+               rb.old->epoch, nw->epoch, nw->n, nw->replicas);
     ring_print_plan(op, &rb, a->json);
     if (!a->execute)
         goto out;
@@ -195,13 +303,13 @@ static int ring_move(const struct config *cfg, const struct ring_move_args *a)
     }
     long follow_ms = rebalance_follow_ms(&rb);
     if (a->json)
-        printf("{\"op\":\"rebalance\",\"event\":\"switched\",\"epoch\":\"%s\","
+        printf("{\"op\":\"%s\",\"event\":\"switched\",\"epoch\":\"%s\","
                "\"previous\":\"%s\",\"follow_ms\":%ld}\n",
-               nw->epoch, rb.old->epoch, follow_ms);
+               op, nw->epoch, rb.old->epoch, follow_ms);
     else
-        printf("ring rebalance: epoch %s in force (reads fall back to epoch %s until the move "
+        printf("ring %s: epoch %s in force (reads fall back to epoch %s until the move "
                "is done); waiting %.1f s for the services to follow\n",
-               nw->epoch, rb.old->epoch, (double)follow_ms / 1000);
+               op, nw->epoch, rb.old->epoch, (double)follow_ms / 1000);
     fflush(stdout);
     usleep((useconds_t)follow_ms * 1000);
     rc = rebalance_relist(&rb, p);
@@ -210,7 +318,7 @@ static int ring_move(const struct config *cfg, const struct ring_move_args *a)
                         "move stays unfinished (reads fall back): run it again\n");
         goto out;
     }
-    rebalance_copy(&rb, a->rate, 1, p);
+    rebalance_copy(&rb, a->rate, (unsigned)a->jobs, p);
     rc = rebalance_finish(&rb);
     if (rc != OK) {
         if (rb.res.errors > 0)
@@ -218,23 +326,37 @@ static int ring_move(const struct config *cfg, const struct ring_move_args *a)
                     "tessera ring: %zu copies failed: the move stays unfinished (reads fall "
                     "back to the old ring); run it again\n",
                     rb.res.errors);
-        ring_print_done(&rb, false, (double)(time_mono_us() - t0) / 1e6, a->json);
+        ring_print_done(op, &rb, false, (double)(time_mono_us() - t0) / 1e6, a->json);
         goto out;
     }
     if (a->json)
-        printf("{\"op\":\"rebalance\",\"event\":\"moved\",\"epoch\":\"%s\","
+        printf("{\"op\":\"%s\",\"event\":\"moved\",\"epoch\":\"%s\","
                "\"prune_in_s\":%ld}\n",
-               nw->epoch, a->wait_s);
+               op, nw->epoch, a->wait_s);
     else
-        printf("ring rebalance: every blob on its new homes; old copies removed in %ld s\n",
-               a->wait_s);
+        printf("ring %s: every blob on its new homes, each copy verified; old copies removed in "
+               "%ld s\n",
+               op, a->wait_s);
     fflush(stdout);
     if (a->wait_s > 0)
         sleep((unsigned)a->wait_s);
     rebalance_prune(&rb, p);
-    ring_print_done(&rb, true, (double)(time_mono_us() - t0) / 1e6, a->json);
-    if (rb.res.errors > 0)
+    if (a->drain != NULL && rb.res.errors == 0)
+        rc = ring_drain_check(&rb, a, p);
+    ring_print_done(op, &rb, true, (double)(time_mono_us() - t0) / 1e6, a->json);
+    if (rc == OK && rb.res.errors > 0)
         rc = E_IO;
+    if (rc == OK && a->drain != NULL) {
+        if (a->json)
+            printf("{\"op\":\"drain\",\"event\":\"drained\",\"shard\":\"%s\","
+                   "\"epoch\":\"%s\"}\n",
+                   a->drain, nw->epoch);
+        else
+            printf("ring drain: %s holds no blob (every shard listed again): it can be switched "
+                   "off. Remove it from storage.shards in every configuration (epoch %s is in "
+                   "force)\n",
+                   a->drain, nw->epoch);
+    }
 out:
     progress_free(p);
     rebalance_release(&rb);
@@ -601,38 +723,55 @@ static int ring_migrate_cmd(const struct config *cfg, int argc, char **argv)
 int ring_cmd(const struct config *cfg, int argc, char **argv)
 {
     const char *sub = argc >= 2 ? argv[1] : "";
-    struct ring_move_args a = {false, false, 0, 5};
-    int rc;
+    struct ring_move_args a = {false, false, 0, 5, 1, NULL};
+    int first = 2, rc;
 
     if (strcmp(sub, "simulate") == 0)
         return ring_simulate(argc, argv);
     if (strcmp(sub, "migrate") == 0)
         return ring_migrate_cmd(cfg, argc, argv);
-    for (int i = 2; i < argc; i++) {
+    if (strcmp(sub, "drain") == 0) {
+        a.drain = argc >= 3 && argv[2][0] != '-' ? argv[2] : NULL;
+        a.jobs = 4;
+        first = 3;
+    }
+    for (int i = first; i < argc; i++) {
         if (strcmp(argv[i], "--rate") == 0 && i + 1 < argc)
             a.rate = strtol(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--wait") == 0 && i + 1 < argc)
             a.wait_s = strtol(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--jobs") == 0 && i + 1 < argc)
+            a.jobs = strtol(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--drain") == 0 && i + 1 < argc && strcmp(sub, "plan") == 0)
+            a.drain = argv[++i];
         else if (strcmp(argv[i], "--json") == 0)
             a.json = true;
         else
             sub = "?";
     }
+    if (a.rate < 0 || a.wait_s < 0 || a.jobs < 1 || a.jobs > RING_MOVE_MAX_JOBS)
+        sub = "?";
     if (strcmp(sub, "show") == 0)
         rc = ring_show(cfg);
     else if (strcmp(sub, "apply") == 0)
         rc = ring_apply(cfg);
     else if (strcmp(sub, "plan") == 0)
         rc = ring_move(cfg, &a);
-    else if (strcmp(sub, "rebalance") == 0) {
+    else if (strcmp(sub, "rebalance") == 0 || (strcmp(sub, "drain") == 0 && a.drain != NULL)) {
         a.execute = true;
         rc = ring_move(cfg, &a);
     } else {
         fprintf(stderr,
-                "usage: tessera ring show | apply | plan [--json] | rebalance [--rate KEYS_PER_S] "
-                "[--wait S] [--json] | migrate --to SHARDS | migrate --finish | simulate ...\n"
+                "usage: tessera ring show | apply | plan [--drain SHARD] [--json]\n"
+                "       tessera ring rebalance [--rate KEYS_PER_S] [--wait S] [--jobs N] [--json]\n"
+                "       tessera ring drain SHARD [--rate KEYS_PER_S] [--wait S] [--jobs N] "
+                "[--json]\n"
+                "       tessera ring migrate --to SHARDS | migrate --finish | simulate ...\n"
                 "  the ring in force is recorded in the metadata store; plan, rebalance and "
-                "apply move it to the configured storage.shards\n");
+                "apply move it to the configured storage.shards; drain moves every blob off "
+                "SHARD and removes it from the ring in force; N blobs are copied at once "
+                "(rebalance 1, drain 4, at most %d)\n",
+                RING_MOVE_MAX_JOBS);
         return 2;
     }
     return rc == OK ? 0 : 1;

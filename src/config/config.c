@@ -124,6 +124,14 @@ static const struct cfg_entry config_table[] = {
     {"storage", "cache_bytes", CFG_SIZE, "1G", 0, 1024 * GiB, F(storage.cache_bytes),
      "Local disk cache of blobs read from remote storage nodes (read services): most bytes "
      "kept in <data_dir>/blobcache; 0 turns it off."},
+    {"storage", "scrub_bytes_per_s", CFG_SIZE, "8M", 0, 64 * GiB, F(storage.scrub_bytes_per_s),
+     "tessera storage: re-reads every blob in the background at most this many bytes a second, "
+     "checks it against its key and quarantines a bad copy (<data_dir>/quarantine, never "
+     "served); 0 turns scrubbing off."},
+    {"storage", "scrub_interval", CFG_DURATION, "24h", 100, 3650LL * 24 * 3600000,
+     F(storage.scrub_interval_ms),
+     "tessera storage: a scrub pass over every blob starts at most this often (a pass that "
+     "takes longer at storage.scrub_bytes_per_s is followed at once by the next)."},
     {"storage", "repair_grace", CFG_DURATION, "24h", 0, 3650LL * 24 * 3600000,
      F(storage.repair_grace_ms),
      "tessera repair and tessera gc remove bytes no image references only when older than "

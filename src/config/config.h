@@ -69,6 +69,8 @@ struct config {
         int64_t ring_poll_ms;
         int64_t pin_grace_ms;
         int64_t cache_bytes;
+        int64_t scrub_bytes_per_s;  /* tessera storage: background re-read rate; 0 = off */
+        int64_t scrub_interval_ms;  /* a scrub pass starts at most this often */
         char *secret_file;          /* signs service <-> storage node requests; "" = unsigned */
         char *secret_file_previous; /* also accepted by nodes, for rotation */
     } storage;

@@ -20,6 +20,7 @@
 #include "services/signals.h"
 #include "store/blob.h"
 #include "store/node_auth.h"
+#include "store/scrub.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -39,6 +40,7 @@ struct storage {
     const struct config *cfg;
     struct blob_store *blobs;
     char root[PATH_MAX];                    /* data_dir/blobs, absolute */
+    char quarantine[PATH_MAX];              /* data_dir/quarantine: copies the scrubber set aside */
     struct secret keys[NODE_AUTH_KEYS_MAX]; /* accepted signing secrets; none: unsigned */
     size_t nkeys;
 };
@@ -58,6 +60,10 @@ static struct metric m_errors = {"tessera_storage_errors_total",
 static struct metric m_mismatch = {"tessera_storage_checksum_rejects_total",
                                    "PUT bodies refused because they did not hash to their key.",
                                    "counter", 0};
+
+static struct metric m_quarantined = {
+    "tessera_storage_quarantined",
+    "Copies in the quarantine (failed the scrubber's check; kept, never served).", "gauge", 0};
 
 static struct metric m_unauthorized = {
     "tessera_storage_unauthorized_total",
@@ -292,6 +298,39 @@ out:
     free(ents);
 }
 
+/* h_quarantine lists the copies the scrubber set aside (at most 10000), for `tessera repair`. */
+static void h_quarantine(struct http_req *req)
+{
+    struct storage *s = http_app(req);
+    struct blob_entry *ents = xmalloc(STORAGE_LIST_MAX * sizeof(*ents));
+    size_t n = 0;
+    json_t *arr;
+    int rc = scrub_quarantine_list(s->quarantine, ents, STORAGE_LIST_MAX, &n);
+
+    if (rc != OK) {
+        metric_add(&m_errors, 1);
+        http_reply_error(req, rc, "cannot list the quarantine: %s", err_str(rc));
+        goto out;
+    }
+    arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, json_pack("{s:s,s:I,s:I}", "key", ents[i].key, "size",
+                                             (json_int_t)ents[i].size, "mtime",
+                                             (json_int_t)ents[i].mtime));
+    http_reply_json(req, 200, json_pack("{s:o}", "blobs", arr));
+out:
+    free(ents);
+}
+
+/* storage_quarantined keeps the gauges right when the scrubber moves a copy aside. */
+static void storage_quarantined(void *arg, uint64_t size)
+{
+    (void)arg;
+    metric_add(&m_blobs, -1);
+    metric_add(&m_bytes, -(int64_t)size);
+    metric_add(&m_quarantined, 1);
+}
+
 static int storage_ready(void *app, char *why, size_t cap)
 {
     struct storage *s = app;
@@ -314,6 +353,7 @@ static const struct route storage_routes[] = {
     {HTTP_GET, "/blobs/*", "blob_get", h_get, 0},
     {HTTP_PUT, "/blobs/*", "blob_put", h_put, ROUTE_BODY_UPLOAD},
     {HTTP_DELETE, "/blobs/*", "blob_delete", h_delete, 0},
+    {HTTP_GET, "/quarantine", "quarantine_list", h_quarantine, 0},
 };
 
 /* storage_count sets the gauges from a walk of the store (once, at start). */
@@ -345,6 +385,9 @@ int storage_run(const struct config *cfg)
 {
     struct storage s;
     struct http_server *srv = NULL;
+    struct scrubber *scrub = NULL;
+    struct blob_entry *q = NULL;
+    size_t nq = 0;
     char url[PATH_MAX + 16], tmp[PATH_MAX + 8];
     int rc;
 
@@ -369,12 +412,14 @@ int storage_run(const struct config *cfg)
         return E_IO;
     }
     if (realpath(cfg->storage.data_dir, tmp) == NULL ||
-        strlen(tmp) + sizeof("/blobs/tmp") > sizeof(s.root)) {
+        strlen(tmp) + sizeof("/quarantine") > sizeof(s.root)) {
         log_error("storage", "cannot use \"%s\"", cfg->storage.data_dir);
         return E_IO;
     }
     memcpy(s.root, tmp, strlen(tmp)); /* fits: checked above */
     memcpy(s.root + strlen(tmp), "/blobs", sizeof("/blobs"));
+    memcpy(s.quarantine, tmp, strlen(tmp)); /* fits too: "/quarantine" is the longest */
+    memcpy(s.quarantine + strlen(tmp), "/quarantine", sizeof("/quarantine"));
     snprintf(url, sizeof(url), "file://%s", s.root);
     rc = blob_store_open(url, &s.blobs);
     if (rc != OK)
@@ -383,6 +428,15 @@ int storage_run(const struct config *cfg)
     if (rc != OK)
         goto out;
     storage_free_bytes(&s);
+    q = xmalloc(STORAGE_LIST_MAX * sizeof(*q));
+    if (scrub_quarantine_list(s.quarantine, q, STORAGE_LIST_MAX, &nq) == OK && nq > 0)
+        log_warn("storage",
+                 "%zu%s copies in %s (failed the scrubber's check; `tessera repair` "
+                 "lists them)",
+                 nq, nq == STORAGE_LIST_MAX ? " or more" : "", s.quarantine);
+    metric_add(&m_quarantined, (int64_t)nq);
+    free(q);
+    metric_register(&m_quarantined);
     metric_register(&m_blobs);
     metric_register(&m_bytes);
     metric_register(&m_free);
@@ -416,8 +470,23 @@ int storage_run(const struct config *cfg)
         goto out;
     log_info("storage", "listening on %s (port %u); blobs in %s", cfg->server.listen,
              http_server_port(srv), s.root);
+    if (cfg->storage.scrub_bytes_per_s > 0) {
+        struct scrub_opts so = {s.blobs,
+                                s.quarantine,
+                                cfg->storage.scrub_bytes_per_s,
+                                cfg->storage.scrub_interval_ms,
+                                storage_quarantined,
+                                NULL};
+        if (scrub_start(&so, &scrub) != OK)
+            log_error("storage", "cannot start the scrubber: blobs are checked only when read");
+        else
+            log_info("storage", "scrubbing at %lld bytes/s, a pass at most every %lld s",
+                     (long long)cfg->storage.scrub_bytes_per_s,
+                     (long long)(cfg->storage.scrub_interval_ms / 1000));
+    }
     int sig = signals_wait();
     log_info("storage", "%s: stopping", strsignal(sig));
+    scrub_stop(scrub);
     http_server_stop(srv, cfg->server.shutdown_timeout_ms);
 out:
     blob_store_free(s.blobs);

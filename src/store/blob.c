@@ -155,6 +155,14 @@ size_t blob_store_shards(struct blob_store *bs, struct blob_shard_state *out, si
     return bs->ops->shards != NULL ? bs->ops->shards(bs->be, out, cap, epoch) : 0;
 }
 
+int blob_quarantined(struct blob_store *bs, struct blob_entry *out, size_t cap, size_t *n)
+{
+    *n = 0;
+    if (bs->ops->quarantined == NULL)
+        return E_UNSUPPORTED;
+    return bs->ops->quarantined(bs->be, out, cap, n);
+}
+
 bool blob_store_may_block(const struct blob_store *bs)
 {
     return bs->ops->may_block != NULL && bs->ops->may_block(bs->be);

@@ -121,6 +121,13 @@ int blob_each(struct blob_store *bs, blob_each_fn *fn, void *arg);
 #define BLOB_EACH_PAGE 1000
 
 /*
+ * blob_quarantined fills out[0..*n) with at most cap copies the store's scrubber set aside
+ * (a storage node's quarantine: failed their check, kept, never served). E_UNSUPPORTED for
+ * a store without one; E_UNAVAILABLE / E_IO otherwise. Blocks.
+ */
+int blob_quarantined(struct blob_store *bs, struct blob_entry *out, size_t cap, size_t *n);
+
+/*
  * blob_store_may_block tells whether calls may wait on the network (a remote
  * shard): callers then keep them off threads that serve other connections.
  */

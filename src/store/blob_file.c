@@ -504,3 +504,31 @@ out:
         rc = E_IO;
     return rc;
 }
+
+int blob_file_quarantine(struct blob_store *bs, const char *key, int fd, const char *dir,
+                         char *moved, size_t cap)
+{
+    char dir2[PATH_MAX], final[PATH_MAX];
+    struct stat open_st, name_st;
+    int rc;
+
+    if (bs == NULL || bs->ops != &bf_ops)
+        return E_INVALID;
+    rc = bf_paths(bs->be, key, NULL, dir2, final);
+    if (rc != OK)
+        return rc;
+    if (snprintf(moved, cap, "%s/%s.%lld", dir, key, (long long)time(NULL)) >= (int)cap)
+        return E_INVALID;
+    if (mkdir(dir, BF_DIR_MODE) != 0 && errno != EEXIST)
+        return bf_fail(errno, "cannot create the quarantine", dir);
+    /* the file checked, not one a put or a delete left under the name since */
+    if (fstat(fd, &open_st) != 0 || stat(final, &name_st) != 0 ||
+        open_st.st_ino != name_st.st_ino || open_st.st_dev != name_st.st_dev)
+        return E_NOTFOUND;
+    if (rename(final, moved) != 0)
+        return errno == ENOENT ? E_NOTFOUND : bf_fail(errno, "cannot quarantine", final);
+    rc = bf_fsync_dir(dir2);
+    if (rc == OK)
+        rc = bf_fsync_dir(dir);
+    return rc;
+}

@@ -393,20 +393,16 @@ static int bh_check(void *be)
     return rc == OK && code == 200 ? OK : E_UNAVAILABLE;
 }
 
-static int bh_list(void *be, const char *after, struct blob_entry *out, size_t cap, size_t *n)
+/* bh_entries GETs url, an answer {"blobs":[{"key","size","mtime"}...]} of at most cap entries. */
+static int bh_entries(struct bh *b, const char *url, struct blob_entry *out, size_t cap, size_t *n)
 {
-    struct bh *b = be;
     struct strbuf sb;
     json_error_t jerr;
     json_t *j = NULL, *keys;
-    char url[1300];
     long code = 0;
     int rc;
 
-    if (cap > BH_LIST_MAX)
-        cap = BH_LIST_MAX;
     strbuf_init(&sb, BH_SMALL_MAX);
-    snprintf(url, sizeof(url), "%s/blobs?after=%s&limit=%zu", b->base, after, cap);
     rc = bh_simple(b, "GET", url, NULL, &sb, 0, &code);
     if (rc == OK)
         rc = bh_status(code);
@@ -436,6 +432,26 @@ out:
     json_decref(j);
     strbuf_release(&sb);
     return rc;
+}
+
+static int bh_list(void *be, const char *after, struct blob_entry *out, size_t cap, size_t *n)
+{
+    struct bh *b = be;
+    char url[1300];
+
+    if (cap > BH_LIST_MAX)
+        cap = BH_LIST_MAX;
+    snprintf(url, sizeof(url), "%s/blobs?after=%s&limit=%zu", b->base, after, cap);
+    return bh_entries(b, url, out, cap, n);
+}
+
+static int bh_quarantined(void *be, struct blob_entry *out, size_t cap, size_t *n)
+{
+    struct bh *b = be;
+    char url[1100];
+
+    snprintf(url, sizeof(url), "%s/quarantine", b->base);
+    return bh_entries(b, url, out, cap, n);
 }
 
 static void bh_free(void *be)
@@ -470,6 +486,7 @@ static const struct blob_ops bh_ops = {
     .tmp_path = bh_tmp_path,
     .check = bh_check,
     .list = bh_list,
+    .quarantined = bh_quarantined,
 };
 
 int blob_http_open(const char *base, const char *tmp_dir, long connect_ms, long read_ms,

@@ -29,6 +29,7 @@ struct blob_ops {
     size_t (*shards)(void *be, struct blob_shard_state *out, size_t cap, char *epoch);
     /* open without a network request (a local copy), else E_AGAIN; NULL: open if !may_block */
     int (*peek)(void *be, const char *key, int *fd, uint64_t *size);
+    int (*quarantined)(void *be, struct blob_entry *out, size_t cap, size_t *n); /* NULL: none */
 };
 
 struct blob_store {
@@ -59,6 +60,17 @@ struct blob_store *blob_store_new(const struct blob_ops *ops, void *be);
  * crash left in root/tmp. E_INVALID if root is not absolute, E_IO if unusable.
  */
 int blob_file_open(const char *root, struct blob_store **out);
+
+/*
+ * blob_file_quarantine moves the copy of key that is open at fd out of the file:// store bs
+ * into the directory dir (same filesystem, created if needed) as "<key>.<unix seconds>", and
+ * fsyncs both directories: the store no longer lists or serves it, and its bytes are kept.
+ * E_NOTFOUND when the file under key's name is no longer the one open at fd (deleted, or
+ * replaced by a new put): nothing moved. E_INVALID if bs is not a file:// store; E_IO.
+ * The name it got goes into moved (capacity cap). Blocks; thread-safe.
+ */
+int blob_file_quarantine(struct blob_store *bs, const char *key, int fd, const char *dir,
+                         char *moved, size_t cap);
 
 /*
  * blob_http_open opens a client of the `tessera storage` node at base

@@ -540,3 +540,44 @@ int ring_parse_described(const char *text, struct ring **out, char *err, size_t 
                          "the recorded ring does not start with \"# replicas=R write_quorum=W\"");
     return ring_parse(text, r, w, out, err, cap);
 }
+
+int ring_without(const struct ring *r, const char *id, struct ring **out, char *err, size_t cap)
+{
+    struct ring_err e = {err, cap};
+    char *text = NULL, *line;
+    size_t idlen = strlen(id);
+    int rc;
+
+    *out = NULL;
+    if (ring_find(r, id) < 0) {
+        ring_fail(&e, "%s is not a shard of the ring (epoch %s)", id, r->epoch);
+        return E_NOTFOUND;
+    }
+    if (r->n - 1 < r->replicas)
+        return ring_fail(&e,
+                         "removing %s would leave %zu shard%s for R=%u copies of every blob: add "
+                         "a shard first (`tessera ring rebalance`), or lower storage.replicas",
+                         id, r->n - 1, r->n - 1 == 1 ? "" : "s", r->replicas);
+    /* the canonical text, one shard a line: drop the line of id */
+    text = ring_describe(r);
+    line = strchr(text, '\n');
+    while (line != NULL && line[1] != '\0') {
+        char *start = line + 1, *end = strchr(start, '\n');
+        if (strncmp(start, id, idlen) == 0 && start[idlen] == '=') {
+            memmove(start, end + 1, strlen(end + 1) + 1);
+            break;
+        }
+        line = end;
+    }
+    rc = ring_parse_described(text, out, err, cap);
+    free(text);
+    if (rc == OK && r->nzones >= r->replicas && (*out)->nzones < r->replicas) {
+        ring_free(*out);
+        *out = NULL;
+        rc = ring_fail(&e,
+                       "removing %s would leave %u zone%s for R=%u copies that are now in "
+                       "distinct zones: add a shard to its zone first",
+                       id, r->nzones - 1, r->nzones - 1 == 1 ? "" : "s", r->replicas);
+    }
+    return rc;
+}

@@ -95,4 +95,13 @@ int ring_find(const struct ring *r, const char *id);
  */
 char *ring_describe(const struct ring *r);
 
+/*
+ * ring_without builds (*out, the caller frees it) the ring r without the shard id, with r's
+ * R and W: what draining that shard moves to. E_NOTFOUND when r has no such shard;
+ * E_INVALID when what is left cannot hold R copies of every blob (fewer shards than R), or
+ * when r's copies are spread over at least R zones and what is left has fewer: a sentence
+ * saying why in err (capacity cap) in both cases. Pure.
+ */
+int ring_without(const struct ring *r, const char *id, struct ring **out, char *err, size_t cap);
+
 #endif

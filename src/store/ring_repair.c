@@ -78,6 +78,7 @@ void ring_repair_key(struct blob_store *store, const struct ring_copy *copies, s
     unsigned home[RING_MAX_REPLICAS];
     bool good[RING_MAX_SHARDS] = {false};
     bool is_home[RING_MAX_SHARDS] = {false};
+    bool corrupt[RING_MAX_SHARDS] = {false};
     size_t nhome;
     int src_fd = -1;
     bool all_home = true;
@@ -90,27 +91,34 @@ void ring_repair_key(struct blob_store *store, const struct ring_copy *copies, s
     nhome = ring_lookup(ring, key, home, ring->replicas);
     for (size_t i = 0; i < nhome; i++)
         is_home[home[i]] = true;
-    /* Verify every copy: a corrupt one is removed and counts as missing. */
+    /* Verify every copy: a corrupt one counts as missing. */
     for (size_t i = 0; i < n; i++) {
         struct blob_store *bs = blob_ring_shard(store, copies[i].shard);
         rc = ring_walk_verify(bs, key, src_fd < 0 ? &src_fd : NULL);
         if (rc == OK) {
             good[copies[i].shard] = true;
         } else if (rc == E_NOTFOUND) {
-            progress_note(p, "%s on %s: corrupt or gone, %s", key, ring->shards[copies[i].shard].id,
-                          o->dry_run ? "would rewrite" : "rewriting");
+            corrupt[copies[i].shard] = true;
             k->corrupt++;
-            if (!o->dry_run)
-                blob_delete(bs, key);
         } else {
             k->errors++;
             good[copies[i].shard] = true; /* unreadable now: leave it, never count it missing */
         }
     }
     if (src_fd < 0) {
+        /* the corrupt copies stay: the last bytes there are, for an operator to salvage */
         progress_note(p, "%s: no good copy on any shard: lost", key);
         k->lost++;
         return;
+    }
+    /* with a good source in hand, a corrupt copy goes so that a good one can take its name */
+    for (size_t i = 0; i < n; i++) {
+        if (!corrupt[copies[i].shard])
+            continue;
+        progress_note(p, "%s on %s: corrupt or gone, %s", key, ring->shards[copies[i].shard].id,
+                      o->dry_run ? "would rewrite" : "rewriting");
+        if (!o->dry_run)
+            blob_delete(blob_ring_shard(store, copies[i].shard), key);
     }
     for (size_t i = 0; i < nhome; i++) {
         if (good[home[i]])

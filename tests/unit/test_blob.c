@@ -20,6 +20,7 @@
 #include "store/blob_s3.h"
 #include "store/blob_switch.h"
 #include "store/node_auth.h"
+#include "store/scrub.h"
 
 #include <cmocka.h>
 #include <curl/curl.h>
@@ -968,6 +969,85 @@ static void test_s3_urls(void **state)
     }
 }
 
+struct scrub_seen {
+    atomic_int n;
+    _Atomic uint64_t size;
+};
+
+static void scrub_found(void *arg, uint64_t size)
+{
+    struct scrub_seen *seen = arg;
+
+    atomic_store(&seen->size, size);
+    atomic_fetch_add(&seen->n, 1);
+}
+
+/*
+ * The scrubber: a copy flipped on disk is found at the bounded rate, moved to the
+ * quarantine (bytes kept, no longer listed or served); good copies are left alone.
+ */
+static void test_scrub(void **state)
+{
+    struct fixture *f = *state;
+    struct scrub_seen seen = {0, 0};
+    struct scrubber *sc = NULL;
+    struct blob_entry q[4];
+    char keys[3][SHA256_HEX], path[512], qdir[300];
+    size_t n = 0;
+    bool exists = true;
+
+    for (unsigned i = 0; i < 3; i++) {
+        write_file(f->src, i == 1 ? 1000000 : 5000, 40 + i); /* the bad one: 1 MB */
+        key_of_file(f->src, keys[i]);
+        assert_int_equal(blob_put_path(f->bs, keys[i], f->src), OK);
+    }
+    snprintf(path, sizeof(path), "%s/%.2s/%.2s/%s", f->root, keys[1], keys[1] + 2, keys[1]);
+    assert_int_equal(chmod(path, 0644), 0);
+    FILE *fp = fopen(path, "r+b");
+    assert_non_null(fp);
+    fseek(fp, 500000, SEEK_SET);
+    fputc(0x5a ^ ((500000 * 31 + 41) & 0xff), fp); /* a byte differs from the pattern */
+    fclose(fp);
+    snprintf(qdir, sizeof(qdir), "%s/quarantine", f->dir);
+
+    struct scrub_opts bad = {f->bs, qdir, 0, 1000, NULL, NULL};
+    assert_int_equal(scrub_start(&bad, &sc), E_INVALID);
+    /* 2 MB/s: the 1 MB copy takes half a second, so finding it proves the rate is kept */
+    struct scrub_opts o = {f->bs, qdir, 2000000, 60000, scrub_found, &seen};
+    int64_t t0 = time_mono_us();
+    assert_int_equal(scrub_start(&o, &sc), OK);
+    while (atomic_load(&seen.n) == 0 && time_mono_us() - t0 < 10000000)
+        usleep(10000);
+    int64_t took = time_mono_us() - t0;
+    assert_int_equal(atomic_load(&seen.n), 1);
+    assert_int_equal(atomic_load(&seen.size), 1000000);
+    assert_true(took >= 400000);
+    scrub_stop(sc);
+
+    assert_int_equal(blob_exists(f->bs, keys[1], &exists), OK);
+    assert_false(exists);
+    for (unsigned i = 0; i < 3; i += 2) {
+        assert_int_equal(blob_exists(f->bs, keys[i], &exists), OK);
+        assert_true(exists);
+    }
+    assert_int_equal(scrub_quarantine_list(qdir, q, 4, &n), OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(q[0].key, keys[1]);
+    assert_int_equal(q[0].size, 1000000);
+    /* a store with no quarantine directory lists none */
+    snprintf(path, sizeof(path), "%s/none", f->dir);
+    assert_int_equal(scrub_quarantine_list(path, q, 4, &n), OK);
+    assert_int_equal(n, 0);
+    /* stopping in the middle of a long pass returns at once */
+    struct scrub_opts slow = {f->bs, qdir, 1000, 60000, scrub_found, &seen};
+    t0 = time_mono_us();
+    assert_int_equal(scrub_start(&slow, &sc), OK);
+    usleep(50000);
+    scrub_stop(sc);
+    assert_true(time_mono_us() - t0 < 2000000);
+    assert_int_equal(atomic_load(&seen.n), 1);
+}
+
 int main(void)
 {
     log_min_level = LOG_WARN;
@@ -1010,6 +1090,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_disk_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_switch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_switch_under_readers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scrub, setup, teardown),
         cmocka_unit_test(test_s3_urls),
     };
 

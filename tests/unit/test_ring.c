@@ -461,6 +461,38 @@ static void test_plan_remove_one(void **state)
     ring_free(b);
 }
 
+/* Draining a shard: the ring without it, or a refusal that says why. */
+static void test_without(void **state)
+{
+    struct ring *r = make_ring(4, 3, NULL, 0), *w = NULL, *again = NULL;
+    char err[256];
+
+    (void)state;
+    assert_int_equal(ring_without(r, "s9", &w, err, sizeof(err)), E_NOTFOUND);
+    assert_null(w);
+    assert_non_null(strstr(err, "s9"));
+    assert_int_equal(ring_without(r, "s2", &w, err, sizeof(err)), OK);
+    assert_int_equal(w->n, 3);
+    assert_int_equal(w->replicas, 3);
+    assert_int_equal(ring_find(w, "s2"), -1);
+    assert_true(strcmp(w->epoch, r->epoch) != 0);
+    /* "s1" is a prefix of no other id here, but "s" must not match "s1" */
+    assert_int_equal(ring_without(w, "s", &again, err, sizeof(err)), E_NOTFOUND);
+    /* 3 shards for R=3: one more drain would leave 2 */
+    assert_int_equal(ring_without(w, "s1", &again, err, sizeof(err)), E_INVALID);
+    assert_null(again);
+    assert_non_null(strstr(err, "would leave 2 shards for R=3"));
+    ring_free(w);
+    ring_free(r);
+    /* zones: copies in 3 distinct zones, one shard a zone: draining one leaves 2 zones */
+    r = make_ring(4, 3, NULL, 3);
+    assert_int_equal(ring_without(r, "s4", &w, err, sizeof(err)), OK); /* z0 keeps s1 */
+    ring_free(w);
+    assert_int_equal(ring_without(r, "s2", &w, err, sizeof(err)), E_INVALID);
+    assert_non_null(strstr(err, "zone"));
+    ring_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -474,6 +506,7 @@ int main(void)
         cmocka_unit_test(test_union_reaches_both),
         cmocka_unit_test(test_plan_add_one),
         cmocka_unit_test(test_plan_remove_one),
+        cmocka_unit_test(test_without),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
