@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # hosts.sh - sourced by deploy/local/cluster: the cluster's hosts as network namespaces.
 #
 # `cluster up --hosts` (remembered in $RUN/hosts) puts hosts in network namespaces of their
@@ -17,8 +18,10 @@
 # `down` removes every namespace and the bridge (the rules live in the namespaces and go too).
 
 HOSTS_NET=${TESSERA_HOSTS_NET:-77}
-[[ $HOSTS_NET =~ ^[0-9]+$ ]] && ((HOSTS_NET >= 1 && HOSTS_NET <= 254)) ||
-    { echo "cluster: TESSERA_HOSTS_NET must be 1..254" >&2; exit 2; }
+if ! [[ $HOSTS_NET =~ ^[0-9]+$ ]] || ((HOSTS_NET < 1 || HOSTS_NET > 254)); then
+    echo "cluster: TESSERA_HOSTS_NET must be 1..254" >&2
+    exit 2
+fi
 HOSTS_BR=tsr-br$HOSTS_NET
 HOSTS_ROOT_ADDR=10.$HOSTS_NET.0.1
 declare -A HOST_OF=([storage-1]=store-1 [storage-2]=store-2 [storage-3]=store-3)
@@ -31,7 +34,7 @@ host_ns() { echo "tsr$HOSTS_NET-$1"; }
 host_if() { echo "tsr${HOSTS_NET}h${1//[^0-9a-z]/}"; }
 
 # host_of NAME: the host a component runs on when hosts are on (nothing: the root namespace).
-host_of() { hosts_on && echo "${HOST_OF[$1]:-}" || true; }
+host_of() { if hosts_on; then echo "${HOST_OF[$1]:-}"; fi; }
 # addr_of NAME: the address a component listens on and is reached at.
 addr_of() {
     local h
@@ -98,7 +101,10 @@ host_cmd() {
     heal) ip link set "$(host_if "$h")" up ;;
     slow)
         [ "$3" = 0 ] || { echo "cluster: slow: a delay is not built yet (give 0)" >&2; return 1; }
-        [[ $4 =~ ^[0-9]+$ ]] && (($4 <= 100)) || { echo "cluster: slow: LOSS is a percentage 0..100" >&2; return 1; }
+        if ! [[ $4 =~ ^[0-9]+$ ]] || (($4 > 100)); then
+            echo "cluster: slow: LOSS is a percentage 0..100" >&2
+            return 1
+        fi
         ip netns exec "$(host_ns "$h")" iptables -F INPUT
         (($4 == 0)) || ip netns exec "$(host_ns "$h")" iptables -A INPUT -m statistic --mode random \
             --probability "$(printf '0.%02d' "$4" | sed 's/^0\.100$/1/')" -j DROP
