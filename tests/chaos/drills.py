@@ -44,6 +44,7 @@ PG_NODES = ["pg-1", "pg-2", "pg-3"]  # each run by Patroni; the leader is pg-pri
 PG_SH = os.path.join(ROOT, "deploy", "local", "pg.sh")
 READS = [8101 + OFF, 8102 + OFF, 8103 + OFF]
 RUN = None
+UP = ["up"]  # how main brings the cluster up (tests/chaos/hosts.py: up --hosts)
 
 
 def cluster(*args, check=True, timeout=300, env_extra=None):
@@ -484,7 +485,7 @@ def main(names):
     failed = False
     try:
         t0 = time.monotonic()
-        cluster("up")
+        cluster(*UP)
         print("cluster up in %.1f s (port offset %d)" % (time.monotonic() - t0, OFF), flush=True)
         for name, fn, what in DRILLS:
             if names and name not in names:
