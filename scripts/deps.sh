@@ -25,8 +25,9 @@ pkgs=(
     pgbackrest
     # the S3 endpoint of deploy/local/s3.sh: OpenStack Swift with s3api, and its memcached
     swift swift-proxy swift-object swift-container swift-account python3-swift memcached
-    # fault drills: network namespaces (ip), tmpfs mounts (mount); pkill (procps)
-    iproute2 util-linux procps
+    # fault drills: network namespaces (ip), tmpfs mounts (mount); pkill (procps); packet loss
+    # inside a host's namespace (iptables, the nft backend on Debian 12)
+    iproute2 util-linux procps iptables
     # the launchers generate secrets with `openssl rand` (libssl-dev does not bring the command)
     openssl
     # monitoring of the local cluster: Prometheus and promtool (alert rules and their tests)
