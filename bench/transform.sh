@@ -10,8 +10,8 @@ cd "$(dirname "$0")/.."
 runs=${1:-3}
 bin=${TESSERA_BIN:-build/tessera}
 src=${BENCH_IMAGE:-../shared/testdata/images/accept_jpeg_large_seeding_4000x3000.jpg}
-key=bench-transform-key-0123456789abcdef
 work=$(mktemp -d /tmp/tessera-bench.XXXXXX)
+(umask 077 && openssl rand -hex 32 >"$work/transform.key") # a key file: never on a command line
 pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
@@ -24,12 +24,12 @@ big=$work/big.jpg
 vips thumbnail "$src" "$big[Q=90]" 6000 --height 4000 --size force
 port=$(free_port)
 "$bin" serve --listen "127.0.0.1:$port" --data-dir "$work/data" --log.access=false \
-    --log.level=warn --jobs.workers=0 --transforms.keys="$key" &
+    --log.level=warn --jobs.workers=0 --transforms.keys_file="$work/transform.key" &
 pid=$!
 wait_http "http://127.0.0.1:$port/healthz"
 id=$(curl -fs --data-binary @"$big" "http://127.0.0.1:$port/api/v1/images" |
     /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-url() { "$bin" sign --listen "127.0.0.1:$port" --transforms.keys="$key" "/i/$id/t/$1"; }
+url() { "$bin" sign --listen "127.0.0.1:$port" --transforms.keys_file="$work/transform.key" "/i/$id/t/$1"; }
 get() { curl -fs -o /dev/null -w '%{time_total}' "$1"; }
 
 echo "source: 6000x4000 JPEG, $(stat -c %s "$big") bytes; load: $(cut -d' ' -f1-3 /proc/loadavg)"
