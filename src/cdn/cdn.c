@@ -290,6 +290,17 @@ static void req_header(struct cdn_req *r, char *h)
 }
 
 /* plan_cloudflare: purge_cache calls with the image's URLs (30 a call), then its tag if asked. */
+/* plan_purge_paths adds a PURGE of every path at every cache (the "http" purger). */
+static void plan_purge_paths(const struct cdn *c, char **paths, size_t np, struct cdn_plan *p)
+{
+    for (size_t i = 0; i < c->n_caches; i++)
+        for (size_t k = 0; k < np; k++) {
+            struct cdn_req *r = plan_add(p, "PURGE", xasprintf("%s%s", c->caches[i], paths[k]));
+            if (r != NULL)
+                r->cache = i;
+        }
+}
+
 static void plan_cloudflare(const struct cdn *c, const char *id, char **paths, size_t np, bool tags,
                             struct cdn_plan *p)
 {
@@ -410,12 +421,7 @@ static int plan_rendition(const struct cdn *c, const char *payload, struct cdn_p
         break;
     case CDN_HTTP:
         np = rendition_urls(c, id, name, paths);
-        for (size_t i = 0; i < c->n_caches; i++)
-            for (size_t k = 0; k < np; k++) {
-                struct cdn_req *r = plan_add(p, "PURGE", xasprintf("%s%s", c->caches[i], paths[k]));
-                if (r != NULL)
-                    r->cache = i;
-            }
+        plan_purge_paths(c, paths, np, p);
         break;
     case CDN_CLOUDFLARE:
         /* by URL only: the tag img-{id} would purge the whole image */
@@ -457,12 +463,7 @@ int cdn_plan_build(const struct cdn *c, const char *payload, struct cdn_plan *p)
         break;
     case CDN_HTTP:
         np = cdn_paths(c, id, format, paths);
-        for (size_t i = 0; i < c->n_caches; i++)
-            for (size_t k = 0; k < np; k++) {
-                struct cdn_req *r = plan_add(p, "PURGE", xasprintf("%s%s", c->caches[i], paths[k]));
-                if (r != NULL)
-                    r->cache = i;
-            }
+        plan_purge_paths(c, paths, np, p);
         break;
     case CDN_CLOUDFLARE:
         np = cdn_paths(c, id, format, paths);
