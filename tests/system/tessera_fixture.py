@@ -10,7 +10,9 @@
 - exif_tags(), webp_info(), ppm helpers used by several tests.
 """
 import atexit
+import base64
 import hashlib
+import hmac
 import http.client
 import json
 import os
@@ -625,3 +627,20 @@ def mean_abs_diff(a, b):
     if n == 0:
         return 1e9
     return sum(abs(a[k][c] - b[k][c]) for k in range(n) for c in range(3)) / (3.0 * n)
+
+
+def signed_rendition_path(key, image_id, canonical):
+    """/i/{id}/t/{canonical}?s=...: signed with key as API.md says (HMAC-SHA256, 32 base64url)."""
+    mac = hmac.new(key.encode(), ("/i/%s/t/%s" % (image_id, canonical)).encode(),
+                   hashlib.sha256).digest()
+    return "/i/%s/t/%s?s=%s" % (image_id, canonical,
+                                base64.urlsafe_b64encode(mac).decode().rstrip("=")[:32])
+
+
+def metric_value(srv, name, default=0):
+    """An unlabelled metric of srv's /metrics as an int; default when it is not there."""
+    _, _, body = request(srv, "GET", "/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return int(float(line.split()[1]))
+    return default

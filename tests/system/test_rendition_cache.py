@@ -11,9 +11,6 @@ is purged from the edge (its next request there misses).
 Stand-in (transforms.auto_standin): `.auto` for an AVIF client first answers the WebP
 rendition with a short max-age, then, once the background job made it, the AVIF, immutable.
 """
-import base64
-import hashlib
-import hmac
 import os
 import shutil
 import sqlite3
@@ -34,18 +31,11 @@ OPS = ["w:300,q:%d.webp" % q for q in (60, 61, 62, 63, 64, 65)]
 
 
 def tpath(image_id, canonical):
-    mac = hmac.new(KEY.encode(), ("/i/%s/t/%s" % (image_id, canonical)).encode(),
-                   hashlib.sha256).digest()
-    return "/i/%s/t/%s?s=%s" % (image_id, canonical,
-                                base64.urlsafe_b64encode(mac).decode().rstrip("=")[:32])
+    return tf.signed_rendition_path(KEY, image_id, canonical)
 
 
 def metric(srv, name):
-    _, _, body = tf.request(srv, "GET", "/metrics")
-    for line in body.decode().splitlines():
-        if line.startswith(name + " "):
-            return int(float(line.split()[1]))
-    return 0
+    return tf.metric_value(srv, name)
 
 
 def db(srv, sql, *args):

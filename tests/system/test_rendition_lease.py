@@ -9,9 +9,6 @@ with the lease (transforms.lease_timeout) the two services together encode each 
 once (tessera_renditions_made_total summed), every answer 200 with one ETag; without it
 (lease_timeout = 0) each service makes its own. Prints both counts (docs/BENCHMARKS.md).
 """
-import base64
-import hashlib
-import hmac
 import os
 import shutil
 import subprocess
@@ -33,18 +30,11 @@ N = int(os.environ.get("TESSERA_LEASE_CLIENTS", "8"))     # concurrent first req
 
 
 def tpath(image_id, canonical):
-    mac = hmac.new(KEY.encode(), ("/i/%s/t/%s" % (image_id, canonical)).encode(),
-                   hashlib.sha256).digest()
-    return "/i/%s/t/%s?s=%s" % (image_id, canonical,
-                                base64.urlsafe_b64encode(mac).decode().rstrip("=")[:32])
+    return tf.signed_rendition_path(KEY, image_id, canonical)
 
 
 def metric(srv, name):
-    _, _, body = tf.request(srv, "GET", "/metrics")
-    for line in body.decode().splitlines():
-        if line.startswith(name + " "):
-            return int(float(line.split()[1]))
-    return 0
+    return tf.metric_value(srv, name)
 
 
 class PG:

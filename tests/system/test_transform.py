@@ -86,11 +86,7 @@ def expected_size(sw, sh, w=0, h=0, fit="contain", dpr=1, up=False):
 
 
 def metric(srv, name):
-    st, _, body = tf.request(srv, "GET", "/metrics")
-    for line in body.decode().splitlines():
-        if line.startswith(name + " "):
-            return int(float(line.split()[1]))
-    return None
+    return tf.metric_value(srv, name, None)
 
 
 def up(srv, name):
